@@ -1,0 +1,58 @@
+# The targets a newcomer uses. `make demo` and `make test` install missing
+# Debian packages first (scripts/install-deps.sh), then build.
+BUILD      ?= build
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD_TYPE ?= RelWithDebInfo
+FUZZ_SECONDS ?= 30
+PREFIX     ?= /usr/local
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build demo test test-all test-asan test-tsan fuzz bench install clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+demo: build
+	@./scripts/demo.sh $(BUILD)
+
+test: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+# ASan+UBSan over every test, TSan over the threaded ones, then each fuzzer
+# for FUZZ_SECONDS.
+test-all: test test-asan test-tsan fuzz
+
+test-asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=address,undefined -DCKALLOC_BENCH=OFF >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j$(JOBS) -LE gpu
+
+test-tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=thread -DCKALLOC_BENCH=OFF >/dev/null
+	@cmake --build build-tsan -j$(JOBS)
+	@TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -L threaded
+
+fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCKALLOC_FUZZ=ON \
+	    -DCKALLOC_SANITIZE=address,undefined -DCKALLOC_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j$(JOBS)
+	@set -e; for f in build-fuzz/tests/fuzz/fuzz_*; do \
+	    [ -x "$$f" ] || continue; n=$$(basename $$f); mkdir -p build-fuzz/corpus/$$n; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$n tests/fuzz/seeds/$$n 2>&1 | tail -3; \
+	done
+
+bench: build
+	@./scripts/bench.sh $(BUILD)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

@@ -1,0 +1,63 @@
+/* The backend vtable: every call that touches a device goes through here.
+ * Two implementations: backend_cuda.c (driver VMM, loaded at run time) and
+ * backend_host.c (the same semantics in process memory). */
+#ifndef CK_BACKEND_H
+#define CK_BACKEND_H
+
+#include "ckalloc/ckalloc.h"
+
+#include <stdint.h>
+
+typedef struct ck_backend ck_backend;
+
+/* An opaque physical allocation (CUmemGenericAllocationHandle on cuda). */
+typedef uint64_t ck_phys;
+
+struct ck_backend_ops {
+    void (*destroy)(ck_backend *b);
+    /* Free and total device memory, bytes. */
+    ck_status (*mem_info)(ck_backend *b, uint64_t *free_bytes, uint64_t *total_bytes);
+    /* Reserve size bytes of address space aligned to granularity. */
+    ck_status (*reserve)(ck_backend *b, size_t size, uintptr_t *va);
+    ck_status (*unreserve)(ck_backend *b, uintptr_t va, size_t size);
+    /* Create size bytes of physical memory (a multiple of granularity). */
+    ck_status (*create)(ck_backend *b, size_t size, ck_phys *out);
+    ck_status (*release)(ck_backend *b, ck_phys h);
+    /* Map all of h at va (va..va+size inside a reservation) read/write. */
+    ck_status (*map)(ck_backend *b, uintptr_t va, size_t size, ck_phys h);
+    /* Unmap exactly one earlier map; the range faults on touch afterwards. */
+    ck_status (*unmap)(ck_backend *b, uintptr_t va, size_t size);
+    ck_status (*memcpy_async)(ck_backend *b, void *dst, const void *src, size_t n, ck_stream s);
+    ck_status (*memset_async)(ck_backend *b, void *dst, int value, size_t n, ck_stream s);
+    ck_status (*stream_create)(ck_backend *b, ck_stream *out);
+    ck_status (*stream_destroy)(ck_backend *b, ck_stream s);
+    ck_status (*stream_sync)(ck_backend *b, ck_stream s);
+    /* *capturing = 1 if s is being captured into a CUDA graph. */
+    ck_status (*stream_capturing)(ck_backend *b, ck_stream s, int *capturing);
+    ck_status (*stream_wait_event)(ck_backend *b, ck_stream s, ck_event e);
+    ck_status (*event_create)(ck_backend *b, ck_event *out);
+    ck_status (*event_destroy)(ck_backend *b, ck_event e);
+    ck_status (*event_record)(ck_backend *b, ck_event e, ck_stream s);
+    /* CK_OK when complete, CK_ERR_NOT_READY when not. */
+    ck_status (*event_query)(ck_backend *b, ck_event e);
+    ck_status (*event_sync)(ck_backend *b, ck_event e);
+    ck_status (*event_elapsed)(ck_backend *b, ck_event start, ck_event end, float *ms);
+};
+
+struct ck_backend {
+    const struct ck_backend_ops *ops;
+    const char *name;     /* "host" or "cuda" */
+    size_t granularity;   /* map/create unit, bytes (2 MiB on both backends) */
+    uint64_t total_mem;   /* device memory, bytes */
+    int device;
+};
+
+/* Constructors. On failure they return the status and set the error sentence;
+ * *out is untouched. */
+ck_status ck__backend_host_create(const ck_pool_options *opts, ck_backend **out);
+ck_status ck__backend_cuda_create(const ck_pool_options *opts, ck_backend **out);
+
+/* 1 if a CUDA driver with at least one device can be loaded. Never fails. */
+int ck__cuda_available(void);
+
+#endif

@@ -1,0 +1,494 @@
+/* The host backend: CUDA VMM semantics in process memory, so every part of
+ * ckalloc runs and is tested on machines without a GPU.
+ *
+ * - VA is reserved with mmap(PROT_NONE); map commits a range read/write with
+ *   fresh zero pages, unmap drops the pages and makes the range fault on touch
+ *   again (touching an unmapped tensor crashes, as it would on a GPU).
+ *   Unlike a real physical handle, contents do not survive unmap + remap.
+ * - Streams are worker threads that run queued copies, sets, event records
+ *   and event waits in order; events are real cross-stream dependencies.
+ * - Fault injection fails the Nth create / map / copy once.
+ * - With sim_clock each stream keeps a simulated time: a copy of n bytes
+ *   takes n / sim_bandwidth seconds; events carry the time of their stream.
+ */
+#include "backend.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define HOST_GRANULARITY (2 * CK_MiB)
+#define HOST_PHYS_MAGIC 0x636b706879730a01ull
+
+typedef enum { OP_COPY, OP_SET, OP_RECORD, OP_WAIT } op_kind;
+
+struct host_event;
+
+typedef struct host_op {
+    struct host_op *next;
+    op_kind kind;
+    void *dst;
+    const void *src;
+    size_t n;
+    int value;
+    struct host_event *ev;
+    uint64_t gen;
+} host_op;
+
+typedef struct host_stream {
+    struct host_backend *hb;
+    pthread_t thread;
+    host_op *head, *tail;
+    uint64_t enq, done; /* ops queued / completed */
+    double sim_ns;
+    int stop;
+} host_stream;
+
+typedef struct host_event {
+    uint64_t recorded; /* generation of the last record call */
+    uint64_t reached;  /* generation the stream has passed */
+    double time_ns;    /* stream time when reached (simulated or wall) */
+} host_event;
+
+typedef struct host_phys {
+    uint64_t magic;
+    size_t size;
+} host_phys;
+
+typedef struct reservation {
+    uintptr_t va;
+    size_t size;
+    void *base;
+    size_t base_size;
+    struct reservation *next;
+} reservation;
+
+typedef struct host_backend {
+    ck_backend base;
+    pthread_mutex_t mu; /* guards everything below and all streams/events */
+    pthread_cond_t cv;  /* broadcast on any completion or enqueue */
+    host_stream *def;   /* the NULL stream */
+    reservation *res;
+    uint64_t created_bytes;
+    uint64_t n_create, n_map, n_copy;
+    uint64_t fault_create, fault_map, fault_copy;
+    int sim_clock;
+    double sim_bw;
+} host_backend;
+
+static host_backend *hb_of(ck_backend *b) { return (host_backend *)b; }
+
+static host_stream *stream_of(host_backend *hb, ck_stream s) {
+    return s ? (host_stream *)s : hb->def;
+}
+
+/* ---- stream workers ---- */
+
+static double op_sim_cost(host_backend *hb, const host_op *op) {
+    return (double)op->n / hb->sim_bw * 1e9;
+}
+
+static void *stream_main(void *arg) {
+    host_stream *s = arg;
+    host_backend *hb = s->hb;
+    pthread_mutex_lock(&hb->mu);
+    for (;;) {
+        while (!s->head && !s->stop) pthread_cond_wait(&hb->cv, &hb->mu);
+        if (!s->head) break; /* stop requested and the queue is drained */
+        host_op *op = s->head;
+        s->head = op->next;
+        if (!s->head) s->tail = NULL;
+        switch (op->kind) {
+        case OP_COPY:
+        case OP_SET:
+            pthread_mutex_unlock(&hb->mu);
+            if (op->kind == OP_COPY) memmove(op->dst, op->src, op->n);
+            else memset(op->dst, op->value, op->n);
+            pthread_mutex_lock(&hb->mu);
+            if (hb->sim_clock) s->sim_ns += op_sim_cost(hb, op);
+            break;
+        case OP_RECORD:
+            if (op->gen > op->ev->reached) {
+                op->ev->reached = op->gen;
+                op->ev->time_ns = hb->sim_clock ? s->sim_ns : (double)ck__now_ns();
+            }
+            break;
+        case OP_WAIT:
+            while (op->ev->reached < op->gen) pthread_cond_wait(&hb->cv, &hb->mu);
+            if (hb->sim_clock && op->ev->time_ns > s->sim_ns) s->sim_ns = op->ev->time_ns;
+            break;
+        }
+        free(op);
+        s->done++;
+        pthread_cond_broadcast(&hb->cv);
+    }
+    pthread_mutex_unlock(&hb->mu);
+    return NULL;
+}
+
+static ck_status stream_new(host_backend *hb, host_stream **out) {
+    host_stream *s = calloc(1, sizeof *s);
+    if (!s) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory creating a stream");
+    s->hb = hb;
+    int rc = pthread_create(&s->thread, NULL, stream_main, s);
+    if (rc != 0) {
+        free(s);
+        return ck__err(CK_ERR_BACKEND, "host backend: cannot start a stream thread: %s",
+                       strerror(rc));
+    }
+    *out = s;
+    return CK_OK;
+}
+
+static void stream_join(host_backend *hb, host_stream *s) {
+    pthread_mutex_lock(&hb->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&hb->cv);
+    pthread_mutex_unlock(&hb->mu);
+    pthread_join(s->thread, NULL);
+    free(s);
+}
+
+/* Queue op on s; takes ownership of op. Called with hb->mu held. */
+static void enqueue_locked(host_backend *hb, host_stream *s, host_op *op) {
+    op->next = NULL;
+    if (s->tail) s->tail->next = op;
+    else s->head = op;
+    s->tail = op;
+    s->enq++;
+    pthread_cond_broadcast(&hb->cv);
+}
+
+static ck_status enqueue(host_backend *hb, ck_stream st, host_op tmpl) {
+    host_op *op = malloc(sizeof *op);
+    if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
+    *op = tmpl;
+    pthread_mutex_lock(&hb->mu);
+    enqueue_locked(hb, stream_of(hb, st), op);
+    pthread_mutex_unlock(&hb->mu);
+    return CK_OK;
+}
+
+/* ---- fault injection: the Nth call fails, once ---- */
+
+static int fault_hit(host_backend *hb, uint64_t *count, uint64_t when) {
+    pthread_mutex_lock(&hb->mu);
+    uint64_t n = ++*count;
+    pthread_mutex_unlock(&hb->mu);
+    return when != 0 && n == when;
+}
+
+/* ---- ops ---- */
+
+static ck_status h_mem_info(ck_backend *b, uint64_t *free_bytes, uint64_t *total_bytes) {
+    host_backend *hb = hb_of(b);
+    pthread_mutex_lock(&hb->mu);
+    uint64_t used = hb->created_bytes;
+    pthread_mutex_unlock(&hb->mu);
+    if (total_bytes) *total_bytes = b->total_mem;
+    if (free_bytes) *free_bytes = used < b->total_mem ? b->total_mem - used : 0;
+    return CK_OK;
+}
+
+static ck_status h_reserve(ck_backend *b, size_t size, uintptr_t *va) {
+    host_backend *hb = hb_of(b);
+    size_t g = b->granularity;
+    if (size == 0 || size % g != 0 || size > ((size_t)1 << 47))
+        return ck__err(CK_ERR_INVALID, "host backend: cannot reserve %zu bytes", size);
+    reservation *r = calloc(1, sizeof *r);
+    if (!r) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory");
+    r->base_size = size + g;
+    r->base = mmap(NULL, r->base_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (r->base == MAP_FAILED) {
+        int e = errno;
+        free(r);
+        char buf[32];
+        return ck__err(CK_ERR_NOMEM, "host backend: cannot reserve %s of address space: %s",
+                       ck__fmt_bytes(size, buf, sizeof buf), strerror(e));
+    }
+    r->va = (uintptr_t)ck__align_up((uintptr_t)r->base, g);
+    r->size = size;
+    pthread_mutex_lock(&hb->mu);
+    r->next = hb->res;
+    hb->res = r;
+    pthread_mutex_unlock(&hb->mu);
+    *va = r->va;
+    return CK_OK;
+}
+
+static ck_status h_unreserve(ck_backend *b, uintptr_t va, size_t size) {
+    host_backend *hb = hb_of(b);
+    pthread_mutex_lock(&hb->mu);
+    reservation **pp = &hb->res;
+    while (*pp && (*pp)->va != va) pp = &(*pp)->next;
+    reservation *r = *pp;
+    if (r) *pp = r->next;
+    pthread_mutex_unlock(&hb->mu);
+    if (!r || r->size != size)
+        return ck__err(CK_ERR_BACKEND, "host backend: %#lx is not a reservation", (unsigned long)va);
+    munmap(r->base, r->base_size);
+    free(r);
+    return CK_OK;
+}
+
+static ck_status h_create(ck_backend *b, size_t size, ck_phys *out) {
+    host_backend *hb = hb_of(b);
+    if (fault_hit(hb, &hb->n_create, hb->fault_create))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of create call %llu",
+                       (unsigned long long)hb->fault_create);
+    if (size == 0 || size % b->granularity != 0)
+        return ck__err(CK_ERR_INVALID, "host backend: create size %zu is not a multiple of %zu",
+                       size, b->granularity);
+    pthread_mutex_lock(&hb->mu);
+    int fits = hb->created_bytes + size <= b->total_mem;
+    if (fits) hb->created_bytes += size;
+    pthread_mutex_unlock(&hb->mu);
+    if (!fits) {
+        char a[32], t[32];
+        return ck__err(CK_ERR_NOMEM, "host backend: device memory exhausted (%s more of %s)",
+                       ck__fmt_bytes(size, a, sizeof a), ck__fmt_bytes(b->total_mem, t, sizeof t));
+    }
+    host_phys *p = malloc(sizeof *p);
+    if (!p) {
+        pthread_mutex_lock(&hb->mu);
+        hb->created_bytes -= size;
+        pthread_mutex_unlock(&hb->mu);
+        return ck__err(CK_ERR_NOMEM, "host backend: out of host memory");
+    }
+    p->magic = HOST_PHYS_MAGIC;
+    p->size = size;
+    *out = (ck_phys)(uintptr_t)p;
+    return CK_OK;
+}
+
+static host_phys *phys_of(ck_phys h) {
+    host_phys *p = (host_phys *)(uintptr_t)h;
+    return p && p->magic == HOST_PHYS_MAGIC ? p : NULL;
+}
+
+static ck_status h_release(ck_backend *b, ck_phys h) {
+    host_backend *hb = hb_of(b);
+    host_phys *p = phys_of(h);
+    if (!p) return ck__err(CK_ERR_BACKEND, "host backend: release of an unknown handle");
+    pthread_mutex_lock(&hb->mu);
+    hb->created_bytes -= p->size;
+    pthread_mutex_unlock(&hb->mu);
+    p->magic = 0;
+    free(p);
+    return CK_OK;
+}
+
+static ck_status h_map(ck_backend *b, uintptr_t va, size_t size, ck_phys h) {
+    host_backend *hb = hb_of(b);
+    if (fault_hit(hb, &hb->n_map, hb->fault_map))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of map call %llu",
+                       (unsigned long long)hb->fault_map);
+    host_phys *p = phys_of(h);
+    if (!p || p->size != size)
+        return ck__err(CK_ERR_BACKEND, "host backend: map of %zu bytes with a handle of another size",
+                       size);
+    void *r = mmap((void *)va, size, PROT_READ | PROT_WRITE,
+                   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED)
+        return ck__err(CK_ERR_BACKEND, "host backend: commit of %zu bytes failed: %s", size,
+                       strerror(errno));
+    return CK_OK;
+}
+
+static ck_status h_unmap(ck_backend *b, uintptr_t va, size_t size) {
+    /* A fresh PROT_NONE mapping drops the pages and makes the range fault. */
+    void *r = mmap((void *)va, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (r == MAP_FAILED)
+        return ck__err(CK_ERR_BACKEND, "host backend: decommit failed: %s", strerror(errno));
+    return CK_OK;
+}
+
+static ck_status h_memcpy(ck_backend *b, void *dst, const void *src, size_t n, ck_stream s) {
+    host_backend *hb = hb_of(b);
+    if (fault_hit(hb, &hb->n_copy, hb->fault_copy))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of copy call %llu",
+                       (unsigned long long)hb->fault_copy);
+    if (n == 0) return CK_OK;
+    return enqueue(hb, s, (host_op){.kind = OP_COPY, .dst = dst, .src = src, .n = n});
+}
+
+static ck_status h_memset(ck_backend *b, void *dst, int value, size_t n, ck_stream s) {
+    if (n == 0) return CK_OK;
+    return enqueue(hb_of(b), s, (host_op){.kind = OP_SET, .dst = dst, .value = value, .n = n});
+}
+
+static ck_status h_stream_create(ck_backend *b, ck_stream *out) {
+    host_stream *s;
+    ck_status st = stream_new(hb_of(b), &s);
+    if (st == CK_OK) *out = (ck_stream)s;
+    return st;
+}
+
+static ck_status h_stream_sync(ck_backend *b, ck_stream st) {
+    host_backend *hb = hb_of(b);
+    host_stream *s = stream_of(hb, st);
+    pthread_mutex_lock(&hb->mu);
+    uint64_t target = s->enq;
+    while (s->done < target) pthread_cond_wait(&hb->cv, &hb->mu);
+    pthread_mutex_unlock(&hb->mu);
+    return CK_OK;
+}
+
+static ck_status h_stream_destroy(ck_backend *b, ck_stream st) {
+    if (!st) return ck__err(CK_ERR_INVALID, "the default stream cannot be destroyed");
+    stream_join(hb_of(b), (host_stream *)st); /* drains the queue first */
+    return CK_OK;
+}
+
+static ck_status h_stream_capturing(ck_backend *b, ck_stream s, int *capturing) {
+    *capturing = 0;
+    return CK_OK;
+}
+
+static ck_status h_event_create(ck_backend *b, ck_event *out) {
+    host_event *e = calloc(1, sizeof *e);
+    if (!e) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory");
+    *out = (ck_event)e;
+    return CK_OK;
+}
+
+static ck_status h_event_destroy(ck_backend *b, ck_event ev) {
+    host_backend *hb = hb_of(b);
+    host_event *e = (host_event *)ev;
+    /* The record op may still be queued: wait until it has run. */
+    pthread_mutex_lock(&hb->mu);
+    while (e->reached < e->recorded) pthread_cond_wait(&hb->cv, &hb->mu);
+    pthread_mutex_unlock(&hb->mu);
+    free(e);
+    return CK_OK;
+}
+
+static ck_status h_event_record(ck_backend *b, ck_event ev, ck_stream s) {
+    host_backend *hb = hb_of(b);
+    host_event *e = (host_event *)ev;
+    host_op *op = malloc(sizeof *op);
+    if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
+    pthread_mutex_lock(&hb->mu);
+    *op = (host_op){.kind = OP_RECORD, .ev = e, .gen = ++e->recorded};
+    enqueue_locked(hb, stream_of(hb, s), op);
+    pthread_mutex_unlock(&hb->mu);
+    return CK_OK;
+}
+
+static ck_status h_stream_wait_event(ck_backend *b, ck_stream s, ck_event ev) {
+    host_backend *hb = hb_of(b);
+    host_event *e = (host_event *)ev;
+    host_op *op = malloc(sizeof *op);
+    if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
+    pthread_mutex_lock(&hb->mu);
+    *op = (host_op){.kind = OP_WAIT, .ev = e, .gen = e->recorded};
+    enqueue_locked(hb, stream_of(hb, s), op);
+    pthread_mutex_unlock(&hb->mu);
+    return CK_OK;
+}
+
+static ck_status h_event_query(ck_backend *b, ck_event ev) {
+    host_backend *hb = hb_of(b);
+    host_event *e = (host_event *)ev;
+    pthread_mutex_lock(&hb->mu);
+    int done = e->reached >= e->recorded;
+    pthread_mutex_unlock(&hb->mu);
+    return done ? CK_OK : CK_ERR_NOT_READY;
+}
+
+static ck_status h_event_sync(ck_backend *b, ck_event ev) {
+    host_backend *hb = hb_of(b);
+    host_event *e = (host_event *)ev;
+    pthread_mutex_lock(&hb->mu);
+    uint64_t target = e->recorded;
+    while (e->reached < target) pthread_cond_wait(&hb->cv, &hb->mu);
+    pthread_mutex_unlock(&hb->mu);
+    return CK_OK;
+}
+
+static ck_status h_event_elapsed(ck_backend *b, ck_event start, ck_event end, float *ms) {
+    host_backend *hb = hb_of(b);
+    host_event *a = (host_event *)start, *z = (host_event *)end;
+    pthread_mutex_lock(&hb->mu);
+    int ok = a->recorded && z->recorded && a->reached >= a->recorded && z->reached >= z->recorded;
+    double d = z->time_ns - a->time_ns;
+    pthread_mutex_unlock(&hb->mu);
+    if (!ok) return ck__err(CK_ERR_NOT_READY, "elapsed time: an event has not completed");
+    *ms = (float)(d / 1e6);
+    return CK_OK;
+}
+
+static void h_destroy(ck_backend *b) {
+    host_backend *hb = hb_of(b);
+    stream_join(hb, hb->def);
+    while (hb->res) {
+        reservation *r = hb->res;
+        hb->res = r->next;
+        munmap(r->base, r->base_size);
+        free(r);
+    }
+    pthread_mutex_destroy(&hb->mu);
+    pthread_cond_destroy(&hb->cv);
+    free(hb);
+}
+
+static const struct ck_backend_ops host_ops = {
+    .destroy = h_destroy,
+    .mem_info = h_mem_info,
+    .reserve = h_reserve,
+    .unreserve = h_unreserve,
+    .create = h_create,
+    .release = h_release,
+    .map = h_map,
+    .unmap = h_unmap,
+    .memcpy_async = h_memcpy,
+    .memset_async = h_memset,
+    .stream_create = h_stream_create,
+    .stream_destroy = h_stream_destroy,
+    .stream_sync = h_stream_sync,
+    .stream_capturing = h_stream_capturing,
+    .stream_wait_event = h_stream_wait_event,
+    .event_create = h_event_create,
+    .event_destroy = h_event_destroy,
+    .event_record = h_event_record,
+    .event_query = h_event_query,
+    .event_sync = h_event_sync,
+    .event_elapsed = h_event_elapsed,
+};
+
+ck_status ck__backend_host_create(const ck_pool_options *opts, ck_backend **out) {
+    host_backend *hb = calloc(1, sizeof *hb);
+    if (!hb) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory");
+    hb->base.ops = &host_ops;
+    hb->base.name = "host";
+    hb->base.granularity = HOST_GRANULARITY;
+    uint64_t total = opts->host_mem;
+    if (!total) {
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        total = (pages > 0 && psz > 0) ? (uint64_t)pages * (uint64_t)psz : 16 * CK_GiB;
+    }
+    hb->base.total_mem = total / HOST_GRANULARITY * HOST_GRANULARITY;
+    hb->base.device = 0;
+    hb->fault_create = opts->fault_create;
+    hb->fault_map = opts->fault_map;
+    hb->fault_copy = opts->fault_copy;
+    hb->sim_clock = opts->sim_clock;
+    hb->sim_bw = opts->sim_bandwidth > 0 ? opts->sim_bandwidth : 25e9;
+    pthread_mutex_init(&hb->mu, NULL);
+    pthread_cond_init(&hb->cv, NULL);
+    ck_status s = stream_new(hb, &hb->def);
+    if (s != CK_OK) {
+        pthread_mutex_destroy(&hb->mu);
+        pthread_cond_destroy(&hb->cv);
+        free(hb);
+        return s;
+    }
+    *out = &hb->base;
+    return CK_OK;
+}

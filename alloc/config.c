@@ -1,0 +1,228 @@
+/* One-string configuration ("backend=host,budget=20G,trace=t.csv") in the
+ * MALLOC_CONF style: one table of keys, each with its parser. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+CK_API void ck_pool_options_init(ck_pool_options *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+    o->backend = CK_BACKEND_AUTO;
+    o->release = CK_RELEASE_PRESSURE;
+}
+
+static int suffix_eq(const char *s, size_t n, const char *want) {
+    return strlen(want) == n && strncasecmp(s, want, n) == 0;
+}
+
+int ck__parse_size(const char *s, size_t len, uint64_t *out) {
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)s[i])) i++;
+    while (len > i && isspace((unsigned char)s[len - 1])) len--;
+    size_t start = i;
+    int digits = 0, dot = 0;
+    while (i < len && (isdigit((unsigned char)s[i]) || (s[i] == '.' && !dot))) {
+        if (s[i] == '.') dot = 1;
+        else digits++;
+        i++;
+    }
+    if (digits == 0) return -1;
+    char num[64];
+    if (i - start >= sizeof num) return -1;
+    memcpy(num, s + start, i - start);
+    num[i - start] = '\0';
+    const char *suf = s + i;
+    size_t sn = len - i;
+    double mult;
+    if (sn == 0 || suffix_eq(suf, sn, "B")) mult = 1;
+    else if (suffix_eq(suf, sn, "K") || suffix_eq(suf, sn, "KiB")) mult = 0x1p10;
+    else if (suffix_eq(suf, sn, "M") || suffix_eq(suf, sn, "MiB")) mult = 0x1p20;
+    else if (suffix_eq(suf, sn, "G") || suffix_eq(suf, sn, "GiB")) mult = 0x1p30;
+    else if (suffix_eq(suf, sn, "T") || suffix_eq(suf, sn, "TiB")) mult = 0x1p40;
+    else if (suffix_eq(suf, sn, "KB")) mult = 1e3;
+    else if (suffix_eq(suf, sn, "MB")) mult = 1e6;
+    else if (suffix_eq(suf, sn, "GB")) mult = 1e9;
+    else if (suffix_eq(suf, sn, "TB")) mult = 1e12;
+    else return -1;
+    if (!dot) {
+        errno = 0;
+        unsigned long long v = strtoull(num, NULL, 10);
+        if (errno == ERANGE) return -1;
+        if (mult != 1 && v > (unsigned long long)(UINT64_MAX / (uint64_t)mult)) return -1;
+        *out = (uint64_t)v * (uint64_t)mult;
+        return 0;
+    }
+    double v = strtod(num, NULL) * mult;
+    if (!isfinite(v) || v >= 0x1p64) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Strings from the config live here until the next parse on this thread. */
+static _Thread_local char tl_trace_path[4096];
+
+typedef ck_status (*key_parser)(ck_pool_options *o, const char *key, const char *v, size_t n);
+
+static ck_status bad(const char *key, const char *v, size_t n, const char *want) {
+    return ck__err(CK_ERR_INVALID, "config key '%s': bad value '%.*s' (expected %s)", key,
+                   (int)n, v, want);
+}
+
+static ck_status parse_u64(const char *key, const char *v, size_t n, uint64_t *out) {
+    char buf[32];
+    if (n == 0 || n >= sizeof buf) return bad(key, v, n, "a non-negative integer");
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)buf[i])) return bad(key, v, n, "a non-negative integer");
+    errno = 0;
+    unsigned long long x = strtoull(buf, NULL, 10);
+    if (errno == ERANGE) return bad(key, v, n, "a non-negative integer that fits in 64 bits");
+    *out = x;
+    return CK_OK;
+}
+
+static ck_status p_backend(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    if (suffix_eq(v, n, "auto")) o->backend = CK_BACKEND_AUTO;
+    else if (suffix_eq(v, n, "host")) o->backend = CK_BACKEND_HOST;
+    else if (suffix_eq(v, n, "cuda")) o->backend = CK_BACKEND_CUDA;
+    else return bad(key, v, n, "auto, host or cuda");
+    return CK_OK;
+}
+
+static ck_status p_device(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    uint64_t d;
+    ck_status s = parse_u64(key, v, n, &d);
+    if (s != CK_OK) return s;
+    if (d > 1023) return bad(key, v, n, "a device ordinal below 1024");
+    o->device = (int)d;
+    return CK_OK;
+}
+
+static ck_status size_into(const char *key, const char *v, size_t n, uint64_t *out, int allow0) {
+    uint64_t x = 0;
+    if (allow0 && (suffix_eq(v, n, "none") || suffix_eq(v, n, "unlimited"))) x = 0;
+    else if (ck__parse_size(v, n, &x) != 0)
+        return bad(key, v, n, "a size such as 512M, 20G or 1.5GiB");
+    if (!allow0 && x == 0) return bad(key, v, n, "a size above zero");
+    *out = x;
+    return CK_OK;
+}
+
+static ck_status p_budget(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return size_into(k, v, n, &o->budget, 1);
+}
+static ck_status p_va(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return size_into(k, v, n, &o->va_size, 0);
+}
+static ck_status p_host_mem(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return size_into(k, v, n, &o->host_mem, 0);
+}
+
+static ck_status p_release(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    if (suffix_eq(v, n, "pressure")) o->release = CK_RELEASE_PRESSURE;
+    else if (suffix_eq(v, n, "eager")) o->release = CK_RELEASE_EAGER;
+    else return bad(key, v, n, "pressure or eager");
+    return CK_OK;
+}
+
+static ck_status p_trace(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    if (n == 0) return bad(key, v, n, "a file path");
+    if (n >= sizeof tl_trace_path) return bad(key, v, n, "a path shorter than 4096 bytes");
+    memcpy(tl_trace_path, v, n);
+    tl_trace_path[n] = '\0';
+    o->trace_path = tl_trace_path;
+    return CK_OK;
+}
+
+static ck_status p_fault_create(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_create);
+}
+static ck_status p_fault_map(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_map);
+}
+static ck_status p_fault_copy(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_copy);
+}
+
+static ck_status p_sim_clock(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    if (suffix_eq(v, n, "1") || suffix_eq(v, n, "true") || suffix_eq(v, n, "on")) o->sim_clock = 1;
+    else if (suffix_eq(v, n, "0") || suffix_eq(v, n, "false") || suffix_eq(v, n, "off"))
+        o->sim_clock = 0;
+    else return bad(key, v, n, "0 or 1");
+    return CK_OK;
+}
+
+static ck_status p_sim_bw(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    uint64_t x = 0;
+    ck_status s = size_into(key, v, n, &x, 0);
+    if (s != CK_OK) return s;
+    o->sim_bandwidth = (double)x;
+    return CK_OK;
+}
+
+static const struct {
+    const char *key;
+    key_parser parse;
+} keys[] = {
+    {"backend", p_backend},         {"device", p_device},
+    {"budget", p_budget},           {"va", p_va},
+    {"release", p_release},         {"trace", p_trace},
+    {"host_mem", p_host_mem},       {"fault_create", p_fault_create},
+    {"fault_map", p_fault_map},     {"fault_copy", p_fault_copy},
+    {"sim_clock", p_sim_clock},     {"sim_bandwidth", p_sim_bw},
+};
+
+CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
+    if (!opts) return ck__err(CK_ERR_INVALID, "ck_options_parse: opts is NULL");
+    if (!conf) return CK_OK;
+    ck_pool_options o = *opts; /* commit only if every item parses */
+    const char *p = conf;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && isspace((unsigned char)*a)) a++;
+        while (b > a && isspace((unsigned char)b[-1])) b--;
+        if (a < b) {
+            const char *eq = memchr(a, '=', (size_t)(b - a));
+            if (!eq)
+                return ck__err(CK_ERR_INVALID, "config item '%.*s' has no '=' (expected key=value)",
+                               (int)(b - a), a);
+            const char *ke = eq;
+            while (ke > a && isspace((unsigned char)ke[-1])) ke--;
+            const char *v = eq + 1;
+            while (v < b && isspace((unsigned char)*v)) v++;
+            size_t kn = (size_t)(ke - a);
+            size_t i;
+            for (i = 0; i < sizeof keys / sizeof keys[0]; i++)
+                if (strlen(keys[i].key) == kn && strncmp(keys[i].key, a, kn) == 0) break;
+            if (i == sizeof keys / sizeof keys[0])
+                return ck__err(CK_ERR_INVALID,
+                               "config key '%.*s' is unknown (known: backend, device, budget, va, "
+                               "release, trace, host_mem, fault_create, fault_map, fault_copy, "
+                               "sim_clock, sim_bandwidth)",
+                               (int)kn, a);
+            ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
+            if (s != CK_OK) return s;
+        }
+        p = *end ? end + 1 : end;
+    }
+    *opts = o;
+    return CK_OK;
+}
+
+CK_API ck_status ck_pool_create_conf(ck_pool **out, const char *conf) {
+    if (!out) return ck__err(CK_ERR_INVALID, "ck_pool_create_conf: out is NULL");
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    if (!conf) conf = getenv("CKALLOC_CONF");
+    ck_status s = ck_options_parse(&o, conf);
+    if (s != CK_OK) return s;
+    return ck_pool_create(out, &o);
+}

@@ -1,0 +1,32 @@
+/* Internals shared by the library's sources. Nothing here is installed. */
+#ifndef CK_INTERNAL_H
+#define CK_INTERNAL_H
+
+#include "ckalloc/ckalloc.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CK_INTERNAL __attribute__((visibility("hidden")))
+
+#define CK_KiB ((uint64_t)1 << 10)
+#define CK_MiB ((uint64_t)1 << 20)
+#define CK_GiB ((uint64_t)1 << 30)
+#define CK_TiB ((uint64_t)1 << 40)
+
+/* error.c: set this thread's error sentence and return s. */
+ck_status ck__err(ck_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ck__clear_error(void);
+
+/* config.c: parse "512M", "20G", "1.5GiB", "4096". Returns 0 on success. */
+int ck__parse_size(const char *s, size_t len, uint64_t *out);
+/* Format bytes as "1.50 GiB" into buf. Returns buf. */
+const char *ck__fmt_bytes(uint64_t bytes, char *buf, size_t n);
+
+/* Monotonic and wall-clock time, nanoseconds. */
+uint64_t ck__now_ns(void);
+
+static inline uint64_t ck__align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+#endif

@@ -1,0 +1,1030 @@
+/* The caching allocator: regions, segments, heaps, blocks, rounds.
+ * See pool.h for the picture. Everything below runs under pool->mu. */
+#include "pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- bins -- */
+
+static unsigned bin_index(size_t size) {
+    size_t u = size / CK_ROUND; /* >= 1 */
+    if (u < 16) return (unsigned)u;
+    unsigned fl = 63u - (unsigned)__builtin_clzll((unsigned long long)u);
+    unsigned sl = (unsigned)(u >> (fl - 4)) & 15u;
+    unsigned idx = 16u + (fl - 4u) * 16u + sl;
+    return idx < CK_NBINS ? idx : CK_NBINS - 1;
+}
+
+static void bin_insert(ck_heap *h, ck_block *b) {
+    unsigned i = bin_index(b->size);
+    b->bin = (uint16_t)i;
+    b->fprev = NULL;
+    b->fnext = h->bins[i];
+    if (b->fnext) b->fnext->fprev = b;
+    h->bins[i] = b;
+    h->bitmap[i / 64] |= 1ull << (i % 64);
+}
+
+static void bin_remove(ck_heap *h, ck_block *b) {
+    unsigned i = b->bin;
+    if (b->fprev) b->fprev->fnext = b->fnext;
+    else h->bins[i] = b->fnext;
+    if (b->fnext) b->fnext->fprev = b->fprev;
+    if (!h->bins[i]) h->bitmap[i / 64] &= ~(1ull << (i % 64));
+    b->fprev = b->fnext = NULL;
+}
+
+/* First non-empty bin at or above i, or CK_NBINS. */
+static unsigned bin_next(const ck_heap *h, unsigned i) {
+    while (i < CK_NBINS) {
+        uint64_t w = h->bitmap[i / 64] & (~0ull << (i % 64));
+        if (w) return (i / 64) * 64 + (unsigned)__builtin_ctzll(w);
+        i = (i / 64 + 1) * 64;
+    }
+    return CK_NBINS;
+}
+
+/* ------------------------------------------------------------- rounds -- */
+
+static int fenced(const ck_pool *p, const ck_block *b) { return b->free_round < p->round_done; }
+
+static int usable_on(const ck_pool *p, const ck_block *b, ck_stream s) {
+    return b->stream == s || fenced(p, b);
+}
+
+static void mark_dirty(ck_pool *p, ck_stream s) {
+    for (size_t i = 0; i < p->ndirty; i++)
+        if (p->dirty[i] == s) return;
+    if (p->ndirty == p->cap_dirty) {
+        size_t cap = p->cap_dirty ? p->cap_dirty * 2 : 8;
+        ck_stream *d = realloc(p->dirty, cap * sizeof *d);
+        if (!d) return; /* the stream stays unfenced: its blocks keep to their stream */
+        p->dirty = d;
+        p->cap_dirty = cap;
+    }
+    p->dirty[p->ndirty++] = s;
+}
+
+static ck_status event_get(ck_pool *p, ck_event *out) {
+    if (p->nev_cache) {
+        *out = p->ev_cache[--p->nev_cache];
+        return CK_OK;
+    }
+    return p->be->ops->event_create(p->be, out);
+}
+
+static void event_put(ck_pool *p, ck_event e) {
+    if (p->nev_cache == p->cap_ev_cache) {
+        size_t cap = p->cap_ev_cache ? p->cap_ev_cache * 2 : 16;
+        ck_event *c = realloc(p->ev_cache, cap * sizeof *c);
+        if (!c) {
+            p->be->ops->event_destroy(p->be, e);
+            return;
+        }
+        p->ev_cache = c;
+        p->cap_ev_cache = cap;
+    }
+    p->ev_cache[p->nev_cache++] = e;
+}
+
+static int push_round_event(ck_pool *p, ck_event e) {
+    if (p->nround_ev == p->cap_round_ev) {
+        size_t cap = p->cap_round_ev ? p->cap_round_ev * 2 : 8;
+        ck_event *r = realloc(p->round_ev, cap * sizeof *r);
+        if (!r) return -1;
+        p->round_ev = r;
+        p->cap_round_ev = cap;
+    }
+    p->round_ev[p->nround_ev++] = e;
+    return 0;
+}
+
+/* Poll the round in flight; returns 1 if it (or an earlier one) completed. */
+static int round_poll(ck_pool *p, int wait) {
+    if (p->round_done == p->round_issued) return 1;
+    for (size_t i = 0; i < p->nround_ev; i++) {
+        ck_status s = wait ? p->be->ops->event_sync(p->be, p->round_ev[i])
+                           : p->be->ops->event_query(p->be, p->round_ev[i]);
+        if (s == CK_ERR_NOT_READY) return 0;
+        if (s != CK_OK && !wait) return 0;
+    }
+    for (size_t i = 0; i < p->nround_ev; i++) event_put(p, p->round_ev[i]);
+    p->nround_ev = 0;
+    p->round_done = p->round_issued;
+    return 1;
+}
+
+/* Start a round on every dirty stream (only one round is in flight). A
+ * round must cover every dirty stream or none: if one cannot take an event
+ * (it is capturing a graph), no round starts and blocks keep to their own
+ * streams until it can. */
+static void round_issue(ck_pool *p) {
+    if (!round_poll(p, 0) || p->ndirty == 0) return;
+    for (size_t i = 0; i < p->ndirty; i++) {
+        int capturing = 0;
+        if (p->be->ops->stream_capturing(p->be, p->dirty[i], &capturing) != CK_OK || capturing)
+            return;
+    }
+    for (size_t i = 0; i < p->ndirty; i++) {
+        ck_event e;
+        int ok = event_get(p, &e) == CK_OK;
+        if (ok && (p->be->ops->event_record(p->be, e, p->dirty[i]) != CK_OK ||
+                   push_round_event(p, e) != 0)) {
+            event_put(p, e);
+            ok = 0;
+        }
+        if (!ok) {
+            /* Events recorded so far are harmless: recycle them. */
+            for (size_t k = 0; k < p->nround_ev; k++) event_put(p, p->round_ev[k]);
+            p->nround_ev = 0;
+            return;
+        }
+    }
+    p->ndirty = 0;
+    p->round_issued++;
+}
+
+ck_status ck__pool_quiesce(ck_pool *p) {
+    round_poll(p, 1);
+    round_issue(p);
+    round_poll(p, 1);
+    return CK_OK;
+}
+
+void ck__pool_forget_stream(ck_pool *p, ck_stream s) {
+    ck__pool_quiesce(p);
+    for (size_t i = 0; i < p->ndirty; i++)
+        if (p->dirty[i] == s) p->dirty[i] = p->dirty[--p->ndirty];
+}
+
+/* ------------------------------------------------------- block structs -- */
+
+static ck_block *block_new(ck_pool *p) {
+    if (!p->block_free) {
+        enum { N = 256 };
+        ck_block *slab = calloc(N, sizeof *slab);
+        if (!slab) return NULL;
+        if (p->nslabs == p->cap_slabs) {
+            size_t cap = p->cap_slabs ? p->cap_slabs * 2 : 16;
+            void **s = realloc(p->slabs, cap * sizeof *s);
+            if (!s) {
+                free(slab);
+                return NULL;
+            }
+            p->slabs = s;
+            p->cap_slabs = cap;
+        }
+        p->slabs[p->nslabs++] = slab;
+        for (int i = N - 1; i >= 0; i--) {
+            slab[i].hnext = p->block_free;
+            p->block_free = &slab[i];
+        }
+    }
+    ck_block *b = p->block_free;
+    p->block_free = b->hnext;
+    memset(b, 0, sizeof *b);
+    return b;
+}
+
+static void block_delete(ck_pool *p, ck_block *b) {
+    free(b->uses);
+    free(b->pend);
+    b->uses = NULL;
+    b->pend = NULL;
+    b->hnext = p->block_free;
+    p->block_free = b;
+}
+
+/* ---------------------------------------------------------------- hash -- */
+
+static size_t hslot(const ck_pool *p, uintptr_t a) {
+    return (size_t)(((uint64_t)(a / CK_ROUND) * 0x9E3779B97F4A7C15ull) >> (64 - p->hbits));
+}
+
+static void hash_grow(ck_pool *p) {
+    int bits = p->hbits + 1;
+    size_t n = (size_t)1 << bits;
+    ck_block **t = calloc(n, sizeof *t);
+    if (!t) return; /* keep the longer chains */
+    ck_block **old = p->htab;
+    size_t oldn = p->hmask + 1;
+    p->htab = t;
+    p->hbits = bits;
+    p->hmask = n - 1;
+    for (size_t i = 0; i < oldn; i++) {
+        ck_block *b = old[i];
+        while (b) {
+            ck_block *nx = b->hnext;
+            size_t s = hslot(p, b->addr);
+            b->hnext = t[s];
+            t[s] = b;
+            b = nx;
+        }
+    }
+    free(old);
+}
+
+static void hash_insert(ck_pool *p, ck_block *b) {
+    size_t s = hslot(p, b->addr);
+    b->hnext = p->htab[s];
+    p->htab[s] = b;
+    if (++p->hcount > p->hmask + 1) hash_grow(p);
+}
+
+static void hash_remove(ck_pool *p, ck_block *b) {
+    ck_block **pp = &p->htab[hslot(p, b->addr)];
+    while (*pp != b) pp = &(*pp)->hnext;
+    *pp = b->hnext;
+    b->hnext = NULL;
+    p->hcount--;
+}
+
+static ck_block *hash_find(const ck_pool *p, uintptr_t a) {
+    ck_block *b = p->htab[hslot(p, a)];
+    while (b && b->addr != a) b = b->hnext;
+    return b;
+}
+
+/* ------------------------------------------------------------ segments -- */
+
+static size_t chunk_of(const ck_pool *p, const ck_region *r, uintptr_t a) {
+    return (a - r->va) / p->gran;
+}
+
+static void seglist_remove(ck_pool *p, ck_seg *g) {
+    if (g->lprev) g->lprev->lnext = g->lnext;
+    else p->free_segs = g->lnext;
+    if (g->lnext) g->lnext->lprev = g->lprev;
+    else p->free_segs_tail = g->lprev;
+    g->lnext = g->lprev = NULL;
+}
+
+static void seglist_append(ck_pool *p, ck_seg *g) {
+    g->lnext = NULL;
+    g->lprev = p->free_segs_tail;
+    if (g->lprev) g->lprev->lnext = g;
+    else p->free_segs = g;
+    p->free_segs_tail = g;
+}
+
+/* Add delta (+1/-1) to the busy count of every segment under [a, a+n). */
+static void segs_busy(ck_pool *p, ck_region *r, uintptr_t a, size_t n, int delta) {
+    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1);
+    while (i <= last) {
+        ck_seg *g = r->chunk[i];
+        if (!g) {
+            i++;
+            continue;
+        }
+        if (delta > 0) {
+            if (g->nbusy++ == 0) seglist_remove(p, g);
+        } else if (--g->nbusy == 0) {
+            g->free_round = p->round_issued;
+            seglist_append(p, g);
+        }
+        i = chunk_of(p, r, g->va + g->size);
+    }
+}
+
+/* Bytes in [a, a+n) whose chunks are not mapped. */
+static size_t unmapped_bytes(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n) {
+    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1), missing = 0;
+    while (i <= last) {
+        ck_seg *g = r->chunk[i];
+        if (g) {
+            i = chunk_of(p, r, g->va + g->size);
+        } else {
+            missing += p->gran;
+            i++;
+        }
+    }
+    return missing;
+}
+
+static void seg_destroy(ck_pool *p, ck_seg *g, int unmap) {
+    ck_region *r = g->region;
+    size_t first = chunk_of(p, r, g->va), n = g->size / p->gran;
+    if (unmap) {
+        p->be->ops->unmap(p->be, g->va, g->size);
+        p->c.num_unmap_calls++;
+    }
+    p->be->ops->release(p->be, g->phys);
+    p->c.num_release_calls++;
+    for (size_t i = 0; i < n; i++) r->chunk[first + i] = NULL;
+    ck__stat_add(&p->c.mapped_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c.reserved_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c.physical_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c.segment, -1);
+    free(g);
+}
+
+/* Map chunks [first, first+n) of r as one segment. */
+static ck_status seg_map(ck_pool *p, ck_region *r, size_t first, size_t n, ck_seg **out) {
+    ck_seg *g = calloc(1, sizeof *g);
+    if (!g) return ck__err(CK_ERR_NOMEM, "out of host memory for segment bookkeeping");
+    g->va = r->va + first * p->gran;
+    g->size = n * p->gran;
+    g->region = r;
+    p->c.num_create_calls++;
+    ck_status s = p->be->ops->create(p->be, g->size, &g->phys);
+    if (s != CK_OK) {
+        free(g);
+        return s;
+    }
+    p->c.num_map_calls++;
+    s = p->be->ops->map(p->be, g->va, g->size, g->phys);
+    if (s != CK_OK) {
+        p->be->ops->release(p->be, g->phys);
+        p->c.num_release_calls++;
+        free(g);
+        return s;
+    }
+    for (size_t i = 0; i < n; i++) r->chunk[first + i] = g;
+    ck__stat_add(&p->c.mapped_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c.reserved_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c.physical_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c.segment, 1);
+    /* Not busy yet: the caller marks the block that needed it. */
+    g->free_round = p->round_issued;
+    seglist_append(p, g);
+    *out = g;
+    return CK_OK;
+}
+
+/* Map every unmapped chunk under [a, a+n), one segment per run. On failure
+ * the segments mapped here are released again. */
+static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n) {
+    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1);
+    ck_seg *made[64];
+    size_t nmade = 0;
+    ck_status s = CK_OK;
+    while (i <= last) {
+        if (r->chunk[i]) {
+            i = chunk_of(p, r, r->chunk[i]->va + r->chunk[i]->size);
+            continue;
+        }
+        size_t j = i;
+        while (j <= last && !r->chunk[j]) j++;
+        ck_seg *g = NULL;
+        s = seg_map(p, r, i, j - i, &g);
+        if (s != CK_OK) break;
+        if (nmade < 64) made[nmade++] = g;
+        i = j;
+    }
+    if (s != CK_OK) {
+        for (size_t k = 0; k < nmade; k++) {
+            seglist_remove(p, made[k]);
+            seg_destroy(p, made[k], 1);
+        }
+    }
+    return s;
+}
+
+/* Unmap fully free segments that every stream has passed, oldest first,
+ * skipping any that overlap [keep_a, keep_a+keep_n). Stops once `want` bytes
+ * are released (want == SIZE_MAX: all). Returns bytes released. */
+static size_t release_free_segs(ck_pool *p, size_t want, uintptr_t keep_a, size_t keep_n) {
+    size_t got = 0;
+    ck_seg *g = p->free_segs;
+    while (g && got < want) {
+        ck_seg *nx = g->lnext;
+        int overlaps = keep_n && g->va < keep_a + keep_n && keep_a < g->va + g->size;
+        if (!overlaps && g->free_round < p->round_done) {
+            got += g->size;
+            seglist_remove(p, g);
+            seg_destroy(p, g, 1);
+        }
+        g = nx;
+    }
+    return got;
+}
+
+/* ------------------------------------------------------------- regions -- */
+
+static ck_status region_add(ck_pool *p, size_t min_size, ck_block **free_block) {
+    size_t size = p->va_default;
+    if (size < min_size) size = (size_t)ck__align_up(min_size, p->gran);
+    ck_region *r = calloc(1, sizeof *r);
+    ck_block *b = block_new(p);
+    if (!r || !b) {
+        free(r);
+        if (b) block_delete(p, b);
+        return ck__err(CK_ERR_NOMEM, "out of host memory for region bookkeeping");
+    }
+    r->nchunks = size / p->gran;
+    r->chunk = calloc(r->nchunks, sizeof *r->chunk);
+    ck_status s = r->chunk ? p->be->ops->reserve(p->be, size, &r->va)
+                           : ck__err(CK_ERR_NOMEM, "out of host memory for region bookkeeping");
+    if (s != CK_OK) {
+        free(r->chunk);
+        free(r);
+        block_delete(p, b);
+        return s;
+    }
+    r->size = size;
+    r->next = p->regions;
+    p->regions = r;
+    b->addr = r->va;
+    b->size = size;
+    b->region = r;
+    b->state = BLK_FREE;
+    b->free_round = 0; /* untouched VA is safe for every stream */
+    b->stream = NULL;
+    hash_insert(p, b);
+    bin_insert(&p->large, b);
+    *free_block = b;
+    return CK_OK;
+}
+
+static ck_region *region_of(const ck_pool *p, uintptr_t a) {
+    for (ck_region *r = p->regions; r; r = r->next)
+        if (a >= r->va && a < r->va + r->size) return r;
+    return NULL;
+}
+
+/* ------------------------------------------------------- split / merge -- */
+
+/* Cut b to size; the rest becomes a free block beside it. */
+static void split(ck_pool *p, ck_heap *h, ck_block *b, size_t size) {
+    if (b->size - size < CK_ROUND) return;
+    ck_block *r = block_new(p);
+    if (!r) return; /* hand out the whole block rather than fail */
+    r->addr = b->addr + size;
+    r->size = b->size - size;
+    r->prev = b;
+    r->next = b->next;
+    if (b->next) b->next->prev = r;
+    b->next = r;
+    r->region = b->region;
+    r->page = b->page;
+    r->small = b->small;
+    r->state = BLK_FREE;
+    r->stream = b->stream;
+    r->free_round = b->free_round;
+    b->size = size;
+    hash_insert(p, r);
+    bin_insert(h, r);
+}
+
+/* Can free neighbours a and b become one block without losing safety? */
+static int can_merge(const ck_pool *p, const ck_block *a, const ck_block *b) {
+    return a->stream == b->stream || fenced(p, a) || fenced(p, b);
+}
+
+/* Merge free block n, the block right after lo, into lo (both out of their
+ * bins). lo keeps its address, so its hash entry stays valid. */
+static void absorb_next(ck_pool *p, ck_block *lo, ck_block *n) {
+    /* The merged block is as restricted as its less safe half. */
+    if (fenced(p, lo) && !fenced(p, n)) {
+        lo->stream = n->stream;
+        lo->free_round = n->free_round;
+    } else if (fenced(p, lo) == fenced(p, n) && n->free_round > lo->free_round) {
+        lo->free_round = n->free_round;
+    }
+    lo->next = n->next;
+    if (lo->next) lo->next->prev = lo;
+    lo->size += n->size;
+    hash_remove(p, n);
+    block_delete(p, n);
+}
+
+/* ----------------------------------------------------------------- find -- */
+
+enum { SCAN_LIMIT = 32 };
+
+/* Best fit for size usable on stream s, or NULL. */
+static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_stream s) {
+    unsigned i = bin_index(size);
+    ck_block *best = NULL;
+    int scanned = 0;
+    for (ck_block *b = h->bins[i]; b && scanned < SCAN_LIMIT; b = b->fnext, scanned++) {
+        if (b->size < size || !usable_on(p, b, s)) continue;
+        if (!best || b->size < best->size) best = b;
+        if (b->size == size) return b;
+    }
+    if (best) return best;
+    for (i = bin_next(h, i + 1); i < CK_NBINS; i = bin_next(h, i + 1)) {
+        scanned = 0;
+        for (ck_block *b = h->bins[i]; b && scanned < SCAN_LIMIT; b = b->fnext, scanned++) {
+            if (!usable_on(p, b, s)) continue;
+            if (!best || b->size < best->size) best = b;
+        }
+        if (best) return best;
+    }
+    return NULL;
+}
+
+/* --------------------------------------------------------- free blocks -- */
+
+static void small_page_return(ck_pool *p, ck_block *sb);
+static void large_make_free(ck_pool *p, ck_block *b);
+
+/* b (either heap) is now free: coalesce, bin, and give back what is whole. */
+static void block_make_free(ck_pool *p, ck_block *b) {
+    ck_heap *h = b->small ? &p->small : &p->large;
+    b->state = BLK_FREE;
+    b->requested = 0;
+    if (b->small) {
+        ck__stat_add(&p->c.inactive_split_bytes, (int64_t)b->size);
+        ck__stat_add(&p->c.inactive_split, 1);
+    }
+    ck_block *n = b->prev;
+    if (n && n->state == BLK_FREE && can_merge(p, n, b)) {
+        bin_remove(h, n);
+        absorb_next(p, n, b);
+        b = n;
+        if (b->small) ck__stat_add(&p->c.inactive_split, -1);
+    }
+    n = b->next;
+    if (n && n->state == BLK_FREE && can_merge(p, b, n)) {
+        bin_remove(h, n);
+        absorb_next(p, b, n);
+        if (b->small) ck__stat_add(&p->c.inactive_split, -1);
+    }
+    if (b->small && !b->prev && !b->next) {
+        /* The whole page is free: keep one spare, return the rest. */
+        if (!p->spare_page) {
+            p->spare_page = b;
+            bin_insert(h, b);
+        } else {
+            small_page_return(p, b);
+        }
+        return;
+    }
+    bin_insert(h, b);
+}
+
+/* A large block (not a page host) stops being busy. */
+static void large_make_free(ck_pool *p, ck_block *b) {
+    segs_busy(p, b->region, b->addr, b->size, -1);
+    block_make_free(p, b);
+}
+
+/* sb covers its whole page (and is out of the small bins): hand the page
+ * back to the large heap. */
+static void small_page_return(ck_pool *p, ck_block *sb) {
+    ck_block *pg = sb->page;
+    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)sb->size);
+    ck__stat_add(&p->c.inactive_split, -1);
+    pg->stream = sb->stream;
+    pg->free_round = sb->free_round;
+    pg->is_page = 0;
+    hash_remove(p, sb);
+    block_delete(p, sb);
+    hash_insert(p, pg);
+    large_make_free(p, pg);
+}
+
+static void spare_page_drop(ck_pool *p) {
+    ck_block *sb = p->spare_page;
+    if (!sb) return;
+    p->spare_page = NULL;
+    bin_remove(&p->small, sb);
+    small_page_return(p, sb);
+}
+
+/* ---------------------------------------------------------- allocation -- */
+
+static int want_eager(const ck_pool *p) { return p->opts.release == CK_RELEASE_EAGER; }
+
+static void eager_release(ck_pool *p) {
+    if (!p->free_segs) return;
+    round_poll(p, 0);
+    round_issue(p);
+    release_free_segs(p, SIZE_MAX, 0, 0);
+}
+
+static void pending_process(ck_pool *p, int wait) {
+    ck_block *b = p->pending;
+    while (b) {
+        ck_block *nx = b->fnext;
+        int done = 1;
+        for (uint32_t i = 0; i < b->npend && done; i++) {
+            ck_status s = wait ? p->be->ops->event_sync(p->be, b->pend[i])
+                               : p->be->ops->event_query(p->be, b->pend[i]);
+            if (s == CK_ERR_NOT_READY) done = 0;
+        }
+        if (done) {
+            if (b->fprev) b->fprev->fnext = b->fnext;
+            else p->pending = b->fnext;
+            if (b->fnext) b->fnext->fprev = b->fprev;
+            b->fprev = b->fnext = NULL;
+            for (uint32_t i = 0; i < b->npend; i++) event_put(p, b->pend[i]);
+            b->npend = 0;
+            p->npending--;
+            ck__stat_add(&p->c.active, -1);
+            ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
+            if (b->small) block_make_free(p, b);
+            else large_make_free(p, b);
+        }
+        b = nx;
+    }
+}
+
+static uint64_t live_bytes(const ck_pool *p) { return (uint64_t)p->c.allocated_bytes.current; }
+
+static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", why_in); /* why_in may be the error buffer itself */
+    char a[32], bud[32], live[32], cached[32], largest[32], phys[32];
+    uint64_t phys_now = (uint64_t)p->c.physical_bytes.current;
+    uint64_t lv = live_bytes(p);
+    uint64_t pend = (uint64_t)(p->c.active_bytes.current - p->c.allocated_bytes.current);
+    uint64_t cache = phys_now > lv + pend ? phys_now - lv - pend : 0;
+    return ck__err(CK_ERR_NOMEM,
+                   "out of memory: cannot allocate %s on stream %p (%s); budget %s, live %s in "
+                   "%lld allocations, cached %s (largest free range %s), physical %s, offloaded "
+                   "0 B",
+                   ck__fmt_bytes(size, a, sizeof a), (void *)s, why,
+                   ck__fmt_bytes(p->budget, bud, sizeof bud), ck__fmt_bytes(lv, live, sizeof live),
+                   (long long)p->c.allocation.current, ck__fmt_bytes(cache, cached, sizeof cached),
+                   ck__fmt_bytes(ck__largest_free(p), largest, sizeof largest),
+                   ck__fmt_bytes(phys_now, phys, sizeof phys));
+}
+
+/* Make room for `need` more physical bytes under the budget, keeping the
+ * target range mapped. Order: wait for streams so cached memory is safe to
+ * unmap, then unmap whole free segments. */
+static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n) {
+    uint64_t phys = (uint64_t)p->c.physical_bytes.current;
+    if (phys + need <= p->budget) return 1;
+    ck__pool_quiesce(p);
+    size_t want = (size_t)(phys + need - p->budget);
+    size_t got = release_free_segs(p, want, keep_a, keep_n);
+    if (got) p->c.num_alloc_retries++;
+    return (uint64_t)p->c.physical_bytes.current + need <= p->budget;
+}
+
+/* Find (or make) a mapped large block of `size` usable on s. */
+static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
+    ck_block *b = heap_find(p, &p->large, size, s);
+    if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
+
+    /* Slow path: let other streams' frees and record_stream waits finish. */
+    pending_process(p, 0);
+    round_poll(p, 0);
+    round_issue(p);
+    b = heap_find(p, &p->large, size, s);
+    if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
+
+    int capturing = 0;
+    if (p->be->ops->stream_capturing(p->be, s, &capturing) == CK_OK && capturing)
+        return nomem(p, size, s,
+                     "the stream is capturing a CUDA graph and ckalloc maps no memory during "
+                     "capture; run one step before capturing so the pool is warm");
+
+    size_t need = b ? unmapped_bytes(p, b->region, b->addr, size)
+                    : (size_t)ck__align_up(size, p->gran);
+    if ((uint64_t)p->c.physical_bytes.current + need > p->budget) {
+        /* Under pressure: wait for every stream, then look again before
+         * unmapping anything. */
+        ck__pool_quiesce(p);
+        pending_process(p, 0);
+        spare_page_drop(p);
+        b = heap_find(p, &p->large, size, s);
+        if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
+        need = b ? unmapped_bytes(p, b->region, b->addr, size) : (size_t)ck__align_up(size, p->gran);
+        if (!budget_room(p, need, b ? b->addr : 0, b ? size : 0))
+            return nomem(p, size, s, "the budget is reached");
+    }
+    if (!b) {
+        ck_status st = region_add(p, size, &b);
+        if (st != CK_OK) return st;
+    }
+    ck_status st = ensure_mapped(p, b->region, b->addr, size);
+    if (st == CK_ERR_NOMEM && p->free_segs) {
+        /* The device itself is full: give back cached memory and retry. */
+        ck__pool_quiesce(p);
+        if (release_free_segs(p, SIZE_MAX, b->addr, size)) p->c.num_alloc_retries++;
+        st = ensure_mapped(p, b->region, b->addr, size);
+    }
+    if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
+    if (st != CK_OK) return st;
+got:
+    bin_remove(&p->large, b);
+    split(p, &p->large, b, size);
+    segs_busy(p, b->region, b->addr, b->size, +1);
+    *out = b;
+    return CK_OK;
+}
+
+static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
+    ck_block *b = heap_find(p, &p->small, size, s);
+    if (!b) {
+        ck_block *pg;
+        ck_status st = large_get(p, CK_PAGE_SIZE, s, &pg);
+        if (st != CK_OK) return st;
+        b = block_new(p);
+        if (!b) {
+            large_make_free(p, pg);
+            return ck__err(CK_ERR_NOMEM, "out of host memory for block bookkeeping");
+        }
+        hash_remove(p, pg);
+        pg->is_page = 1;
+        pg->state = BLK_LIVE;
+        b->addr = pg->addr;
+        b->size = pg->size;
+        b->region = pg->region;
+        b->page = pg;
+        b->small = 1;
+        b->state = BLK_FREE;
+        b->stream = s;
+        b->free_round = p->round_issued;
+        hash_insert(p, b);
+        ck__stat_add(&p->c.inactive_split_bytes, (int64_t)b->size);
+        ck__stat_add(&p->c.inactive_split, 1);
+        bin_insert(&p->small, b);
+    }
+    if (b == p->spare_page) p->spare_page = NULL;
+    bin_remove(&p->small, b);
+    size_t before = b->size;
+    split(p, &p->small, b, size);
+    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)b->size);
+    if (b->size == before) ck__stat_add(&p->c.inactive_split, -1);
+    *out = b;
+    return CK_OK;
+}
+
+CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream) {
+    if (!p || !ptr) return ck__err(CK_ERR_INVALID, "ck_malloc: %s is NULL", p ? "ptr" : "pool");
+    if (size == 0) return ck__err(CK_ERR_INVALID, "ck_malloc: size is 0");
+    if (size > CK_MAX_ALLOC)
+        return ck__err(CK_ERR_INVALID, "ck_malloc: size %zu is larger than any device (max %zu)",
+                       size, (size_t)CK_MAX_ALLOC);
+    size_t rs = (size_t)ck__align_up(size, CK_ROUND);
+    pthread_mutex_lock(&p->mu);
+    if (p->npending) pending_process(p, 0);
+    ck_block *b = NULL;
+    ck_status st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
+    if (st != CK_OK) {
+        if (st == CK_ERR_NOMEM) p->c.num_ooms++;
+        if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
+        pthread_mutex_unlock(&p->mu);
+        return st;
+    }
+    b->state = BLK_LIVE;
+    b->requested = size;
+    b->stream = stream;
+    ck__stat_add(&p->c.allocation, 1);
+    ck__stat_add(&p->c.active, 1);
+    ck__stat_add(&p->c.allocated_bytes, (int64_t)b->size);
+    ck__stat_add(&p->c.active_bytes, (int64_t)b->size);
+    ck__stat_add(&p->c.requested_bytes, (int64_t)size);
+    if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
+    pthread_mutex_unlock(&p->mu);
+    *ptr = (void *)b->addr;
+    return CK_OK;
+}
+
+/* The block at ptr if it is live, else an error naming what ptr is. */
+static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
+    if (!ptr) return ck__err(CK_ERR_INVALID, "%s: ptr is NULL", fn);
+    ck_block *b = hash_find(p, (uintptr_t)ptr);
+    if (b && b->state == BLK_LIVE) {
+        *out = b;
+        return CK_OK;
+    }
+    if (b) return ck__err(CK_ERR_DOUBLE_FREE, "%s: %p was already freed", fn, ptr);
+    if (region_of(p, (uintptr_t)ptr))
+        return ck__err(CK_ERR_NOT_OWNED,
+                       "%s: %p is inside the pool but is not the start of a live allocation "
+                       "(freed before, or an interior pointer)",
+                       fn, ptr);
+    return ck__err(CK_ERR_NOT_OWNED, "%s: %p was not allocated by this pool", fn, ptr);
+}
+
+CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_free: pool is NULL");
+    pthread_mutex_lock(&p->mu);
+    ck_block *b;
+    ck_status st = live_block(p, ptr, "ck_free", &b);
+    if (st != CK_OK) {
+        pthread_mutex_unlock(&p->mu);
+        return st;
+    }
+    if (p->trace) ck__trace_add(p->trace, CK_TRACE_FREE, b->addr, b->requested, (uintptr_t)stream);
+    ck__stat_add(&p->c.allocation, -1);
+    ck__stat_add(&p->c.allocated_bytes, -(int64_t)b->size);
+    ck__stat_add(&p->c.requested_bytes, -(int64_t)b->requested);
+    b->stream = stream;
+    b->free_round = p->round_issued;
+    if (p->ndirty == 0 || p->dirty[p->ndirty - 1] != stream) mark_dirty(p, stream);
+
+    /* Streams given to ck_record_stream: wait for them before reuse. */
+    uint32_t nrec = 0;
+    for (uint32_t i = 0; i < b->nuses; i++)
+        if (b->uses[i] != stream) nrec++;
+    if (nrec && (b->pend = malloc(nrec * sizeof *b->pend)) != NULL) {
+        for (uint32_t i = 0; i < b->nuses; i++) {
+            ck_event e;
+            if (b->uses[i] == stream || event_get(p, &e) != CK_OK) continue;
+            if (p->be->ops->event_record(p->be, e, b->uses[i]) != CK_OK) {
+                event_put(p, e);
+                continue;
+            }
+            b->pend[b->npend++] = e;
+        }
+    }
+    free(b->uses);
+    b->uses = NULL;
+    b->nuses = b->cap_uses = 0;
+    b->requested = 0;
+    if (b->npend) {
+        b->state = BLK_PENDING;
+        b->fprev = NULL;
+        b->fnext = p->pending;
+        if (p->pending) p->pending->fprev = b;
+        p->pending = b;
+        p->npending++;
+    } else {
+        ck__stat_add(&p->c.active, -1);
+        ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
+        if (b->small) block_make_free(p, b);
+        else large_make_free(p, b);
+        if (want_eager(p)) eager_release(p);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return CK_OK;
+}
+
+CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_record_stream: pool is NULL");
+    pthread_mutex_lock(&p->mu);
+    ck_block *b;
+    ck_status st = live_block(p, ptr, "ck_record_stream", &b);
+    if (st == CK_OK && stream != b->stream) {
+        uint32_t i = 0;
+        while (i < b->nuses && b->uses[i] != stream) i++;
+        if (i == b->nuses) {
+            if (b->nuses == b->cap_uses) {
+                uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 4;
+                ck_stream *u = realloc(b->uses, cap * sizeof *u);
+                if (!u) st = ck__err(CK_ERR_NOMEM, "ck_record_stream: out of host memory");
+                else {
+                    b->uses = u;
+                    b->cap_uses = cap;
+                }
+            }
+            if (st == CK_OK) b->uses[b->nuses++] = stream;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return st;
+}
+
+CK_API ck_status ck_trim(ck_pool *p, size_t *released) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_trim: pool is NULL");
+    pthread_mutex_lock(&p->mu);
+    pending_process(p, 0);
+    spare_page_drop(p);
+    ck__pool_quiesce(p);
+    size_t got = release_free_segs(p, SIZE_MAX, 0, 0);
+    pthread_mutex_unlock(&p->mu);
+    if (released) *released = got;
+    return CK_OK;
+}
+
+/* ------------------------------------------------------ create/destroy -- */
+
+CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
+    if (!out) return ck__err(CK_ERR_INVALID, "ck_pool_create: out is NULL");
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    if (opts) {
+        if (opts->struct_size == 0 || opts->struct_size > sizeof o)
+            return ck__err(CK_ERR_INVALID,
+                           "ck_pool_create: options struct_size %zu is not one this library knows "
+                           "(call ck_pool_options_init)",
+                           opts->struct_size);
+        memcpy(&o, opts, opts->struct_size);
+        o.struct_size = sizeof o;
+    }
+    if (o.backend != CK_BACKEND_AUTO && o.backend != CK_BACKEND_HOST && o.backend != CK_BACKEND_CUDA)
+        return ck__err(CK_ERR_INVALID, "ck_pool_create: unknown backend %d", (int)o.backend);
+    if (o.release != CK_RELEASE_PRESSURE && o.release != CK_RELEASE_EAGER)
+        return ck__err(CK_ERR_INVALID, "ck_pool_create: unknown release policy %d", (int)o.release);
+
+    ck_backend *be = NULL;
+    ck_status s;
+    if (o.backend == CK_BACKEND_HOST || (o.backend == CK_BACKEND_AUTO && !ck__cuda_available()))
+        s = ck__backend_host_create(&o, &be);
+    else
+        s = ck__backend_cuda_create(&o, &be);
+    if (s != CK_OK) return s;
+
+    ck_pool *p = calloc(1, sizeof *p);
+    if (!p) {
+        be->ops->destroy(be);
+        return ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
+    }
+    p->be = be;
+    p->opts = o;
+    p->gran = be->granularity;
+    p->budget = o.budget ? o.budget : be->total_mem;
+    uint64_t va = o.va_size ? o.va_size : be->total_mem + be->total_mem / 2;
+    p->va_default = (size_t)ck__align_up(va < p->gran ? p->gran : va, p->gran);
+    /* Round 0 is "before anything": blocks stamped 0 are safe everywhere. */
+    p->round_issued = p->round_done = 1;
+    p->hbits = 10;
+    p->hmask = ((size_t)1 << p->hbits) - 1;
+    p->htab = calloc(p->hmask + 1, sizeof *p->htab);
+    pthread_mutex_init(&p->mu, NULL);
+    if (!p->htab) s = ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
+    if (s == CK_OK && o.trace_path) {
+        p->trace_path = strdup(o.trace_path);
+        p->opts.trace_path = p->trace_path;
+        s = p->trace_path ? ck__trace_open(p->trace_path, &p->trace)
+                          : ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
+    }
+    ck_block *first;
+    if (s == CK_OK) s = region_add(p, p->va_default, &first);
+    if (s != CK_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ck_last_error());
+        ck_pool_destroy(p);
+        return ck__err(s, "%s", msg);
+    }
+    *out = p;
+    return CK_OK;
+}
+
+CK_API ck_status ck_pool_destroy(ck_pool *p) {
+    if (!p) return CK_OK;
+    ck_status result = CK_OK;
+    pthread_mutex_lock(&p->mu);
+    pending_process(p, 1);
+    ck__pool_quiesce(p);
+    /* Unmap and release every segment, then the regions. */
+    for (ck_region *r = p->regions; r; r = r->next) {
+        for (size_t i = 0; i < r->nchunks;) {
+            ck_seg *g = r->chunk[i];
+            if (!g) {
+                i++;
+                continue;
+            }
+            i = chunk_of(p, r, g->va + g->size);
+            seg_destroy(p, g, 1);
+        }
+    }
+    while (p->regions) {
+        ck_region *r = p->regions;
+        p->regions = r->next;
+        p->be->ops->unreserve(p->be, r->va, r->size);
+        free(r->chunk);
+        free(r);
+    }
+    for (size_t i = 0; i < p->nround_ev; i++) p->be->ops->event_destroy(p->be, p->round_ev[i]);
+    for (size_t i = 0; i < p->nev_cache; i++) p->be->ops->event_destroy(p->be, p->ev_cache[i]);
+    for (size_t i = 0; i <= p->hmask && p->htab; i++)
+        for (ck_block *b = p->htab[i]; b; b = b->hnext) {
+            free(b->uses);
+            free(b->pend);
+        }
+    for (size_t i = 0; i < p->nslabs; i++) free(p->slabs[i]);
+    if (p->trace) {
+        ck_status ts = ck__trace_close(p->trace);
+        if (ts != CK_OK) result = ts;
+    }
+    p->be->ops->destroy(p->be);
+    free(p->slabs);
+    free(p->htab);
+    free(p->round_ev);
+    free(p->ev_cache);
+    free(p->dirty);
+    free(p->trace_path);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    return result;
+}
+
+CK_API const char *ck_pool_backend(const ck_pool *p) { return p ? p->be->name : "none"; }
+
+/* Used by stats.c: the largest free range whose chunks are all mapped. */
+uint64_t ck__largest_free(ck_pool *p) {
+    uint64_t best = 0;
+    for (int h = 0; h < 2; h++) {
+        const ck_heap *heap = h ? &p->small : &p->large;
+        for (unsigned i = bin_next(heap, 0); i < CK_NBINS; i = bin_next(heap, i + 1)) {
+            for (ck_block *b = heap->bins[i]; b; b = b->fnext) {
+                if (b->small) {
+                    if (b->size > best) best = b->size;
+                    continue;
+                }
+                /* Longest mapped run inside b. */
+                ck_region *r = b->region;
+                uintptr_t a = b->addr, end = b->addr + b->size, run_start = a;
+                while (a < end) {
+                    ck_seg *g = r->chunk[chunk_of(p, r, a)];
+                    uintptr_t next = g ? g->va + g->size : r->va + (chunk_of(p, r, a) + 1) * p->gran;
+                    if (next > end) next = end;
+                    if (!g) run_start = next;
+                    else if (next - run_start > best) best = next - run_start;
+                    a = next;
+                }
+            }
+        }
+    }
+    return best;
+}

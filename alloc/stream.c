@@ -1,0 +1,83 @@
+/* Streams, events and copies through the pool's backend, so the same code
+ * drives a GPU or the host backend. */
+#include "pool.h"
+
+#define CHECK_POOL(fn)                                                    \
+    do {                                                                  \
+        if (!p) return ck__err(CK_ERR_INVALID, fn ": pool is NULL");      \
+    } while (0)
+
+CK_API ck_status ck_stream_create(ck_pool *p, ck_stream *out) {
+    CHECK_POOL("ck_stream_create");
+    if (!out) return ck__err(CK_ERR_INVALID, "ck_stream_create: out is NULL");
+    return p->be->ops->stream_create(p->be, out);
+}
+
+CK_API ck_status ck_stream_destroy(ck_pool *p, ck_stream s) {
+    CHECK_POOL("ck_stream_destroy");
+    if (!s) return ck__err(CK_ERR_INVALID, "ck_stream_destroy: the default stream cannot be destroyed");
+    /* Blocks freed on s must be fenced before s goes away. */
+    pthread_mutex_lock(&p->mu);
+    ck__pool_forget_stream(p, s);
+    pthread_mutex_unlock(&p->mu);
+    return p->be->ops->stream_destroy(p->be, s);
+}
+
+CK_API ck_status ck_stream_synchronize(ck_pool *p, ck_stream s) {
+    CHECK_POOL("ck_stream_synchronize");
+    return p->be->ops->stream_sync(p->be, s);
+}
+
+CK_API ck_status ck_stream_wait_event(ck_pool *p, ck_stream s, ck_event e) {
+    CHECK_POOL("ck_stream_wait_event");
+    if (!e) return ck__err(CK_ERR_INVALID, "ck_stream_wait_event: event is NULL");
+    return p->be->ops->stream_wait_event(p->be, s, e);
+}
+
+CK_API ck_status ck_event_create(ck_pool *p, ck_event *out) {
+    CHECK_POOL("ck_event_create");
+    if (!out) return ck__err(CK_ERR_INVALID, "ck_event_create: out is NULL");
+    return p->be->ops->event_create(p->be, out);
+}
+
+CK_API ck_status ck_event_destroy(ck_pool *p, ck_event e) {
+    CHECK_POOL("ck_event_destroy");
+    if (!e) return ck__err(CK_ERR_INVALID, "ck_event_destroy: event is NULL");
+    return p->be->ops->event_destroy(p->be, e);
+}
+
+CK_API ck_status ck_event_record(ck_pool *p, ck_event e, ck_stream s) {
+    CHECK_POOL("ck_event_record");
+    if (!e) return ck__err(CK_ERR_INVALID, "ck_event_record: event is NULL");
+    return p->be->ops->event_record(p->be, e, s);
+}
+
+CK_API ck_status ck_event_query(ck_pool *p, ck_event e) {
+    CHECK_POOL("ck_event_query");
+    if (!e) return ck__err(CK_ERR_INVALID, "ck_event_query: event is NULL");
+    return p->be->ops->event_query(p->be, e);
+}
+
+CK_API ck_status ck_event_synchronize(ck_pool *p, ck_event e) {
+    CHECK_POOL("ck_event_synchronize");
+    if (!e) return ck__err(CK_ERR_INVALID, "ck_event_synchronize: event is NULL");
+    return p->be->ops->event_sync(p->be, e);
+}
+
+CK_API ck_status ck_event_elapsed_ms(ck_pool *p, ck_event a, ck_event b, float *ms) {
+    CHECK_POOL("ck_event_elapsed_ms");
+    if (!a || !b || !ms) return ck__err(CK_ERR_INVALID, "ck_event_elapsed_ms: NULL argument");
+    return p->be->ops->event_elapsed(p->be, a, b, ms);
+}
+
+CK_API ck_status ck_memcpy_async(ck_pool *p, void *dst, const void *src, size_t n, ck_stream s) {
+    CHECK_POOL("ck_memcpy_async");
+    if ((!dst || !src) && n) return ck__err(CK_ERR_INVALID, "ck_memcpy_async: NULL pointer");
+    return p->be->ops->memcpy_async(p->be, dst, src, n, s);
+}
+
+CK_API ck_status ck_memset_async(ck_pool *p, void *dst, int value, size_t n, ck_stream s) {
+    CHECK_POOL("ck_memset_async");
+    if (!dst && n) return ck__err(CK_ERR_INVALID, "ck_memset_async: NULL pointer");
+    return p->be->ops->memset_async(p->be, dst, value, n, s);
+}

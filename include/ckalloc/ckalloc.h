@@ -1,0 +1,229 @@
+/* ckalloc: a caching GPU allocator on the CUDA virtual memory API.
+ *
+ * One header, C99. Every call returns a ck_status; on failure
+ * ck_last_error() returns a sentence (thread-local) saying what was wrong.
+ *
+ * A pool owns one backend ("cuda" or "host"), a virtual address range per
+ * device and the physical chunks mapped into it. Memory handed out by a pool
+ * is device memory on the cuda backend and process memory on the host backend;
+ * in both cases it may only be touched by work ordered on a stream (or, on the
+ * host backend, directly by the CPU).
+ */
+#ifndef CKALLOC_H
+#define CKALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CKALLOC_STATIC_DEFINE)
+#define CK_API
+#elif defined(__GNUC__)
+#define CK_API __attribute__((visibility("default")))
+#else
+#define CK_API
+#endif
+
+/* ---- version ---------------------------------------------------------- */
+
+#define CKALLOC_VERSION_MAJOR 0
+#define CKALLOC_VERSION_MINOR 1
+#define CKALLOC_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons. */
+#define CKALLOC_VERSION \
+    (CKALLOC_VERSION_MAJOR * 10000 + CKALLOC_VERSION_MINOR * 100 + CKALLOC_VERSION_PATCH)
+
+/* The version of the library actually loaded, as "MAJOR.MINOR.PATCH". */
+CK_API const char *ck_version(void);
+
+/* ---- status and errors ------------------------------------------------ */
+
+typedef enum ck_status {
+    CK_OK = 0,
+    CK_ERR_INVALID = 1,     /* bad argument, size, config key or value */
+    CK_ERR_NOMEM = 2,       /* the budget or the device has no room */
+    CK_ERR_NOT_OWNED = 3,   /* the pointer is not a live allocation of this pool */
+    CK_ERR_DOUBLE_FREE = 4, /* the pointer was already freed */
+    CK_ERR_NO_DEVICE = 5,   /* no CUDA driver or device */
+    CK_ERR_BACKEND = 6,     /* the driver (or host backend) refused a call */
+    CK_ERR_IO = 7,          /* a file could not be read or written */
+    CK_ERR_NOT_READY = 8    /* ck_event_query: recorded work has not completed */
+} ck_status;
+
+/* A short constant name for a status ("CK_ERR_NOMEM"). */
+CK_API const char *ck_status_str(ck_status s);
+
+/* The sentence describing the last failure on this thread ("" if none). The
+ * string stays valid until the next ckalloc call on the same thread. */
+CK_API const char *ck_last_error(void);
+
+/* ---- pools ------------------------------------------------------------ */
+
+typedef struct ck_pool ck_pool;
+
+/* Streams and events. On the cuda backend a ck_stream is a CUstream
+ * (cudaStream_t) and may be passed in directly; NULL is the legacy default
+ * stream. On the host backend streams are worker threads created with
+ * ck_stream_create on the same pool. */
+typedef struct ck_stream_opaque *ck_stream;
+typedef struct ck_event_opaque *ck_event;
+
+typedef enum ck_backend_kind {
+    CK_BACKEND_AUTO = 0, /* cuda when a device is present, else host */
+    CK_BACKEND_HOST = 1,
+    CK_BACKEND_CUDA = 2
+} ck_backend_kind;
+
+/* When whole free chunks go back to the device. */
+typedef enum ck_release {
+    CK_RELEASE_PRESSURE = 0, /* keep them cached; unmap when the budget needs room or on ck_trim */
+    CK_RELEASE_EAGER = 1     /* unmap as soon as they are free and the streams have passed them */
+} ck_release;
+
+typedef struct ck_pool_options {
+    size_t struct_size;     /* sizeof(ck_pool_options); set by ck_pool_options_init */
+    ck_backend_kind backend;
+    int device;             /* CUDA device ordinal (cuda backend) */
+    uint64_t budget;        /* cap on physical bytes; 0 = the device's memory */
+    uint64_t va_size;       /* first VA reservation; 0 = 1.5 x device memory */
+    ck_release release;
+    const char *trace_path; /* RMM-style CSV trace of every call; NULL = none */
+    /* host backend only */
+    uint64_t host_mem;      /* simulated device memory; 0 = physical RAM */
+    uint64_t fault_create;  /* fail the Nth physical create (1-based); 0 = never */
+    uint64_t fault_map;     /* fail the Nth map */
+    uint64_t fault_copy;    /* fail the Nth copy */
+    int sim_clock;          /* 1: stream time is simulated (copy = bytes / sim_bandwidth) */
+    double sim_bandwidth;   /* bytes per second for simulated copies; 0 = 25e9 */
+} ck_pool_options;
+
+/* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
+ * release, no trace). */
+CK_API void ck_pool_options_init(ck_pool_options *opts);
+
+/* Parse a one-string config into *opts, on top of what it holds, e.g.
+ *   "backend=host,budget=20G,trace=/tmp/t.csv"
+ * Keys: backend (auto|host|cuda), device, budget, va, release (pressure|eager),
+ * trace, host_mem, fault_create, fault_map, fault_copy, sim_clock (0|1),
+ * sim_bandwidth. Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
+ * naming it, and *opts is left unchanged. String values (trace) point into
+ * storage owned by the library that lives until the next call on this thread;
+ * ck_pool_create copies them. */
+CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf);
+
+CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts);
+
+/* ck_pool_options_init + ck_options_parse + ck_pool_create. conf NULL reads
+ * the CKALLOC_CONF environment variable (unset = defaults). */
+CK_API ck_status ck_pool_create_conf(ck_pool **out, const char *conf);
+
+/* Waits for the pool's streams, releases all memory, flushes the trace.
+ * Allocations still live are released too (and counted in the last stats). */
+CK_API ck_status ck_pool_destroy(ck_pool *pool);
+
+/* Backend the pool runs on: "host" or "cuda". */
+CK_API const char *ck_pool_backend(const ck_pool *pool);
+
+/* ---- allocation ------------------------------------------------------- */
+
+/* Allocate size bytes (rounded up to 512) for use on stream. The block may be
+ * used by stream at once; use on another stream needs ck_record_stream before
+ * it is freed. A size of 0 or one larger than the address space is
+ * CK_ERR_INVALID; no room within the budget is CK_ERR_NOMEM with a sentence
+ * saying what was live and what was cached. */
+CK_API ck_status ck_malloc(ck_pool *pool, void **ptr, size_t size, ck_stream stream);
+
+/* Free ptr, ordered on stream: the block is reusable at once by work on
+ * stream, and by other streams once stream (and every stream given to
+ * ck_record_stream) has passed this point. */
+CK_API ck_status ck_free(ck_pool *pool, void *ptr, ck_stream stream);
+
+/* Say that ptr is also used by work on stream, so that freeing it waits for
+ * that work too (like torch's Tensor.record_stream). */
+CK_API ck_status ck_record_stream(ck_pool *pool, void *ptr, ck_stream stream);
+
+/* Unmap and release every whole free chunk (waiting for the streams that
+ * freed them). *released (may be NULL) gets the bytes given back. */
+CK_API ck_status ck_trim(ck_pool *pool, size_t *released);
+
+/* ---- statistics ------------------------------------------------------- */
+
+typedef struct ck_stat {
+    int64_t current;
+    int64_t peak;
+    uint64_t allocated; /* total ever added */
+    uint64_t freed;     /* total ever removed */
+} ck_stat;
+
+/* Keys mean what torch.cuda.memory_stats() means by them:
+ *   allocation / allocated_bytes: live blocks (bytes are rounded sizes);
+ *   requested_bytes: live bytes as asked for;
+ *   active / active_bytes: live blocks plus freed blocks still waiting for
+ *       other streams (record_stream) to pass;
+ *   inactive_split / inactive_split_bytes: free blocks inside small-block
+ *       pages that also hold live blocks (space only small requests can use);
+ *   segment / reserved_bytes: mapped ranges (one per map call) and their bytes.
+ * ckalloc's own:
+ *   mapped_bytes: bytes of the pool's address space backed by physical memory;
+ *   physical_bytes: all physical memory the pool holds, mapped or cached
+ *       unmapped; this is what the budget caps. */
+typedef struct ck_stats {
+    size_t struct_size; /* set by the caller to sizeof(ck_stats) */
+    ck_stat allocation, segment, active, inactive_split;
+    ck_stat allocated_bytes, reserved_bytes, active_bytes, inactive_split_bytes, requested_bytes;
+    ck_stat mapped_bytes, physical_bytes;
+    uint64_t num_alloc_retries; /* allocations that had to unmap cached memory first */
+    uint64_t num_ooms;          /* allocations that failed with CK_ERR_NOMEM */
+    uint64_t num_map_calls, num_unmap_calls;
+    uint64_t num_create_calls, num_release_calls;
+    uint64_t budget;            /* the cap in force, bytes */
+    uint64_t largest_free;      /* largest mapped free range, bytes */
+} ck_stats;
+
+CK_API ck_status ck_get_stats(ck_pool *pool, ck_stats *stats);
+
+/* Set every peak to its current value. */
+CK_API ck_status ck_reset_peak_stats(ck_pool *pool);
+
+typedef enum ck_format { CK_FORMAT_TABLE = 0, CK_FORMAT_JSON = 1 } ck_format;
+
+/* Print the stats as an aligned table or one JSON object. */
+CK_API ck_status ck_print_stats(ck_pool *pool, FILE *out, ck_format format);
+
+/* ---- streams, events, copies (both backends) --------------------------- */
+
+CK_API ck_status ck_stream_create(ck_pool *pool, ck_stream *out);
+/* Waits for the stream's work, then destroys it. */
+CK_API ck_status ck_stream_destroy(ck_pool *pool, ck_stream stream);
+CK_API ck_status ck_stream_synchronize(ck_pool *pool, ck_stream stream);
+/* Work queued on stream after this waits for event's recorded work. */
+CK_API ck_status ck_stream_wait_event(ck_pool *pool, ck_stream stream, ck_event event);
+
+CK_API ck_status ck_event_create(ck_pool *pool, ck_event *out);
+CK_API ck_status ck_event_destroy(ck_pool *pool, ck_event event);
+CK_API ck_status ck_event_record(ck_pool *pool, ck_event event, ck_stream stream);
+/* CK_OK when the recorded work has completed, CK_ERR_NOT_READY if not. */
+CK_API ck_status ck_event_query(ck_pool *pool, ck_event event);
+CK_API ck_status ck_event_synchronize(ck_pool *pool, ck_event event);
+/* Milliseconds between two completed events (simulated time on a host pool
+ * with sim_clock=1). */
+CK_API ck_status ck_event_elapsed_ms(ck_pool *pool, ck_event start, ck_event end, float *ms);
+
+/* Copy n bytes, ordered on stream. Either side may be pool memory or host
+ * memory (unified addressing). The caller keeps src alive and unchanged until
+ * the stream has passed the copy. */
+CK_API ck_status ck_memcpy_async(ck_pool *pool, void *dst, const void *src, size_t n,
+                                 ck_stream stream);
+/* Set n bytes at dst (pool memory) to value, ordered on stream. */
+CK_API ck_status ck_memset_async(ck_pool *pool, void *dst, int value, size_t n, ck_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CKALLOC_H */

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages ckalloc builds and tests with, only those
+# missing. Run by `make demo` and `make test`; safe to run again.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config check libsubunit-dev libhwloc-dev libjemalloc-dev
+      libyaml-dev libcjson-dev clang libclang-rt-14-dev valgrind)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "ckalloc: installing missing packages: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "ckalloc: need root to install: ${missing[*]} (run: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,925 @@
+/* ckfakecuda: a stand-in for libcuda.so.1 with host memory behind it, so the
+ * cuda backend's own code runs in CI (CKALLOC_CUDA_LIB=/path/libckfakecuda.so).
+ *
+ * It follows the driver's VMM rules closely enough to catch misuse:
+ * - cuMemAddressReserve: mmap(PROT_NONE, MAP_NORESERVE), aligned.
+ * - cuMemCreate: a memfd of the handle's size, so contents are real and
+ *   survive unmap + remap (at the same or another address).
+ * - cuMemMap: mmap(MAP_SHARED|MAP_FIXED) of the memfd inside a reservation;
+ *   the range stays PROT_NONE until cuMemSetAccess, as on a GPU.
+ * - cuMemUnmap: exactly one earlier mapping; PROT_NONE again afterwards.
+ * - cuMemRelease of a mapped handle frees it at its last unmap.
+ * - Streams run work at once; events always complete; elapsed time comes from
+ *   CLOCK_MONOTONIC stamps taken at record.
+ * - Calls that need a context fail with CUDA_ERROR_INVALID_CONTEXT unless a
+ *   retained primary context is current on the calling thread.
+ * - Copies and sets touching a reservation must stay inside mappings with
+ *   access (else CUDA_ERROR_INVALID_VALUE instead of a crash).
+ *
+ * Environment, read at every cuInit:
+ *   CKFAKECUDA_DEVICES=N       device count (default 1; 0: cuInit fails)
+ *   CKFAKECUDA_TOTAL_MEM=B     bytes per device (default 8 GiB; K/M/G/T ok)
+ *   CKFAKECUDA_FAIL_CREATE=N   the Nth cuMemCreate fails (once)
+ *   CKFAKECUDA_FAIL_MAP=N      the Nth cuMemMap fails (once)
+ *   CKFAKECUDA_FAIL_ACCESS=N   the Nth cuMemSetAccess fails (once)
+ *   CKFAKECUDA_FAIL_CODE=C     CUresult of injected failures (default:
+ *                              OUT_OF_MEMORY for create, UNKNOWN otherwise)
+ *   CKFAKECUDA_FD_HANDLES=0|1|2 POSIX fd handles: 0 unsupported, 1 supported
+ *                              (default), 2 advertised but refused by
+ *                              cuMemCreate (CUDA_ERROR_NOT_SUPPORTED)
+ *   CKFAKECUDA_NO_VMM=1        report no virtual memory management support
+ *
+ * Only cuEventElapsedTime is exported (not _v2), so the backend's fallback
+ * to the older name is what CI runs.
+ */
+#include "cuda_abi.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FK_API __attribute__((visibility("default")))
+#define FK_GRAN ((size_t)2 << 20)
+#define FK_MAX_DEV 16
+#define FK_MAGIC_STREAM 0x66616b6573747231ull
+#define FK_MAGIC_EVENT 0x66616b6565766e31ull
+
+struct CUctx_st {
+    int dev;
+    int refs;
+};
+
+struct CUstream_st {
+    uint64_t magic;
+    struct CUstream_st *next;
+};
+
+struct CUevent_st {
+    uint64_t magic;
+    int recorded;
+    uint64_t stamp_ns;
+    struct CUevent_st *next;
+};
+
+typedef struct fk_handle {
+    CUmemGenericAllocationHandle id;
+    int fd;
+    size_t size;
+    int maps;     /* live mappings of this handle */
+    int released; /* cuMemRelease called; freed at the last unmap */
+    struct fk_handle *next;
+} fk_handle;
+
+typedef struct fk_res {
+    uintptr_t va;
+    size_t size;
+    struct fk_res *next;
+} fk_res;
+
+typedef struct fk_map {
+    uintptr_t va;
+    size_t size;
+    fk_handle *h;
+    int prot; /* PROT_* now in force */
+    struct fk_map *next;
+} fk_map;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_init;
+static int g_ndev;
+static uint64_t g_total;
+static uint64_t g_used; /* bytes of live handles (memory still alive) */
+static struct CUctx_st g_ctx[FK_MAX_DEV];
+static fk_handle *g_handles;
+static fk_res *g_res;
+static fk_map *g_maps;
+static struct CUstream_st *g_streams;
+static struct CUevent_st *g_events;
+static CUmemGenericAllocationHandle g_next_id = 0x1000;
+static unsigned long g_n_handles, g_n_maps, g_n_res, g_n_streams, g_n_events;
+static uint64_t g_fail_create, g_fail_map, g_fail_access; /* 0 = never */
+static uint64_t g_calls_create, g_calls_map, g_calls_access;
+static int g_fail_code; /* 0 = per-call default */
+static int g_fd_handles = 1;
+static int g_no_vmm;
+static __thread CUcontext tl_ctx;
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static uint64_t env_u64(const char *name, uint64_t dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return dflt;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s)
+        return dflt;
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; break;
+    case 'm': case 'M': v <<= 20; break;
+    case 'g': case 'G': v <<= 30; break;
+    case 't': case 'T': v <<= 40; break;
+    default: break;
+    }
+    return v;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Initialized, and a retained primary context current on this thread. */
+static CUresult need_ctx(void) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!tl_ctx || tl_ctx->refs <= 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    return CUDA_SUCCESS;
+}
+
+static int stream_ok(CUstream s) {
+    if (!s)
+        return 1; /* the legacy default stream */
+    for (struct CUstream_st *p = g_streams; p; p = p->next)
+        if (p == s)
+            return 1;
+    return 0;
+}
+
+static int event_ok(CUevent e) {
+    for (struct CUevent_st *p = g_events; p; p = p->next)
+        if (p == e)
+            return 1;
+    return 0;
+}
+
+static fk_handle *find_handle(CUmemGenericAllocationHandle id) {
+    for (fk_handle *h = g_handles; h; h = h->next)
+        if (h->id == id)
+            return h;
+    return NULL;
+}
+
+static void free_handle(fk_handle *h) {
+    for (fk_handle **pp = &g_handles; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    close(h->fd);
+    g_used -= h->size;
+    g_n_handles--;
+    free(h);
+}
+
+static fk_res *res_containing(uintptr_t p) {
+    for (fk_res *r = g_res; r; r = r->next)
+        if (p >= r->va && p - r->va < r->size)
+            return r;
+    return NULL;
+}
+
+/* Lowest reservation start above p, or UINTPTR_MAX. */
+static uintptr_t next_res_start(uintptr_t p) {
+    uintptr_t best = UINTPTR_MAX;
+    for (fk_res *r = g_res; r; r = r->next)
+        if (r->va > p && r->va < best)
+            best = r->va;
+    return best;
+}
+
+static fk_map *map_containing(uintptr_t p) {
+    for (fk_map *m = g_maps; m; m = m->next)
+        if (p >= m->va && p - m->va < m->size)
+            return m;
+    return NULL;
+}
+
+static int overlaps_map(uintptr_t va, size_t size) {
+    for (fk_map *m = g_maps; m; m = m->next)
+        if (va < m->va + m->size && m->va < va + size)
+            return 1;
+    return 0;
+}
+
+/* Bytes in reservations must be mapped with prot; other bytes are host
+ * memory (unified addressing) and are the caller's business. */
+static int range_ok(uintptr_t a, size_t n, int prot) {
+    uintptr_t end = a + n, p = a;
+    if (end < a)
+        return 0;
+    while (p < end) {
+        if (res_containing(p)) {
+            fk_map *m = map_containing(p);
+            if (!m || (m->prot & prot) != prot)
+                return 0;
+            p = m->va + m->size;
+        } else {
+            p = next_res_start(p);
+        }
+    }
+    return 1;
+}
+
+static int fault_fires(uint64_t *calls, uint64_t *fail_at) {
+    ++*calls;
+    if (*fail_at && *calls == *fail_at) {
+        *fail_at = 0; /* once */
+        return 1;
+    }
+    return 0;
+}
+
+static int prop_ok(const CUmemAllocationProp *prop) {
+    return prop && prop->type == CU_MEM_ALLOCATION_TYPE_PINNED &&
+           prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE && prop->location.id >= 0 &&
+           prop->location.id < g_ndev && prop->win32HandleMetaData == NULL &&
+           (prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_NONE ||
+            prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+}
+
+#define LOCKED(expr)                     \
+    do {                                 \
+        pthread_mutex_lock(&g_mu);       \
+        CUresult r_ = (expr);            \
+        pthread_mutex_unlock(&g_mu);     \
+        return r_;                       \
+    } while (0)
+
+/* ---- init, devices, contexts ------------------------------------------- */
+
+FK_API CUresult cuInit(unsigned int flags) {
+    if (flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    uint64_t n = env_u64("CKFAKECUDA_DEVICES", 1);
+    g_ndev = n > FK_MAX_DEV ? FK_MAX_DEV : (int)n;
+    g_total = env_u64("CKFAKECUDA_TOTAL_MEM", (uint64_t)8 << 30);
+    g_fail_create = env_u64("CKFAKECUDA_FAIL_CREATE", 0);
+    g_fail_map = env_u64("CKFAKECUDA_FAIL_MAP", 0);
+    g_fail_access = env_u64("CKFAKECUDA_FAIL_ACCESS", 0);
+    g_fail_code = (int)env_u64("CKFAKECUDA_FAIL_CODE", 0);
+    g_fd_handles = (int)env_u64("CKFAKECUDA_FD_HANDLES", 1);
+    g_no_vmm = env_u64("CKFAKECUDA_NO_VMM", 0) != 0;
+    g_calls_create = g_calls_map = g_calls_access = 0;
+    for (int i = 0; i < FK_MAX_DEV; i++)
+        g_ctx[i].dev = i;
+    g_init = g_ndev > 0;
+    pthread_mutex_unlock(&g_mu);
+    return g_ndev > 0 ? CUDA_SUCCESS : CUDA_ERROR_NO_DEVICE;
+}
+
+FK_API CUresult cuDeviceGetCount(int *count) {
+    if (!count)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = g_init ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED;
+    if (r == CUDA_SUCCESS)
+        *count = g_ndev;
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+static CUresult dev_check(CUdevice d) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return d >= 0 && d < g_ndev ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
+FK_API CUresult cuDeviceGet(CUdevice *dev, int ordinal) {
+    if (!dev)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(ordinal);
+    if (r == CUDA_SUCCESS)
+        *dev = ordinal;
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+FK_API CUresult cuDeviceGetName(char *name, int len, CUdevice dev) {
+    if (!name || len <= 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(dev);
+    pthread_mutex_unlock(&g_mu);
+    if (r == CUDA_SUCCESS) {
+        strncpy(name, "ckfakecuda host device", (size_t)len - 1);
+        name[len - 1] = '\0';
+    }
+    return r;
+}
+
+FK_API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
+    if (!bytes)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(dev);
+    if (r == CUDA_SUCCESS)
+        *bytes = (size_t)g_total;
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+FK_API CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attr, CUdevice dev) {
+    if (!pi)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(dev);
+    if (r == CUDA_SUCCESS) {
+        switch (attr) {
+        case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: *pi = !g_no_vmm; break;
+        case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
+            *pi = g_fd_handles != 0;
+            break;
+        default: *pi = 0; break;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+FK_API CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev) {
+    if (!ctx)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(dev);
+    if (r == CUDA_SUCCESS) {
+        g_ctx[dev].refs++;
+        *ctx = &g_ctx[dev];
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+FK_API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = dev_check(dev);
+    if (r == CUDA_SUCCESS) {
+        if (g_ctx[dev].refs <= 0)
+            r = CUDA_ERROR_INVALID_CONTEXT;
+        else
+            g_ctx[dev].refs--;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+static CUresult ctx_set(CUcontext ctx) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (ctx && (ctx < &g_ctx[0] || ctx >= &g_ctx[FK_MAX_DEV]))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    tl_ctx = ctx;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuCtxSetCurrent(CUcontext ctx) { LOCKED(ctx_set(ctx)); }
+
+static CUresult ctx_get(CUcontext *ctx) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!ctx)
+        return CUDA_ERROR_INVALID_VALUE;
+    *ctx = tl_ctx;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuCtxGetCurrent(CUcontext *ctx) { LOCKED(ctx_get(ctx)); }
+
+FK_API CUresult cuGetErrorString(CUresult err, const char **str) {
+    if (!str)
+        return CUDA_ERROR_INVALID_VALUE;
+    switch (err) {
+    case CUDA_SUCCESS: *str = "no error"; break;
+    case CUDA_ERROR_INVALID_VALUE: *str = "invalid argument"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *str = "out of memory"; break;
+    case CUDA_ERROR_NOT_INITIALIZED: *str = "initialization error"; break;
+    case CUDA_ERROR_NO_DEVICE: *str = "no CUDA-capable device is detected"; break;
+    case CUDA_ERROR_INVALID_DEVICE: *str = "invalid device ordinal"; break;
+    case CUDA_ERROR_INVALID_CONTEXT: *str = "invalid device context"; break;
+    case CUDA_ERROR_INVALID_HANDLE: *str = "invalid resource handle"; break;
+    case CUDA_ERROR_NOT_READY: *str = "device not ready"; break;
+    case CUDA_ERROR_NOT_PERMITTED: *str = "operation not permitted"; break;
+    case CUDA_ERROR_NOT_SUPPORTED: *str = "operation not supported"; break;
+    case CUDA_ERROR_UNKNOWN: *str = "unknown error"; break;
+    default: *str = NULL; return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* ---- memory ------------------------------------------------------------ */
+
+static CUresult mem_get_info(size_t *free_bytes, size_t *total_bytes) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!free_bytes || !total_bytes)
+        return CUDA_ERROR_INVALID_VALUE;
+    *total_bytes = (size_t)g_total;
+    *free_bytes = (size_t)(g_used < g_total ? g_total - g_used : 0);
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
+    LOCKED(mem_get_info(free_bytes, total_bytes));
+}
+
+static CUresult get_gran(size_t *gran, const CUmemAllocationProp *prop,
+                         CUmemAllocationGranularity_flags option) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!gran || !prop_ok(prop) ||
+        (option != CU_MEM_ALLOC_GRANULARITY_MINIMUM &&
+         option != CU_MEM_ALLOC_GRANULARITY_RECOMMENDED))
+        return CUDA_ERROR_INVALID_VALUE;
+    *gran = FK_GRAN;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemGetAllocationGranularity(size_t *gran, const CUmemAllocationProp *prop,
+                                              CUmemAllocationGranularity_flags option) {
+    LOCKED(get_gran(gran, prop, option));
+}
+
+static CUresult address_reserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                CUdeviceptr addr, unsigned long long flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!ptr || size == 0 || size % FK_GRAN || flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (alignment == 0)
+        alignment = FK_GRAN;
+    if ((alignment & (alignment - 1)) || alignment % FK_GRAN)
+        return CUDA_ERROR_INVALID_VALUE;
+    (void)addr; /* only a hint, as in the driver */
+    size_t span = size + alignment;
+    if (span < size)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    fk_res *res = malloc(sizeof *res);
+    if (!res)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    void *base = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        free(res);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    uintptr_t b = (uintptr_t)base;
+    uintptr_t va = (b + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    if (va > b)
+        munmap(base, va - b);
+    if (b + span > va + size)
+        munmap((void *)(va + size), b + span - (va + size));
+    res->va = va;
+    res->size = size;
+    res->next = g_res;
+    g_res = res;
+    g_n_res++;
+    *ptr = (CUdeviceptr)va;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                    CUdeviceptr addr, unsigned long long flags) {
+    LOCKED(address_reserve(ptr, size, alignment, addr, flags));
+}
+
+static CUresult address_free(CUdeviceptr ptr, size_t size) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (fk_res **pp = &g_res; *pp; pp = &(*pp)->next) {
+        fk_res *res = *pp;
+        if (res->va != (uintptr_t)ptr || res->size != size)
+            continue;
+        /* Stricter than needed, on purpose: freeing VA with live mappings
+         * is a leak in the caller. */
+        if (overlaps_map(res->va, res->size))
+            return CUDA_ERROR_INVALID_VALUE;
+        munmap((void *)res->va, res->size);
+        *pp = res->next;
+        free(res);
+        g_n_res--;
+        return CUDA_SUCCESS;
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+FK_API CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) { LOCKED(address_free(ptr, size)); }
+
+static CUresult mem_create(CUmemGenericAllocationHandle *out, size_t size,
+                           const CUmemAllocationProp *prop, unsigned long long flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!out || size == 0 || size % FK_GRAN || flags != 0 || !prop_ok(prop))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR &&
+        g_fd_handles != 1)
+        return g_fd_handles == 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_SUPPORTED;
+    if (fault_fires(&g_calls_create, &g_fail_create))
+        return g_fail_code ? g_fail_code : CUDA_ERROR_OUT_OF_MEMORY;
+    if (g_used + size > g_total || g_used + size < g_used)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    fk_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    h->fd = memfd_create("ckfakecuda", MFD_CLOEXEC);
+    if (h->fd < 0 || ftruncate(h->fd, (off_t)size) != 0) {
+        if (h->fd >= 0)
+            close(h->fd);
+        free(h);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    h->id = g_next_id++;
+    h->size = size;
+    h->next = g_handles;
+    g_handles = h;
+    g_used += size;
+    g_n_handles++;
+    *out = h->id;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size,
+                            const CUmemAllocationProp *prop, unsigned long long flags) {
+    LOCKED(mem_create(h, size, prop, flags));
+}
+
+static CUresult mem_release(CUmemGenericAllocationHandle id) {
+    if (!g_init)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    fk_handle *h = find_handle(id);
+    if (!h || h->released)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (h->maps > 0)
+        h->released = 1; /* the driver keeps it alive until the last unmap */
+    else
+        free_handle(h);
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemRelease(CUmemGenericAllocationHandle h) { LOCKED(mem_release(h)); }
+
+static CUresult mem_map(CUdeviceptr ptr, size_t size, size_t offset,
+                        CUmemGenericAllocationHandle id, unsigned long long flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    uintptr_t va = (uintptr_t)ptr;
+    fk_handle *h = find_handle(id);
+    if (!h || h->released || offset != 0 || flags != 0 || size != h->size || va % FK_GRAN)
+        return CUDA_ERROR_INVALID_VALUE;
+    fk_res *res = res_containing(va);
+    if (!res || size > res->va + res->size - va || overlaps_map(va, size))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (fault_fires(&g_calls_map, &g_fail_map))
+        return g_fail_code ? g_fail_code : CUDA_ERROR_UNKNOWN;
+    fk_map *m = malloc(sizeof *m);
+    if (!m)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (mmap((void *)va, size, PROT_NONE, MAP_SHARED | MAP_FIXED, h->fd, 0) == MAP_FAILED) {
+        free(m);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    m->va = va;
+    m->size = size;
+    m->h = h;
+    m->prot = PROT_NONE;
+    m->next = g_maps;
+    g_maps = m;
+    h->maps++;
+    g_n_maps++;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle h, unsigned long long flags) {
+    LOCKED(mem_map(ptr, size, offset, h, flags));
+}
+
+static CUresult mem_set_access(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc,
+                               size_t count) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!desc || count == 0 || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int prot = PROT_NONE;
+    for (size_t i = 0; i < count; i++) {
+        if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE || desc[i].location.id < 0 ||
+            desc[i].location.id >= g_ndev)
+            return CUDA_ERROR_INVALID_VALUE;
+        switch (desc[i].flags) {
+        case CU_MEM_ACCESS_FLAGS_PROT_NONE: break;
+        case CU_MEM_ACCESS_FLAGS_PROT_READ: prot |= PROT_READ; break;
+        case CU_MEM_ACCESS_FLAGS_PROT_READWRITE: prot |= PROT_READ | PROT_WRITE; break;
+        default: return CUDA_ERROR_INVALID_VALUE;
+        }
+    }
+    /* The range must be whole, back-to-back mappings (simpler than the
+     * driver, which also takes parts of one). */
+    uintptr_t va = (uintptr_t)ptr, end = va + size;
+    for (uintptr_t p = va; p < end;) {
+        fk_map *m = map_containing(p);
+        if (!m || m->va != p || m->size > end - p)
+            return CUDA_ERROR_INVALID_VALUE;
+        p += m->size;
+    }
+    if (fault_fires(&g_calls_access, &g_fail_access))
+        return g_fail_code ? g_fail_code : CUDA_ERROR_UNKNOWN;
+    for (uintptr_t p = va; p < end;) {
+        fk_map *m = map_containing(p);
+        if (mprotect((void *)m->va, m->size, prot) != 0)
+            return CUDA_ERROR_UNKNOWN;
+        m->prot = prot;
+        p += m->size;
+    }
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc,
+                               size_t count) {
+    LOCKED(mem_set_access(ptr, size, desc, count));
+}
+
+static CUresult mem_unmap(CUdeviceptr ptr, size_t size) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (fk_map **pp = &g_maps; *pp; pp = &(*pp)->next) {
+        fk_map *m = *pp;
+        if (m->va != (uintptr_t)ptr || m->size != size)
+            continue;
+        /* Back to reserved-but-inaccessible; MAP_FIXED swaps atomically. */
+        if (mmap((void *)m->va, m->size, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+                 0) == MAP_FAILED)
+            return CUDA_ERROR_UNKNOWN;
+        *pp = m->next;
+        fk_handle *h = m->h;
+        free(m);
+        g_n_maps--;
+        if (--h->maps == 0 && h->released)
+            free_handle(h);
+        return CUDA_SUCCESS;
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+FK_API CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { LOCKED(mem_unmap(ptr, size)); }
+
+/* ---- copies: done at once, under the lock so no unmap races them -------- */
+
+static CUresult memcpy_now(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!stream_ok(s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (!dst || !src || !range_ok((uintptr_t)dst, n, PROT_WRITE) ||
+        !range_ok((uintptr_t)src, n, PROT_READ))
+        return CUDA_ERROR_INVALID_VALUE;
+    memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+    LOCKED(memcpy_now(dst, src, n, s));
+}
+
+static CUresult memset_now(CUdeviceptr dst, unsigned char uc, size_t n, CUstream s) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!stream_ok(s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (!dst || !range_ok((uintptr_t)dst, n, PROT_WRITE))
+        return CUDA_ERROR_INVALID_VALUE;
+    memset((void *)(uintptr_t)dst, uc, n);
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char uc, size_t n, CUstream s) {
+    LOCKED(memset_now(dst, uc, n, s));
+}
+
+/* ---- streams ----------------------------------------------------------- */
+
+static CUresult stream_create(CUstream *out, unsigned int flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!out || (flags & ~(unsigned)CU_STREAM_NON_BLOCKING))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s = calloc(1, sizeof *s);
+    if (!s)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    s->magic = FK_MAGIC_STREAM;
+    s->next = g_streams;
+    g_streams = s;
+    g_n_streams++;
+    *out = s;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) { LOCKED(stream_create(s, flags)); }
+
+static CUresult stream_destroy(CUstream s) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (struct CUstream_st **pp = &g_streams; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            s->magic = 0;
+            free(s);
+            g_n_streams--;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_HANDLE;
+}
+
+FK_API CUresult cuStreamDestroy_v2(CUstream s) { LOCKED(stream_destroy(s)); }
+
+static CUresult stream_check(CUstream s) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    return stream_ok(s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+FK_API CUresult cuStreamSynchronize(CUstream s) { LOCKED(stream_check(s)); }
+
+static CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
+    CUresult r = stream_check(s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!event_ok(e))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+FK_API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
+    LOCKED(stream_wait_event(s, e, flags));
+}
+
+static CUresult stream_is_capturing(CUstream s, CUstreamCaptureStatus *st) {
+    CUresult r = stream_check(s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!st)
+        return CUDA_ERROR_INVALID_VALUE;
+    *st = CU_STREAM_CAPTURE_STATUS_NONE;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
+    LOCKED(stream_is_capturing(s, st));
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static CUresult event_create(CUevent *out, unsigned int flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!out)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUevent_st *e = calloc(1, sizeof *e);
+    if (!e)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    e->magic = FK_MAGIC_EVENT;
+    e->next = g_events;
+    g_events = e;
+    g_n_events++;
+    *out = e;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuEventCreate(CUevent *e, unsigned int flags) { LOCKED(event_create(e, flags)); }
+
+static CUresult event_destroy(CUevent e) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (struct CUevent_st **pp = &g_events; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            e->magic = 0;
+            free(e);
+            g_n_events--;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_HANDLE;
+}
+
+FK_API CUresult cuEventDestroy_v2(CUevent e) { LOCKED(event_destroy(e)); }
+
+static CUresult event_record(CUevent e, CUstream s) {
+    CUresult r = stream_check(s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!event_ok(e))
+        return CUDA_ERROR_INVALID_HANDLE;
+    e->recorded = 1;
+    e->stamp_ns = now_ns();
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuEventRecord(CUevent e, CUstream s) { LOCKED(event_record(e, s)); }
+
+static CUresult event_check(CUevent e) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    return event_ok(e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+/* Work runs at record time, so every event is complete. */
+FK_API CUresult cuEventQuery(CUevent e) { LOCKED(event_check(e)); }
+FK_API CUresult cuEventSynchronize(CUevent e) { LOCKED(event_check(e)); }
+
+static CUresult event_elapsed(float *ms, CUevent a, CUevent b) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!ms)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!event_ok(a) || !event_ok(b) || !a->recorded || !b->recorded)
+        return CUDA_ERROR_INVALID_HANDLE;
+    *ms = (float)((double)((int64_t)(b->stamp_ns - a->stamp_ns)) / 1e6);
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
+    LOCKED(event_elapsed(ms, a, b));
+}
+
+/* ---- counters for tests ------------------------------------------------ */
+
+#define FK_COUNTER(name, var)         \
+    FK_API unsigned long name(void) { \
+        pthread_mutex_lock(&g_mu);    \
+        unsigned long v = (var);      \
+        pthread_mutex_unlock(&g_mu);  \
+        return v;                     \
+    }
+
+/* Handles whose memory is alive (released-but-mapped ones included). */
+FK_COUNTER(ckfake_live_handles, g_n_handles)
+FK_COUNTER(ckfake_live_mappings, g_n_maps)
+FK_COUNTER(ckfake_live_reservations, g_n_res)
+FK_COUNTER(ckfake_live_streams, g_n_streams)
+FK_COUNTER(ckfake_live_events, g_n_events)
+FK_COUNTER(ckfake_used_bytes, (unsigned long)g_used)
+FK_COUNTER(ckfake_ctx_refs, (unsigned long)g_ctx[0].refs)
+
+/* Our definitions must match the ABI the backend calls through. */
+#define FK_SIG(name) \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(&name), ck_pfn_##name), #name);
+FK_SIG(cuInit)
+FK_SIG(cuDeviceGetCount)
+FK_SIG(cuDeviceGet)
+FK_SIG(cuDeviceTotalMem_v2)
+FK_SIG(cuDeviceGetAttribute)
+FK_SIG(cuDevicePrimaryCtxRetain)
+FK_SIG(cuDevicePrimaryCtxRelease_v2)
+FK_SIG(cuCtxSetCurrent)
+FK_SIG(cuCtxGetCurrent)
+FK_SIG(cuGetErrorString)
+FK_SIG(cuMemGetInfo_v2)
+FK_SIG(cuMemAddressReserve)
+FK_SIG(cuMemAddressFree)
+FK_SIG(cuMemCreate)
+FK_SIG(cuMemRelease)
+FK_SIG(cuMemMap)
+FK_SIG(cuMemUnmap)
+FK_SIG(cuMemSetAccess)
+FK_SIG(cuMemGetAllocationGranularity)
+FK_SIG(cuStreamCreate)
+FK_SIG(cuStreamDestroy_v2)
+FK_SIG(cuStreamSynchronize)
+FK_SIG(cuStreamWaitEvent)
+FK_SIG(cuStreamIsCapturing)
+FK_SIG(cuEventCreate)
+FK_SIG(cuEventDestroy_v2)
+FK_SIG(cuEventRecord)
+FK_SIG(cuEventQuery)
+FK_SIG(cuEventSynchronize)
+FK_SIG(cuEventElapsedTime)
+FK_SIG(cuMemcpyAsync)
+FK_SIG(cuMemsetD8Async)

@@ -1,0 +1,21 @@
+/* Fuzz the one-string config parser and the size parser: no input may crash,
+ * read out of bounds, or change the options when it is rejected. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char *s = malloc(size + 1);
+    if (!s) return 0;
+    memcpy(s, data, size);
+    s[size] = '\0';
+    ck_pool_options o, before;
+    ck_pool_options_init(&o);
+    before = o;
+    if (ck_options_parse(&o, s) != CK_OK && memcmp(&o, &before, sizeof o) != 0) abort();
+    uint64_t v;
+    (void)ck__parse_size((const char *)data, size, &v);
+    free(s);
+    return 0;
+}
