@@ -120,7 +120,13 @@ static int round_poll(ck_pool *p, int wait) {
  * (it is capturing a graph), no round starts and blocks keep to their own
  * streams until it can. */
 static void round_issue(ck_pool *p) {
-    if (!round_poll(p, 0) || p->ndirty == 0) return;
+    if (!round_poll(p, 0)) return;
+    if (p->ndirty == 0) {
+        /* No stream freed anything since the last round: every stamp so far
+         * is covered already, so an empty round completes at once. */
+        p->round_done = ++p->round_issued;
+        return;
+    }
     for (size_t i = 0; i < p->ndirty; i++) {
         int capturing = 0;
         if (p->be->ops->stream_capturing(p->be, p->dirty[i], &capturing) != CK_OK || capturing)
@@ -679,9 +685,9 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     if ((uint64_t)p->c.physical_bytes.current + need > p->budget) {
         /* Under pressure: wait for every stream, then look again before
          * unmapping anything. */
+        spare_page_drop(p);
         ck__pool_quiesce(p);
         pending_process(p, 0);
-        spare_page_drop(p);
         b = heap_find(p, &p->large, size, s);
         if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
         need = b ? unmapped_bytes(p, b->region, b->addr, size) : (size_t)ck__align_up(size, p->gran);
