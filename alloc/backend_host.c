@@ -324,7 +324,7 @@ static ck_status h_memset(ck_backend *b, void *dst, int value, size_t n, ck_stre
 }
 
 static ck_status h_stream_create(ck_backend *b, ck_stream *out) {
-    host_stream *s;
+    host_stream *s = NULL;
     ck_status st = stream_new(hb_of(b), &s);
     if (st == CK_OK) *out = (ck_stream)s;
     return st;

@@ -63,7 +63,10 @@ int ck__parse_size(const char *s, size_t len, uint64_t *out) {
     return 0;
 }
 
-/* Strings from the config live here until the next parse on this thread. */
+/* Strings from the config: a parse writes into scratch and copies to
+ * committed only when the whole string parsed, so a failed parse leaves what
+ * an earlier one returned intact. Valid until the next parse on this thread. */
+static _Thread_local char tl_trace_scratch[4096];
 static _Thread_local char tl_trace_path[4096];
 
 typedef ck_status (*key_parser)(ck_pool_options *o, const char *key, const char *v, size_t n);
@@ -133,10 +136,10 @@ static ck_status p_release(ck_pool_options *o, const char *key, const char *v, s
 
 static ck_status p_trace(ck_pool_options *o, const char *key, const char *v, size_t n) {
     if (n == 0) return bad(key, v, n, "a file path");
-    if (n >= sizeof tl_trace_path) return bad(key, v, n, "a path shorter than 4096 bytes");
-    memcpy(tl_trace_path, v, n);
-    tl_trace_path[n] = '\0';
-    o->trace_path = tl_trace_path;
+    if (n >= sizeof tl_trace_scratch) return bad(key, v, n, "a path shorter than 4096 bytes");
+    memcpy(tl_trace_scratch, v, n);
+    tl_trace_scratch[n] = '\0';
+    o->trace_path = tl_trace_scratch;
     return CK_OK;
 }
 
@@ -212,6 +215,10 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
             if (s != CK_OK) return s;
         }
         p = *end ? end + 1 : end;
+    }
+    if (o.trace_path == tl_trace_scratch) {
+        memcpy(tl_trace_path, tl_trace_scratch, sizeof tl_trace_path);
+        o.trace_path = tl_trace_path;
     }
     *opts = o;
     return CK_OK;

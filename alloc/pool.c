@@ -358,24 +358,43 @@ static ck_status seg_map(ck_pool *p, ck_region *r, size_t first, size_t n, ck_se
     return CK_OK;
 }
 
-/* Map every unmapped chunk under [a, a+n), one segment per run. On failure
- * the segments mapped here are released again. */
-static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n) {
-    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1);
+/* Map every unmapped chunk under [a, a+n+ahead) for a block [a, a+n).
+ * The block's partial edge chunks get segments of their own: a neighbour that
+ * shares an edge chunk then pins only that chunk, and freeing the block frees
+ * its interior segment whole (so the budget can unmap it). On failure the
+ * segments mapped here are released again. */
+static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n, size_t ahead) {
+    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n + ahead - 1);
+    /* Edges worth a segment of their own: a partial first chunk, and the
+     * chunk holding the block's end when the block's whole chunks behind it
+     * are at least SPLIT_MIN (below that, pinning costs little and the extra
+     * map call is not worth it). The map-ahead part shares the end chunk's
+     * segment: the next block lands there anyway. */
+    enum { SPLIT_MIN_CHUNKS = 4 };
+    size_t first = chunk_of(p, r, a), endc = chunk_of(p, r, a + n - 1);
+    size_t e1 = (a - r->va) % p->gran ? first : SIZE_MAX;
+    size_t e2 = (a + n - r->va) % p->gran && endc - first >= SPLIT_MIN_CHUNKS ? endc : SIZE_MAX;
     ck_seg *made[64];
     size_t nmade = 0;
     ck_status s = CK_OK;
-    while (i <= last) {
+    while (i <= last && s == CK_OK) {
         if (r->chunk[i]) {
             i = chunk_of(p, r, r->chunk[i]->va + r->chunk[i]->size);
             continue;
         }
         size_t j = i;
         while (j <= last && !r->chunk[j]) j++;
-        ck_seg *g = NULL;
-        s = seg_map(p, r, i, j - i, &g);
-        if (s != CK_OK) break;
-        if (nmade < 64) made[nmade++] = g;
+        for (size_t k = i; k < j && s == CK_OK;) {
+            size_t end = j;
+            /* e1 stands alone; e2 starts a segment that runs to the end. */
+            if (e1 == k) end = k + 1;
+            else if (e1 > k && e1 < end) end = e1;
+            if (e2 > k && e2 < end) end = e2;
+            ck_seg *g = NULL;
+            s = seg_map(p, r, k, end - k, &g);
+            if (s == CK_OK && nmade < 64) made[nmade++] = g;
+            k = end;
+        }
         i = j;
     }
     if (s != CK_OK) {
@@ -434,6 +453,8 @@ static ck_status region_add(ck_pool *p, size_t min_size, ck_block **free_block) 
     b->addr = r->va;
     b->size = size;
     b->region = r;
+    r->last = b;
+    r->used_top = r->va;
     b->state = BLK_FREE;
     b->free_round = 0; /* untouched VA is safe for every stream */
     b->stream = NULL;
@@ -461,6 +482,7 @@ static void split(ck_pool *p, ck_heap *h, ck_block *b, size_t size) {
     r->prev = b;
     r->next = b->next;
     if (b->next) b->next->prev = r;
+    else if (!b->small) b->region->last = r;
     b->next = r;
     r->region = b->region;
     r->page = b->page;
@@ -490,6 +512,7 @@ static void absorb_next(ck_pool *p, ck_block *lo, ck_block *n) {
     }
     lo->next = n->next;
     if (lo->next) lo->next->prev = lo;
+    else if (!lo->small) lo->region->last = lo;
     lo->size += n->size;
     hash_remove(p, n);
     block_delete(p, n);
@@ -550,7 +573,7 @@ static void block_make_free(ck_pool *p, ck_block *b) {
     }
     if (b->small && !b->prev && !b->next) {
         /* The whole page is free: keep one spare, return the rest. */
-        if (!p->spare_page) {
+        if (!p->spare_page && p->opts.release != CK_RELEASE_EAGER) {
             p->spare_page = b;
             bin_insert(h, b);
         } else {
@@ -592,9 +615,11 @@ static void spare_page_drop(ck_pool *p) {
 
 /* ---------------------------------------------------------- allocation -- */
 
-static int want_eager(const ck_pool *p) { return p->opts.release == CK_RELEASE_EAGER; }
-
-static void eager_release(ck_pool *p) {
+/* release=eager: give back every whole free segment the streams have passed.
+ * Never blocks; what is not fenced yet goes on a later call. */
+void ck__pool_eager_release(ck_pool *p) {
+    if (p->opts.release != CK_RELEASE_EAGER) return;
+    spare_page_drop(p);
     if (!p->free_segs) return;
     round_poll(p, 0);
     round_issue(p);
@@ -662,6 +687,35 @@ static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n)
     return (uint64_t)p->c.physical_bytes.current + need <= p->budget;
 }
 
+/* A free region tail can be unusable on stream s because a block freed on
+ * another stream merged into it. The part above used_top was never handed
+ * out, so it is safe for every stream: split it off and offer it. */
+static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s) {
+    for (ck_region *r = p->regions; r; r = r->next) {
+        ck_block *t = r->last;
+        uintptr_t cut = r->used_top, end = t->addr + t->size;
+        if (t->state != BLK_FREE || usable_on(p, t, s) || cut <= t->addr || end - cut < size)
+            continue;
+        ck_block *n = block_new(p);
+        if (!n) return NULL;
+        bin_remove(&p->large, t);
+        n->addr = cut;
+        n->size = end - cut;
+        n->prev = t;
+        t->next = n;
+        t->size = cut - t->addr;
+        n->region = r;
+        n->state = BLK_FREE;
+        n->free_round = 0;
+        r->last = n;
+        hash_insert(p, n);
+        bin_insert(&p->large, t);
+        bin_insert(&p->large, n);
+        return n;
+    }
+    return NULL;
+}
+
 /* Growing at the end of a region (the untouched tail), map a little ahead
  * so a run of growing allocations costs a few map calls instead of one each:
  * 1/64 of what is mapped (so the slack at any peak stays under ~1.6%),
@@ -687,6 +741,7 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     round_poll(p, 0);
     round_issue(p);
     b = heap_find(p, &p->large, size, s);
+    if (!b) b = pristine_tail(p, size, s);
     if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
 
     int capturing = 0;
@@ -713,12 +768,12 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         ck_status st = region_add(p, size, &b);
         if (st != CK_OK) return st;
     }
-    ck_status st = ensure_mapped(p, b->region, b->addr, size + grow_ahead(p, b, size, need));
+    ck_status st = ensure_mapped(p, b->region, b->addr, size, grow_ahead(p, b, size, need));
     if (st == CK_ERR_NOMEM && p->free_segs) {
         /* The device itself is full: give back cached memory and retry. */
         ck__pool_quiesce(p);
         if (release_free_segs(p, SIZE_MAX, b->addr, size)) p->c.num_alloc_retries++;
-        st = ensure_mapped(p, b->region, b->addr, size);
+        st = ensure_mapped(p, b->region, b->addr, size, 0);
     }
     if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
     if (st != CK_OK) return st;
@@ -726,6 +781,7 @@ got:
     bin_remove(&p->large, b);
     split(p, &p->large, b, size);
     segs_busy(p, b->region, b->addr, b->size, +1);
+    if (b->addr + b->size > b->region->used_top) b->region->used_top = b->addr + b->size;
     *out = b;
     return CK_OK;
 }
@@ -863,7 +919,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
         if (b->small) block_make_free(p, b);
         else large_make_free(p, b);
-        if (want_eager(p)) eager_release(p);
+        ck__pool_eager_release(p);
     }
     pthread_mutex_unlock(&p->mu);
     return CK_OK;
@@ -971,7 +1027,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
 }
 
 CK_API ck_status ck_pool_destroy(ck_pool *p) {
-    if (!p) return CK_OK;
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_pool_destroy: pool is NULL");
     ck_status result = CK_OK;
     pthread_mutex_lock(&p->mu);
     pending_process(p, 1);

@@ -50,6 +50,8 @@ struct ck_region {
     size_t size;
     size_t nchunks;
     ck_seg **chunk; /* per chunk: the segment mapped there, or NULL */
+    ck_block *last;   /* the block that ends the region */
+    uintptr_t used_top; /* nothing at or above this was ever handed out */
     ck_region *next;
 };
 
@@ -133,6 +135,8 @@ uint64_t ck__largest_free(ck_pool *p);
 
 /* pool.c: wait for every stream that freed memory, with the lock held. */
 ck_status ck__pool_quiesce(ck_pool *p);
+/* pool.c: release=eager housekeeping, run by pool calls (lock held). */
+void ck__pool_eager_release(ck_pool *p);
 /* pool.c: drop a stream from the round bookkeeping before it is destroyed. */
 void ck__pool_forget_stream(ck_pool *p, ck_stream s);
 

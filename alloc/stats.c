@@ -50,6 +50,7 @@ CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
                        n);
     ck_stats st;
     pthread_mutex_lock(&p->mu);
+    ck__pool_eager_release(p);
     fill(p, &st);
     pthread_mutex_unlock(&p->mu);
     memcpy(out, &st, n);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #define CK_TRACE_BUF 4096
+#define CK_TRACE_LINE_MAX 160 /* longest formatted record, with room to spare */
 #define CK_TRACE_HEADER "Thread,Time,Action,Pointer,Size,Stream\n"
 
 typedef struct trace_raw {
@@ -34,6 +35,7 @@ struct ck_trace_writer {
     time_t last_sec;  /* cache for localtime_r: one call per distinct second */
     char last_hms[9]; /* "HH:MM:SS" of last_sec */
     trace_raw buf[CK_TRACE_BUF];
+    char chunk[65536]; /* formatted lines; here, not on the caller's stack */
 };
 
 /* ---- writer ------------------------------------------------------------ */
@@ -121,7 +123,7 @@ static const char *action_name(ck_trace_action a) {
     return "allocate";
 }
 
-/* Formats one record into line (at least 160 bytes); returns its length. */
+/* Formats one record into line (CK_TRACE_LINE_MAX bytes); returns its length. */
 static size_t format_rec(ck_trace_writer *w, const trace_raw *r, char *line) {
     time_t sec = (time_t)(r->time_ns / 1000000000u);
     uint64_t us = (r->time_ns % 1000000000u) / 1000u;
@@ -173,13 +175,18 @@ ck_status ck__trace_flush(ck_trace_writer *w) {
     if (!w)
         return CK_OK;
     if (!w->err) {
-        char line[160];
-        for (size_t i = 0; i < w->n; i++) {
-            size_t len = format_rec(w, &w->buf[i], line);
-            if (fwrite(line, 1, len, w->f) != len) {
-                w->err = errno ? errno : EIO;
-                break;
+        /* Lines are batched into one fwrite per 64 KiB: stdio's per-call
+         * locking would otherwise cost as much as the formatting. */
+        char *chunk = w->chunk;
+        size_t used = 0;
+        for (size_t i = 0; i <= w->n && !w->err; i++) {
+            if (used && (i == w->n || used > sizeof w->chunk - CK_TRACE_LINE_MAX)) {
+                if (fwrite(chunk, 1, used, w->f) != used)
+                    w->err = errno ? errno : EIO;
+                used = 0;
             }
+            if (i < w->n)
+                used += format_rec(w, &w->buf[i], chunk + used);
         }
         /* fflush so that a full disk shows up now rather than at fclose. */
         if (!w->err && fflush(w->f) == EOF)

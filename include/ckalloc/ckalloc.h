@@ -81,7 +81,8 @@ typedef enum ck_backend_kind {
 /* When whole free chunks go back to the device. */
 typedef enum ck_release {
     CK_RELEASE_PRESSURE = 0, /* keep them cached; unmap when the budget needs room or on ck_trim */
-    CK_RELEASE_EAGER = 1     /* unmap as soon as they are free and the streams have passed them */
+    CK_RELEASE_EAGER = 1     /* unmap once free and every stream has passed them; checked on
+                                each call into the pool (ck_get_stats included), never blocking */
 } ck_release;
 
 typedef struct ck_pool_options {
@@ -123,7 +124,8 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts);
 CK_API ck_status ck_pool_create_conf(ck_pool **out, const char *conf);
 
 /* Waits for the pool's streams, releases all memory, flushes the trace.
- * Allocations still live are released too (and counted in the last stats). */
+ * Allocations still live are released too. A NULL pool is CK_ERR_INVALID.
+ * Returns CK_ERR_IO if the trace could not be written completely. */
 CK_API ck_status ck_pool_destroy(ck_pool *pool);
 
 /* Backend the pool runs on: "host" or "cuda". */

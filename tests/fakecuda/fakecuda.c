@@ -9,7 +9,8 @@
  *   the range stays PROT_NONE until cuMemSetAccess, as on a GPU.
  * - cuMemUnmap: exactly one earlier mapping; PROT_NONE again afterwards.
  * - cuMemRelease of a mapped handle frees it at its last unmap.
- * - Streams run work at once; events always complete; elapsed time comes from
+ * - Streams run work at once; events complete at once (unless
+ *   CKFAKECUDA_NOT_READY says otherwise); elapsed time comes from
  *   CLOCK_MONOTONIC stamps taken at record.
  * - Calls that need a context fail with CUDA_ERROR_INVALID_CONTEXT unless a
  *   retained primary context is current on the calling thread.
@@ -28,6 +29,9 @@
  *                              (default), 2 advertised but refused by
  *                              cuMemCreate (CUDA_ERROR_NOT_SUPPORTED)
  *   CKFAKECUDA_NO_VMM=1        report no virtual memory management support
+ *   CKFAKECUDA_NOT_READY=N     a recorded event answers CUDA_ERROR_NOT_READY
+ *                              to its first N queries (until a synchronize)
+ *   CKFAKECUDA_CAPTURING=1     every stream reports an active graph capture
  *
  * Only cuEventElapsedTime is exported (not _v2), so the backend's fallback
  * to the older name is what CI runs.
@@ -62,6 +66,8 @@ struct CUstream_st {
 struct CUevent_st {
     uint64_t magic;
     int recorded;
+    uint64_t not_ready; /* queries left that answer NOT_READY */
+    CUstream stream;    /* where it was last recorded */
     uint64_t stamp_ns;
     struct CUevent_st *next;
 };
@@ -107,6 +113,8 @@ static uint64_t g_calls_create, g_calls_map, g_calls_access;
 static int g_fail_code; /* 0 = per-call default */
 static int g_fd_handles = 1;
 static int g_no_vmm;
+static uint64_t g_not_ready;
+static int g_capturing;
 static __thread CUcontext tl_ctx;
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -269,6 +277,8 @@ FK_API CUresult cuInit(unsigned int flags) {
     g_fail_code = (int)env_u64("CKFAKECUDA_FAIL_CODE", 0);
     g_fd_handles = (int)env_u64("CKFAKECUDA_FD_HANDLES", 1);
     g_no_vmm = env_u64("CKFAKECUDA_NO_VMM", 0) != 0;
+    g_not_ready = env_u64("CKFAKECUDA_NOT_READY", 0);
+    g_capturing = env_u64("CKFAKECUDA_CAPTURING", 0) != 0;
     g_calls_create = g_calls_map = g_calls_access = 0;
     for (int i = 0; i < FK_MAX_DEV; i++)
         g_ctx[i].dev = i;
@@ -745,6 +755,12 @@ static CUresult stream_destroy(CUstream s) {
     for (struct CUstream_st **pp = &g_streams; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
+            /* Its work is done (it always is here); forget the pointer. */
+            for (struct CUevent_st *e = g_events; e; e = e->next)
+                if (e->stream == s) {
+                    e->stream = NULL;
+                    e->not_ready = 0;
+                }
             s->magic = 0;
             free(s);
             g_n_streams--;
@@ -762,7 +778,17 @@ static CUresult stream_check(CUstream s) {
     return stream_ok(s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FK_API CUresult cuStreamSynchronize(CUstream s) { LOCKED(stream_check(s)); }
+static CUresult stream_sync(CUstream s) {
+    CUresult r = stream_check(s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (struct CUevent_st *e = g_events; e; e = e->next)
+        if (e->stream == s)
+            e->not_ready = 0;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuStreamSynchronize(CUstream s) { LOCKED(stream_sync(s)); }
 
 static CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
     CUresult r = stream_check(s);
@@ -783,7 +809,7 @@ static CUresult stream_is_capturing(CUstream s, CUstreamCaptureStatus *st) {
         return r;
     if (!st)
         return CUDA_ERROR_INVALID_VALUE;
-    *st = CU_STREAM_CAPTURE_STATUS_NONE;
+    *st = g_capturing ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
     return CUDA_SUCCESS;
 }
 
@@ -837,6 +863,8 @@ static CUresult event_record(CUevent e, CUstream s) {
         return CUDA_ERROR_INVALID_HANDLE;
     e->recorded = 1;
     e->stamp_ns = now_ns();
+    e->not_ready = g_not_ready;
+    e->stream = s;
     return CUDA_SUCCESS;
 }
 
@@ -849,9 +877,27 @@ static CUresult event_check(CUevent e) {
     return event_ok(e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-/* Work runs at record time, so every event is complete. */
-FK_API CUresult cuEventQuery(CUevent e) { LOCKED(event_check(e)); }
-FK_API CUresult cuEventSynchronize(CUevent e) { LOCKED(event_check(e)); }
+static CUresult event_query(CUevent e) {
+    CUresult r = event_check(e);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (e->not_ready) {
+        e->not_ready--;
+        return CUDA_ERROR_NOT_READY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static CUresult event_sync(CUevent e) {
+    CUresult r = event_check(e);
+    if (r == CUDA_SUCCESS)
+        e->not_ready = 0;
+    return r;
+}
+
+/* Work runs at once, so an event is complete unless told to pretend. */
+FK_API CUresult cuEventQuery(CUevent e) { LOCKED(event_query(e)); }
+FK_API CUresult cuEventSynchronize(CUevent e) { LOCKED(event_sync(e)); }
 
 static CUresult event_elapsed(float *ms, CUevent a, CUevent b) {
     CUresult r = need_ctx();
@@ -861,6 +907,8 @@ static CUresult event_elapsed(float *ms, CUevent a, CUevent b) {
         return CUDA_ERROR_INVALID_VALUE;
     if (!event_ok(a) || !event_ok(b) || !a->recorded || !b->recorded)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (a->not_ready || b->not_ready)
+        return CUDA_ERROR_NOT_READY;
     *ms = (float)((double)((int64_t)(b->stamp_ns - a->stamp_ns)) / 1e6);
     return CUDA_SUCCESS;
 }

@@ -166,8 +166,9 @@ static void reuse_contract(ck_pool *p, ck_stream s) {
     }
 }
 
-/* s1 writes a block, s2 reads it after heavy work; ck_record_stream(s2) must
- * keep the block from going to s3 until s2 is done, whatever s3 writes. */
+/* s1 writes a block, s2 copies it (device to device, so the host does not
+ * wait) after a few ms of other work; ck_record_stream(s2) must keep the
+ * block from going to s3 until s2 is done, whatever s3 writes into it. */
 static void streams_contract(ck_pool *p) {
     ck_stream s1 = NULL, s2 = NULL, s3 = NULL;
     ck_event ev = NULL;
@@ -176,9 +177,10 @@ static void streams_contract(ck_pool *p) {
                "create 3 streams and an event"))
         return;
     size_t n = 32 * MiB, big = 256 * MiB;
-    void *blk = NULL, *busy = NULL, *q = NULL;
+    void *blk = NULL, *busy = NULL, *dst = NULL, *q = NULL;
     unsigned char *h = malloc(n);
-    int ok = h && ck_malloc(p, &blk, n, s1) == CK_OK && ck_malloc(p, &busy, big, s2) == CK_OK;
+    int ok = h && ck_malloc(p, &blk, n, s1) == CK_OK && ck_malloc(p, &busy, big, s2) == CK_OK &&
+             ck_malloc(p, &dst, n, s2) == CK_OK;
     check(ok, "malloc on s1 and s2");
     if (!ok) {
         free(h);
@@ -187,12 +189,11 @@ static void streams_contract(ck_pool *p) {
     ck_memset_async(p, blk, 0x11, n, s1);
     ck_event_record(p, ev, s1);
     ck_stream_wait_event(p, s2, ev);
-    /* Keep s2 busy for a few ms (device to device), then read blk on s2. */
+    /* Keep s2 busy for a few ms, then copy blk on s2. */
     for (int i = 0; i < 32; i++)
-        ck_memcpy_async(p, (char *)busy + (i % 2) * (big / 2), (char *)busy + ((i + 1) % 2) * (big / 2),
-                        big / 2, s2);
-    memset(h, 0, n);
-    ck_memcpy_async(p, h, blk, n, s2);
+        ck_memcpy_async(p, (char *)busy + (i % 2) * (big / 2),
+                        (char *)busy + ((i + 1) % 2) * (big / 2), big / 2, s2);
+    ck_memcpy_async(p, dst, blk, n, s2);
     check(ck_record_stream(p, blk, s2) == CK_OK, "ck_record_stream(blk, s2)");
     check(ck_free(p, blk, s1) == CK_OK, "free blk on s1 while s2 still reads it");
     ck_status st = ck_malloc(p, &q, n, s3);
@@ -203,6 +204,9 @@ static void streams_contract(ck_pool *p) {
     ck_stream_synchronize(p, s1);
     ck_stream_synchronize(p, s2);
     ck_stream_synchronize(p, s3);
+    memset(h, 0, n);
+    ck_memcpy_async(p, h, dst, n, s2);
+    ck_stream_synchronize(p, s2);
     size_t bad = 0;
     for (size_t i = 0; i < n; i++)
         bad += h[i] != 0x11;
@@ -223,6 +227,7 @@ static void streams_contract(ck_pool *p) {
     if (q)
         ck_free(p, q, s3);
     ck_free(p, busy, s2);
+    ck_free(p, dst, s2);
     ck_event_destroy(p, ev);
     check(ck_stream_destroy(p, s1) == CK_OK && ck_stream_destroy(p, s2) == CK_OK &&
               ck_stream_destroy(p, s3) == CK_OK,

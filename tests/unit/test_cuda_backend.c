@@ -15,7 +15,8 @@
 static const char *fake_vars[] = {
     "CKFAKECUDA_DEVICES",   "CKFAKECUDA_TOTAL_MEM", "CKFAKECUDA_FAIL_CREATE",
     "CKFAKECUDA_FAIL_MAP",  "CKFAKECUDA_FAIL_ACCESS", "CKFAKECUDA_FAIL_CODE",
-    "CKFAKECUDA_FD_HANDLES", "CKFAKECUDA_NO_VMM",
+    "CKFAKECUDA_FD_HANDLES", "CKFAKECUDA_NO_VMM",    "CKFAKECUDA_NOT_READY",
+    "CKFAKECUDA_CAPTURING",
 };
 
 /* Tests may share one process (CK_FORK=no): start each from a clean env. */
@@ -429,6 +430,51 @@ START_TEST(t_streams_events) {
 }
 END_TEST
 
+START_TEST(t_event_not_ready) {
+    setenv("CKFAKECUDA_NOT_READY", "2", 1);
+    ck_backend *b = make_backend();
+    ck_stream s;
+    ck_event e;
+    ASSERT_OK(OPS(b)->stream_create(b, &s));
+    ASSERT_OK(OPS(b)->event_create(b, &e));
+    ASSERT_OK(OPS(b)->event_record(b, e, s));
+    ck__clear_error();
+    ck_assert_int_eq(OPS(b)->event_query(b, e), CK_ERR_NOT_READY);
+    ck_assert_str_eq(ck_last_error(), ""); /* an answer, not a failure */
+    ck_assert_int_eq(OPS(b)->event_query(b, e), CK_ERR_NOT_READY);
+    ASSERT_OK(OPS(b)->event_query(b, e));
+    /* Synchronizing completes it at once. */
+    ASSERT_OK(OPS(b)->event_record(b, e, s));
+    ck_assert_int_eq(OPS(b)->event_query(b, e), CK_ERR_NOT_READY);
+    ASSERT_OK(OPS(b)->event_sync(b, e));
+    ASSERT_OK(OPS(b)->event_query(b, e));
+    ASSERT_OK(OPS(b)->event_record(b, e, s));
+    ASSERT_OK(OPS(b)->stream_sync(b, s));
+    ASSERT_OK(OPS(b)->event_query(b, e));
+    ASSERT_OK(OPS(b)->event_destroy(b, e));
+    ASSERT_OK(OPS(b)->stream_destroy(b, s));
+    OPS(b)->destroy(b);
+    assert_no_leaks();
+}
+END_TEST
+
+START_TEST(t_capturing) {
+    setenv("CKFAKECUDA_CAPTURING", "1", 1);
+    ck_backend *b = make_backend();
+    ck_stream s;
+    int cap = 0;
+    ASSERT_OK(OPS(b)->stream_create(b, &s));
+    ASSERT_OK(OPS(b)->stream_capturing(b, s, &cap));
+    ck_assert_int_eq(cap, 1);
+    cap = 0;
+    ASSERT_OK(OPS(b)->stream_capturing(b, NULL, &cap));
+    ck_assert_int_eq(cap, 1);
+    ASSERT_OK(OPS(b)->stream_destroy(b, s));
+    OPS(b)->destroy(b);
+    assert_no_leaks();
+}
+END_TEST
+
 START_TEST(t_context_restored) {
     /* Ops make the primary context current only for their own calls. */
     void *lib = dlopen(CK_FAKECUDA_LIB, RTLD_NOW | RTLD_LOCAL);
@@ -550,6 +596,59 @@ START_TEST(t_pool_create_failure_is_reported) {
 }
 END_TEST
 
+START_TEST(t_pool_cross_stream_waits_for_event) {
+    /* Events stay "not ready" until synchronized, so a block freed on s1 must
+     * not go to s2 however hard s2 asks, and may once s1 is synchronized.
+     * (With events that complete, the 5th malloc below does get it.) */
+    setenv("CKFAKECUDA_NOT_READY", "1000000", 1);
+    ck_pool *p = NULL;
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=cuda,va=16M"));
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    void *a = NULL, *b[8], *c = NULL;
+    ASSERT_OK(ck_malloc(p, &a, 4 * MiB, s1));
+    ASSERT_OK(ck_free(p, a, s1));
+    for (int i = 0; i < 8; i++) {
+        ASSERT_OK(ck_malloc(p, &b[i], 4 * MiB, s2));
+        ck_assert_msg(b[i] != a, "malloc %d on s2 got the block s1 freed before s1 passed it", i);
+    }
+    ASSERT_OK(ck_stream_synchronize(p, s1));
+    /* Eight live 4 MiB blocks fill two 16 MiB regions: the only free memory
+     * left is a's region, now safe for s2. */
+    ASSERT_OK(ck_malloc(p, &c, 4 * MiB, s2));
+    ck_assert_ptr_eq(c, a);
+    ASSERT_OK(ck_free(p, c, s2));
+    for (int i = 0; i < 8; i++)
+        ASSERT_OK(ck_free(p, b[i], s2));
+    /* The public event calls see the driver's NOT_READY too. */
+    ck_event e;
+    ASSERT_OK(ck_event_create(p, &e));
+    ASSERT_OK(ck_event_record(p, e, s2));
+    ck_assert_int_eq(ck_event_query(p, e), CK_ERR_NOT_READY);
+    ASSERT_OK(ck_event_synchronize(p, e));
+    ASSERT_OK(ck_event_query(p, e));
+    ASSERT_OK(ck_event_destroy(p, e));
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+    assert_no_leaks();
+}
+END_TEST
+
+START_TEST(t_pool_no_maps_during_capture) {
+    setenv("CKFAKECUDA_CAPTURING", "1", 1);
+    ck_pool *p = NULL;
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=cuda,va=256M"));
+    void *a = NULL;
+    ck_assert_int_eq(ck_malloc(p, &a, 4 * MiB, NULL), CK_ERR_NOMEM);
+    ck_assert_msg(strstr(ck_last_error(), "captur") != NULL, "error: %s", ck_last_error());
+    ck_assert_uint_eq(fake_counter("ckfake_live_handles"), 0);
+    ASSERT_OK(ck_pool_destroy(p));
+    assert_no_leaks();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda_backend");
     TCase *tc = tcase_create("vtable");
@@ -570,6 +669,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, t_fault_set_access_unmaps);
     tcase_add_test(tc, t_fd_handles_fallback);
     tcase_add_test(tc, t_streams_events);
+    tcase_add_test(tc, t_event_not_ready);
+    tcase_add_test(tc, t_capturing);
     tcase_add_test(tc, t_context_restored);
     suite_add_tcase(s, tc);
 
@@ -578,6 +679,8 @@ static Suite *suite(void) {
     tcase_set_timeout(tp, 60);
     tcase_add_test(tp, t_pool_on_fake_driver);
     tcase_add_test(tp, t_pool_create_failure_is_reported);
+    tcase_add_test(tp, t_pool_cross_stream_waits_for_event);
+    tcase_add_test(tp, t_pool_no_maps_during_capture);
     suite_add_tcase(s, tp);
     return s;
 }

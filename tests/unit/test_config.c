@@ -1,0 +1,364 @@
+/* ck_options_parse and ck_pool_create_conf: sizes, every key, and the errors
+ * for unknown keys, bad values and malformed items. */
+#include "testutil.h"
+
+#include "ckalloc/ckalloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+#define GiB ((uint64_t)1 << 30)
+#define TiB ((uint64_t)1 << 40)
+
+#define ASSERT_OK(expr)                                                                        \
+    do {                                                                                       \
+        ck_status st_ = (expr);                                                                \
+        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
+    } while (0)
+
+static ck_pool_options parsed(const char *conf) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ck_status st = ck_options_parse(&o, conf);
+    ck_assert_msg(st == CK_OK, "'%s': %s: %s", conf, ck_status_str(st), ck_last_error());
+    return o;
+}
+
+/* conf must fail with CK_ERR_INVALID, leave the options byte-identical, and
+ * the sentence must mention every non-NULL word. */
+static void rejects(const char *conf, const char *w1, const char *w2) {
+    ck_pool_options o;
+    memset(&o, 0x5A, sizeof o); /* padding too: the check below is bytewise */
+    ck_pool_options_init(&o);
+    o.budget = 12345;
+    o.device = 7;
+    ck_pool_options before;
+    memcpy(&before, &o, sizeof o);
+    ck_status st = ck_options_parse(&o, conf);
+    ck_assert_msg(st == CK_ERR_INVALID, "'%s' gave %s, expected CK_ERR_INVALID", conf,
+                  ck_status_str(st));
+    ck_assert_msg(memcmp(&o, &before, sizeof o) == 0, "'%s' changed the options though it failed",
+                  conf);
+    const char *e = ck_last_error();
+    ck_assert_msg(e[0] != '\0', "'%s': empty error sentence", conf);
+    if (w1) ck_assert_msg(strstr(e, w1) != NULL, "'%s': error '%s' does not name '%s'", conf, e, w1);
+    if (w2) ck_assert_msg(strstr(e, w2) != NULL, "'%s': error '%s' does not name '%s'", conf, e, w2);
+}
+
+static uint64_t budget_of(const char *value) {
+    char conf[256];
+    snprintf(conf, sizeof conf, "budget=%s", value);
+    return parsed(conf).budget;
+}
+
+/* ---- sizes -------------------------------------------------------------- */
+
+START_TEST(t_sizes_binary) {
+    ck_assert_uint_eq(budget_of("4096"), 4096);
+    ck_assert_uint_eq(budget_of("4096B"), 4096);
+    ck_assert_uint_eq(budget_of("1K"), KiB);
+    ck_assert_uint_eq(budget_of("3k"), 3 * KiB);
+    ck_assert_uint_eq(budget_of("512M"), 512 * MiB);
+    ck_assert_uint_eq(budget_of("20G"), 20 * GiB);
+    ck_assert_uint_eq(budget_of("2T"), 2 * TiB);
+    ck_assert_uint_eq(budget_of("7KiB"), 7 * KiB);
+    ck_assert_uint_eq(budget_of("5MiB"), 5 * MiB);
+    ck_assert_uint_eq(budget_of("24GiB"), 24 * GiB);
+    ck_assert_uint_eq(budget_of("1TiB"), TiB);
+    ck_assert_uint_eq(budget_of("1gib"), GiB);
+}
+END_TEST
+
+START_TEST(t_sizes_decimal) {
+    ck_assert_uint_eq(budget_of("1KB"), 1000);
+    ck_assert_uint_eq(budget_of("250MB"), 250000000ull);
+    ck_assert_uint_eq(budget_of("16GB"), 16000000000ull);
+    ck_assert_uint_eq(budget_of("2TB"), 2000000000000ull);
+    ck_assert_uint_eq(budget_of("3gb"), 3000000000ull);
+}
+END_TEST
+
+START_TEST(t_sizes_fractions) {
+    ck_assert_uint_eq(budget_of("1.5G"), GiB + GiB / 2);
+    ck_assert_uint_eq(budget_of("0.5M"), MiB / 2);
+    ck_assert_uint_eq(budget_of("2.25GiB"), 2 * GiB + GiB / 4);
+    ck_assert_uint_eq(budget_of("1.5GB"), 1500000000ull);
+    ck_assert_uint_eq(budget_of(".5K"), 512);
+}
+END_TEST
+
+START_TEST(t_whitespace) {
+    ck_pool_options o = parsed("  backend = host ,\tbudget =  20G , release=eager  ");
+    ck_assert_int_eq(o.backend, CK_BACKEND_HOST);
+    ck_assert_uint_eq(o.budget, 20 * GiB);
+    ck_assert_int_eq(o.release, CK_RELEASE_EAGER);
+    /* Empty items are skipped; an empty string changes nothing. */
+    o = parsed(",,budget=1M,,");
+    ck_assert_uint_eq(o.budget, MiB);
+    ck_pool_options a = parsed(""), b;
+    ck_pool_options_init(&b);
+    ck_assert_int_eq(memcmp(&a, &b, sizeof a), 0);
+}
+END_TEST
+
+START_TEST(t_bad_sizes) {
+    const char *bad[] = {"lots", "", "12Q", "1.5.5G", "G", "-1G", "99999999999999999999",
+                         "20000000T", "1e3", "0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char conf[128];
+        snprintf(conf, sizeof conf, "budget=%s", bad[i]);
+        rejects(conf, "budget", bad[i][0] ? bad[i] : NULL);
+    }
+}
+END_TEST
+
+START_TEST(t_budget_none) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ASSERT_OK(ck_options_parse(&o, "budget=8G"));
+    ck_assert_uint_eq(o.budget, 8 * GiB);
+    ASSERT_OK(ck_options_parse(&o, "budget=none"));
+    ck_assert_uint_eq(o.budget, 0);
+    ASSERT_OK(ck_options_parse(&o, "budget=8G"));
+    ASSERT_OK(ck_options_parse(&o, "budget=unlimited"));
+    ck_assert_uint_eq(o.budget, 0);
+    ASSERT_OK(ck_options_parse(&o, "budget=0"));
+    ck_assert_uint_eq(o.budget, 0);
+}
+END_TEST
+
+/* ---- every key ---------------------------------------------------------- */
+
+START_TEST(t_every_key) {
+    ck_pool_options o = parsed(
+        "backend=cuda,device=3,budget=20G,va=64G,release=eager,trace=out/t.csv,host_mem=24G,"
+        "fault_create=5,fault_map=6,fault_copy=7,sim_clock=1,sim_bandwidth=25GB");
+    ck_assert_int_eq(o.backend, CK_BACKEND_CUDA);
+    ck_assert_int_eq(o.device, 3);
+    ck_assert_uint_eq(o.budget, 20 * GiB);
+    ck_assert_uint_eq(o.va_size, 64 * GiB);
+    ck_assert_int_eq(o.release, CK_RELEASE_EAGER);
+    ck_assert_ptr_nonnull(o.trace_path);
+    ck_assert_str_eq(o.trace_path, "out/t.csv");
+    ck_assert_uint_eq(o.host_mem, 24 * GiB);
+    ck_assert_uint_eq(o.fault_create, 5);
+    ck_assert_uint_eq(o.fault_map, 6);
+    ck_assert_uint_eq(o.fault_copy, 7);
+    ck_assert_int_eq(o.sim_clock, 1);
+    ck_assert(o.sim_bandwidth == 25e9);
+    ck_assert_uint_eq(o.struct_size, sizeof o);
+
+    /* The other values of the enumerations, on top of what is there. */
+    ASSERT_OK(ck_options_parse(&o, "backend=host,release=pressure,sim_clock=0"));
+    ck_assert_int_eq(o.backend, CK_BACKEND_HOST);
+    ck_assert_int_eq(o.release, CK_RELEASE_PRESSURE);
+    ck_assert_int_eq(o.sim_clock, 0);
+    ck_assert_uint_eq(o.budget, 20 * GiB); /* untouched keys keep their values */
+    ASSERT_OK(ck_options_parse(&o, "backend=auto,sim_clock=true"));
+    ck_assert_int_eq(o.backend, CK_BACKEND_AUTO);
+    ck_assert_int_eq(o.sim_clock, 1);
+    ASSERT_OK(ck_options_parse(&o, "sim_clock=off,sim_bandwidth=1G"));
+    ck_assert_int_eq(o.sim_clock, 0);
+    ck_assert(o.sim_bandwidth == (double)GiB);
+    /* A later item wins. */
+    ASSERT_OK(ck_options_parse(&o, "device=1,device=2"));
+    ck_assert_int_eq(o.device, 2);
+}
+END_TEST
+
+START_TEST(t_null_conf) {
+    ck_pool_options o, before;
+    ck_pool_options_init(&o);
+    o.budget = 77;
+    before = o;
+    ASSERT_OK(ck_options_parse(&o, NULL));
+    ck_assert_int_eq(memcmp(&o, &before, sizeof o), 0);
+}
+END_TEST
+
+/* ---- errors -------------------------------------------------------------- */
+
+START_TEST(t_unknown_key) {
+    rejects("bugdet=20G", "bugdet", NULL);
+    rejects("backend=host,colour=blue", "colour", NULL);
+    rejects("Budget=1G", "Budget", NULL); /* keys are case-sensitive */
+    rejects("=5", NULL, NULL);
+}
+END_TEST
+
+START_TEST(t_bad_values) {
+    static const struct {
+        const char *key, *value;
+    } bad[] = {
+        {"backend", "gpu"},       {"backend", ""},        {"device", "abc"},
+        {"device", "-1"},         {"device", "5000"},     {"device", "1.5"},
+        {"budget", "x"},          {"va", "big"},          {"va", "0"},
+        {"release", "never"},     {"release", "1"},       {"trace", ""},
+        {"host_mem", "zz"},       {"host_mem", "0"},      {"fault_create", "x"},
+        {"fault_create", "-3"},   {"fault_map", "1.5"},   {"fault_map", "one"},
+        {"fault_copy", "1e2"},    {"fault_copy", "99999999999999999999999"},
+        {"sim_clock", "2"},       {"sim_clock", "yes!"},  {"sim_bandwidth", "fast"},
+        {"sim_bandwidth", "0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char conf[256];
+        snprintf(conf, sizeof conf, "backend=host,%s=%s,budget=1G", bad[i].key, bad[i].value);
+        char quoted_key[64];
+        snprintf(quoted_key, sizeof quoted_key, "'%s'", bad[i].key);
+        rejects(conf, quoted_key, bad[i].value[0] ? bad[i].value : NULL);
+    }
+}
+END_TEST
+
+START_TEST(t_item_without_equals) {
+    rejects("budget", "budget", "=");
+    rejects("backend=host,eager", "eager", "=");
+    rejects("budget=1G,release eager", "release eager", NULL);
+}
+END_TEST
+
+START_TEST(t_failed_parse_leaves_options) {
+    /* Valid items before the bad one must not be applied either. */
+    ck_pool_options o;
+    memset(&o, 0xC3, sizeof o);
+    ck_pool_options_init(&o);
+    ASSERT_OK(ck_options_parse(&o, "budget=3G,trace=first.csv"));
+    ck_pool_options before;
+    memcpy(&before, &o, sizeof o);
+    const char *confs[] = {
+        "budget=5G,backend=host,release=eager,trace=second.csv,fault_map=9,nope=1",
+        "backend=cuda,device=2,va=1G,sim_clock=1,sim_bandwidth=2G,host_mem=-1",
+        "fault_copy=4,fault_create=4,junk",
+    };
+    for (size_t i = 0; i < sizeof confs / sizeof confs[0]; i++) {
+        ck_assert_int_eq(ck_options_parse(&o, confs[i]), CK_ERR_INVALID);
+        ck_assert_msg(memcmp(&o, &before, sizeof o) == 0, "'%s' changed the options", confs[i]);
+    }
+    /* o.trace_path itself is unchanged (checked bytewise above); the string it
+     * points to is library storage documented to live only until the next
+     * parse on this thread, so its contents are not checked here. */
+}
+END_TEST
+
+/* ---- ck_pool_create_conf and CKALLOC_CONF -------------------------------- */
+
+START_TEST(t_create_conf_string) {
+    ck_pool *p = NULL;
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=1G,budget=96M"));
+    ck_assert_str_eq(ck_pool_backend(p), "host");
+    ck_stats st;
+    st.struct_size = sizeof st;
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_eq(st.budget, 96 * MiB);
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* budget=none: the cap is the (simulated) device's memory. */
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=1G,budget=none"));
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_eq(st.budget, GiB);
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+START_TEST(t_create_conf_env) {
+    ck_pool *p = NULL;
+    ck_stats st;
+    st.struct_size = sizeof st;
+
+    ck_assert_int_eq(setenv("CKALLOC_CONF", "backend=host,host_mem=512M,budget=48M", 1), 0);
+    ASSERT_OK(ck_pool_create_conf(&p, NULL));
+    ck_assert_str_eq(ck_pool_backend(p), "host");
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_eq(st.budget, 48 * MiB);
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* An explicit string wins over the environment. */
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=512M,budget=40M"));
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_eq(st.budget, 40 * MiB);
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* A bad CKALLOC_CONF fails and names the key. */
+    ck_assert_int_eq(setenv("CKALLOC_CONF", "backend=host,budgett=1G", 1), 0);
+    p = NULL;
+    ck_assert_int_eq(ck_pool_create_conf(&p, NULL), CK_ERR_INVALID);
+    ck_assert_ptr_null(p);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "budgett"));
+
+    ck_assert_int_eq(setenv("CKALLOC_CONF", "backend=host,release=sometimes", 1), 0);
+    ck_assert_int_eq(ck_pool_create_conf(&p, NULL), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "release"));
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "sometimes"));
+    ck_assert_ptr_null(p);
+
+    /* Unset: defaults (any backend the machine offers). */
+    ck_assert_int_eq(unsetenv("CKALLOC_CONF"), 0);
+    ASSERT_OK(ck_pool_create_conf(&p, NULL));
+    ck_assert_ptr_nonnull(p);
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_gt(st.budget, 0);
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+START_TEST(t_trace_string_copied) {
+    /* The pool copies the trace path: a later parse on this thread must not
+     * redirect the trace of a pool already created. */
+    const char *dir = getenv("TMPDIR");
+    char path1[4096], path2[4096], conf[8300];
+    snprintf(path1, sizeof path1, "%s/ck_cfg_trace1_%d.csv", dir && *dir ? dir : "/tmp",
+             (int)getpid());
+    snprintf(path2, sizeof path2, "%s/ck_cfg_trace2_%d.csv", dir && *dir ? dir : "/tmp",
+             (int)getpid());
+    unlink(path1);
+    unlink(path2);
+    snprintf(conf, sizeof conf, "backend=host,host_mem=256M,trace=%s", path1);
+    ck_pool *p = NULL;
+    ASSERT_OK(ck_pool_create_conf(&p, conf));
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    snprintf(conf, sizeof conf, "trace=%s", path2);
+    ASSERT_OK(ck_options_parse(&o, conf));
+    void *x;
+    ASSERT_OK(ck_malloc(p, &x, 1000, NULL));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+    FILE *f = fopen(path1, "r");
+    ck_assert_msg(f != NULL, "trace %s was not written", path1);
+    char line[256];
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) rows++;
+    fclose(f);
+    ck_assert_int_eq(rows, 3); /* header, allocate, free */
+    FILE *g = fopen(path2, "r");
+    ck_assert_msg(g == NULL, "the second path was written to");
+    unlink(path1);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, t_sizes_binary);
+    tcase_add_test(tc, t_sizes_decimal);
+    tcase_add_test(tc, t_sizes_fractions);
+    tcase_add_test(tc, t_whitespace);
+    tcase_add_test(tc, t_bad_sizes);
+    tcase_add_test(tc, t_budget_none);
+    tcase_add_test(tc, t_every_key);
+    tcase_add_test(tc, t_null_conf);
+    tcase_add_test(tc, t_unknown_key);
+    tcase_add_test(tc, t_bad_values);
+    tcase_add_test(tc, t_item_without_equals);
+    tcase_add_test(tc, t_failed_parse_leaves_options);
+    tcase_add_test(tc, t_create_conf_string);
+    tcase_add_test(tc, t_create_conf_env);
+    tcase_add_test(tc, t_trace_string_copied);
+    suite_add_tcase(s, tc);
+    return ck_test_run(s);
+}
