@@ -332,20 +332,21 @@ static ck_status seg_map(ck_pool *p, ck_region *r, size_t first, size_t n, ck_se
     g->va = r->va + first * p->gran;
     g->size = n * p->gran;
     g->region = r;
-    p->c.num_create_calls++;
+    /* Counters count calls that took effect, so create - release and
+     * map - unmap always equal the live segments. */
     ck_status s = p->be->ops->create(p->be, g->size, &g->phys);
     if (s != CK_OK) {
         free(g);
         return s;
     }
-    p->c.num_map_calls++;
     s = p->be->ops->map(p->be, g->va, g->size, g->phys);
     if (s != CK_OK) {
         p->be->ops->release(p->be, g->phys);
-        p->c.num_release_calls++;
         free(g);
         return s;
     }
+    p->c.num_create_calls++;
+    p->c.num_map_calls++;
     for (size_t i = 0; i < n; i++) r->chunk[first + i] = g;
     ck__stat_add(&p->c.mapped_bytes, (int64_t)g->size);
     ck__stat_add(&p->c.reserved_bytes, (int64_t)g->size);

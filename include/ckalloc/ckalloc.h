@@ -181,6 +181,8 @@ typedef struct ck_stats {
     ck_stat mapped_bytes, physical_bytes;
     uint64_t num_alloc_retries; /* allocations that had to unmap cached memory first */
     uint64_t num_ooms;          /* allocations that failed with CK_ERR_NOMEM */
+    /* Backend calls that took effect: create - release and map - unmap both
+     * equal segment.current. */
     uint64_t num_map_calls, num_unmap_calls;
     uint64_t num_create_calls, num_release_calls;
     uint64_t budget;            /* the cap in force, bytes */
