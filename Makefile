@@ -6,6 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 FUZZ_SECONDS ?= 30
 PREFIX     ?= /usr/local
 CMAKE_FLAGS ?=
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all deps build demo test test-all test-asan test-tsan fuzz bench install clean
 
@@ -22,7 +23,7 @@ demo: build
 	@./scripts/demo.sh $(BUILD)
 
 test: build
-	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	@ctest --no-tests=error --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 
 # ASan+UBSan over every test, TSan over the threaded ones, then each fuzzer
 # for FUZZ_SECONDS.
@@ -31,12 +32,12 @@ test-all: test test-asan test-tsan fuzz
 test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=address,undefined -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j$(JOBS) -LE gpu
+	@ASAN_OPTIONS=detect_leaks=1 ctest --no-tests=error --test-dir build-asan --output-on-failure -j$(JOBS) -LE gpu
 
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=thread -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
-	@TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -L threaded
+	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -L threaded
 
 fuzz: deps
 	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCKALLOC_FUZZ=ON \

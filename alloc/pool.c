@@ -550,6 +550,22 @@ static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_s
 static void small_page_return(ck_pool *p, ck_block *sb);
 static void large_make_free(ck_pool *p, ck_block *b);
 
+/* The spare page is a whole free page, not space split off a page in use:
+ * it leaves the inactive_split stats while parked. */
+static void spare_park(ck_pool *p, ck_block *sb) {
+    p->spare_page = sb;
+    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)sb->size);
+    ck__stat_add(&p->c.inactive_split, -1);
+}
+
+static ck_block *spare_unpark(ck_pool *p) {
+    ck_block *sb = p->spare_page;
+    p->spare_page = NULL;
+    ck__stat_add(&p->c.inactive_split_bytes, (int64_t)sb->size);
+    ck__stat_add(&p->c.inactive_split, 1);
+    return sb;
+}
+
 /* b (either heap) is now free: coalesce, bin, and give back what is whole. */
 static void block_make_free(ck_pool *p, ck_block *b) {
     ck_heap *h = b->small ? &p->small : &p->large;
@@ -575,7 +591,7 @@ static void block_make_free(ck_pool *p, ck_block *b) {
     if (b->small && !b->prev && !b->next) {
         /* The whole page is free: keep one spare, return the rest. */
         if (!p->spare_page && p->opts.release != CK_RELEASE_EAGER) {
-            p->spare_page = b;
+            spare_park(p, b);
             bin_insert(h, b);
         } else {
             small_page_return(p, b);
@@ -607,9 +623,8 @@ static void small_page_return(ck_pool *p, ck_block *sb) {
 }
 
 static void spare_page_drop(ck_pool *p) {
-    ck_block *sb = p->spare_page;
-    if (!sb) return;
-    p->spare_page = NULL;
+    if (!p->spare_page) return;
+    ck_block *sb = spare_unpark(p);
     bin_remove(&p->small, sb);
     small_page_return(p, sb);
 }
@@ -814,7 +829,7 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         ck__stat_add(&p->c.inactive_split, 1);
         bin_insert(&p->small, b);
     }
-    if (b == p->spare_page) p->spare_page = NULL;
+    if (b == p->spare_page) spare_unpark(p);
     bin_remove(&p->small, b);
     size_t before = b->size;
     split(p, &p->small, b, size);

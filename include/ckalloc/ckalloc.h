@@ -47,7 +47,8 @@ typedef enum ck_status {
     CK_ERR_INVALID = 1,     /* bad argument, size, config key or value */
     CK_ERR_NOMEM = 2,       /* the budget or the device has no room */
     CK_ERR_NOT_OWNED = 3,   /* the pointer is not a live allocation of this pool */
-    CK_ERR_DOUBLE_FREE = 4, /* the pointer was already freed */
+    CK_ERR_DOUBLE_FREE = 4, /* the pointer was already freed (a freed block that has
+                               merged into a free neighbour reads as CK_ERR_NOT_OWNED) */
     CK_ERR_NO_DEVICE = 5,   /* no CUDA driver or device */
     CK_ERR_BACKEND = 6,     /* the driver (or host backend) refused a call */
     CK_ERR_IO = 7,          /* a file could not be read or written */
@@ -113,8 +114,8 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * sim_bandwidth. Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
- * storage owned by the library that lives until the next call on this thread;
- * ck_pool_create copies them. */
+ * storage owned by the library that stays valid until the next successful
+ * parse on this thread; ck_pool_create copies them. */
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf);
 
 CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts);
