@@ -733,17 +733,17 @@ static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s) {
 }
 
 /* Growing at the end of a region (the untouched tail), map a little ahead
- * so a run of growing allocations costs a few map calls instead of one or two
- * each: 1/48 of what is mapped, or the request's own size when that is larger
- * (up to 64 MiB: a run of equal sizes), at most 256 MiB, never past the
- * budget or the region. 1/48 is measured: on the generated 1b/7b/13b traces
- * 1/64 left map calls above 1% of operations (1b full fine-tune) and 1/32 put
- * the map-ahead slack at the peak above 5% (1b LoRA). */
-enum { AHEAD_SIZE_MAX = 64 << 20 };
+ * so a run of growing allocations costs fewer map calls: 1/48 of what is
+ * mapped, at most 256 MiB, never past the budget or the region. The ahead
+ * part shares the segment of the block's end chunk, so it can only be
+ * unmapped once the blocks placed in it are freed; scaling it with what is
+ * mapped keeps it out of small pools, where block-sized segments matter
+ * most. 1/48 is measured: on the generated 1b/7b/13b traces 1/64 left more
+ * map calls and 1/32 put the slack at the peak above 5% (1b LoRA); mapping
+ * ahead by the request's size pinned freed blocks under a budget. */
 static size_t grow_ahead(const ck_pool *p, const ck_block *b, size_t size, size_t need) {
     if (b->next || need == 0) return 0;
     uint64_t extra = (uint64_t)p->c.mapped_bytes.current / 48;
-    if (extra < size && size <= AHEAD_SIZE_MAX) extra = size; /* a run of equal sizes */
     if (extra > 256 * CK_MiB) extra = 256 * CK_MiB;
     uint64_t phys = (uint64_t)p->c.physical_bytes.current;
     uint64_t room = p->budget > phys + need ? p->budget - phys - need : 0;
