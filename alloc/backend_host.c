@@ -369,28 +369,26 @@ static ck_status h_event_destroy(ck_backend *b, ck_event ev) {
     return CK_OK;
 }
 
-static ck_status h_event_record(ck_backend *b, ck_event ev, ck_stream s) {
+/* Queue a record (which starts a new generation of e) or a wait (for the
+ * generation recorded last) on stream st. */
+static ck_status enqueue_event_op(ck_backend *b, ck_stream st, ck_event ev, op_kind kind) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;
     host_op *op = malloc(sizeof *op);
     if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
     pthread_mutex_lock(&hb->mu);
-    *op = (host_op){.kind = OP_RECORD, .ev = e, .gen = ++e->recorded};
-    enqueue_locked(hb, stream_of(hb, s), op);
+    *op = (host_op){.kind = kind, .ev = e, .gen = kind == OP_RECORD ? ++e->recorded : e->recorded};
+    enqueue_locked(hb, stream_of(hb, st), op);
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
 
+static ck_status h_event_record(ck_backend *b, ck_event ev, ck_stream s) {
+    return enqueue_event_op(b, s, ev, OP_RECORD);
+}
+
 static ck_status h_stream_wait_event(ck_backend *b, ck_stream s, ck_event ev) {
-    host_backend *hb = hb_of(b);
-    host_event *e = (host_event *)ev;
-    host_op *op = malloc(sizeof *op);
-    if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
-    pthread_mutex_lock(&hb->mu);
-    *op = (host_op){.kind = OP_WAIT, .ev = e, .gen = e->recorded};
-    enqueue_locked(hb, stream_of(hb, s), op);
-    pthread_mutex_unlock(&hb->mu);
-    return CK_OK;
+    return enqueue_event_op(b, s, ev, OP_WAIT);
 }
 
 static ck_status h_event_query(ck_backend *b, ck_event ev) {
