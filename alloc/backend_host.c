@@ -52,6 +52,8 @@ typedef struct host_event {
     uint64_t recorded; /* generation of the last record call */
     uint64_t reached;  /* generation the stream has passed */
     double time_ns;    /* stream time when reached (simulated or wall) */
+    uint32_t refs;     /* queued ops that point here */
+    int destroyed;     /* freed when the last queued op has run */
 } host_event;
 
 typedef struct host_phys {
@@ -122,6 +124,11 @@ static void *stream_main(void *arg) {
             if (hb->sim_clock && op->ev->time_ns > s->sim_ns) s->sim_ns = op->ev->time_ns;
             break;
         }
+        /* As in CUDA, an event may be destroyed while work still refers to
+         * it: the last queued op frees it. */
+        if ((op->kind == OP_RECORD || op->kind == OP_WAIT) && --op->ev->refs == 0 &&
+            op->ev->destroyed)
+            free(op->ev);
         free(op);
         s->done++;
         pthread_cond_broadcast(&hb->cv);
@@ -361,11 +368,11 @@ static ck_status h_event_create(ck_backend *b, ck_event *out) {
 static ck_status h_event_destroy(ck_backend *b, ck_event ev) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;
-    /* The record op may still be queued: wait until it has run. */
     pthread_mutex_lock(&hb->mu);
-    while (e->reached < e->recorded) pthread_cond_wait(&hb->cv, &hb->mu);
+    int now = e->refs == 0;
+    e->destroyed = 1;
     pthread_mutex_unlock(&hb->mu);
-    free(e);
+    if (now) free(e);
     return CK_OK;
 }
 
@@ -378,6 +385,7 @@ static ck_status enqueue_event_op(ck_backend *b, ck_stream st, ck_event ev, op_k
     if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
     pthread_mutex_lock(&hb->mu);
     *op = (host_op){.kind = kind, .ev = e, .gen = kind == OP_RECORD ? ++e->recorded : e->recorded};
+    e->refs++;
     enqueue_locked(hb, stream_of(hb, st), op);
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
