@@ -80,6 +80,15 @@ cat "$W/badconf.err"
 grep -q "bogus_key" "$W/badconf.err"
 ]=])
 
+# No driver (a library path that does not exist): a clean sentence, exit 1 (a
+# failure of the machine, not of the input), no crash.
+ck_tool_test(replay_no_cuda_device [=[
+CKALLOC_CUDA_LIB="$W/no-such-libcuda.so" "$R" --conf backend=cuda "$D/rmm_sample.csv" > /dev/null 2> "$W/nodev.err"
+expect_rc $? 1
+cat "$W/nodev.err"
+grep -q "no CUDA driver" "$W/nodev.err"
+]=])
+
 ck_tool_test(replay_bad_usage [=[
 "$R" > /dev/null 2>&1
 expect_rc $? 2

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#define EXIT_ALLOC_FAILED 1
+#define EXIT_ALLOC_FAILED 1 /* an allocation, the device or the pool failed */
 #define EXIT_BAD_INPUT 2
 
 static void usage(FILE *out) {
@@ -332,20 +332,24 @@ int main(int argc, char **argv) {
     char *full_conf = xrealloc(NULL, clen);
     snprintf(full_conf, clen, "backend=host%s%s", conf && *conf ? "," : "", conf ? conf : "");
     ck_pool *pool = NULL;
-    if (ck_pool_create_conf(&pool, full_conf) != CK_OK) {
-        fprintf(stderr, "ckalloc-replay: bad pool config '%s': %s\n", full_conf, ck_last_error());
+    ck_status pst = ck_pool_create_conf(&pool, full_conf);
+    if (pst != CK_OK) {
+        /* A config mistake is bad input (2); no device or no memory is a failure (1). */
+        fprintf(stderr, "ckalloc-replay: %s '%s': %s\n",
+                pst == CK_ERR_INVALID ? "bad pool config" : "cannot create a pool with", full_conf,
+                ck_last_error());
         free(full_conf);
         free(ops.v);
         free(streams.ids);
         free(streams.streams);
-        return EXIT_BAD_INPUT;
+        return pst == CK_ERR_INVALID ? EXIT_BAD_INPUT : EXIT_ALLOC_FAILED;
     }
     free(full_conf);
 
     for (size_t i = 1; i < streams.n; i++) {
         if (ck_stream_create(pool, &streams.streams[i]) != CK_OK) {
             fprintf(stderr, "ckalloc-replay: cannot create stream %zu: %s\n", i, ck_last_error());
-            rc = EXIT_BAD_INPUT;
+            rc = EXIT_ALLOC_FAILED; /* the machine, not the input */
             streams.n = i;
             goto out;
         }
