@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
 /* expr fails with want, and the error sentence contains each of the words. */
 #define ASSERT_FAILS(expr, want, ...)                                                         \
     do {                                                                                      \
@@ -28,11 +22,19 @@
                           words_[i_]);                                                        \
     } while (0)
 
-static ck_pool *host_pool(void) {
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=1G"));
+static ck_pool *small_host_pool(void) {
+    ck_pool *p = pool_from_conf("backend=host,host_mem=1G");
     ck_assert_ptr_nonnull(p);
     return p;
+}
+
+/* Options for a 1 GiB host pool. */
+static ck_pool_options host_options(void) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    o.backend = CK_BACKEND_HOST;
+    o.host_mem = (uint64_t)1 << 30;
+    return o;
 }
 
 /* ---- version and status names ------------------------------------------ */
@@ -85,7 +87,7 @@ static void *fresh_thread_error(void *arg) {
 }
 
 START_TEST(t_last_error_thread_local) {
-    ck_pool *p = host_pool();
+    ck_pool *p = small_host_pool();
     void *x = NULL;
     ASSERT_FAILS(ck_malloc(p, &x, 0, NULL), CK_ERR_INVALID, "ck_malloc", "size");
     ck_assert_str_ne(ck_last_error(), "");
@@ -102,7 +104,7 @@ START_TEST(t_last_error_thread_local) {
 END_TEST
 
 START_TEST(t_errors_name_problem) {
-    ck_pool *p = host_pool();
+    ck_pool *p = small_host_pool();
     void *x = NULL;
     ASSERT_FAILS(ck_malloc(p, &x, 0, NULL), CK_ERR_INVALID, "ck_malloc", "0");
     ASSERT_FAILS(ck_malloc(p, &x, (size_t)1 << 50, NULL), CK_ERR_INVALID, "ck_malloc", "size");
@@ -132,7 +134,7 @@ END_TEST
 /* ---- NULL arguments ----------------------------------------------------- */
 
 START_TEST(t_null_arguments) {
-    ck_pool *p = host_pool();
+    ck_pool *p = small_host_pool();
     ck_stream s = NULL;
     ck_event e = NULL;
     ASSERT_OK(ck_stream_create(p, &s));
@@ -261,10 +263,7 @@ START_TEST(t_options_defaults) {
 END_TEST
 
 START_TEST(t_create_struct_size) {
-    ck_pool_options o;
-    ck_pool_options_init(&o);
-    o.backend = CK_BACKEND_HOST;
-    o.host_mem = (uint64_t)1 << 30;
+    ck_pool_options o = host_options();
     ck_pool *p = (ck_pool *)&o; /* must stay untouched on failure */
     ck_pool *const sentinel = p;
 
@@ -300,10 +299,7 @@ START_TEST(t_create_struct_size) {
 END_TEST
 
 START_TEST(t_backend_host) {
-    ck_pool_options o;
-    ck_pool_options_init(&o);
-    o.backend = CK_BACKEND_HOST;
-    o.host_mem = (uint64_t)1 << 30;
+    ck_pool_options o = host_options();
     ck_pool *p = NULL;
     ASSERT_OK(ck_pool_create(&p, &o));
     ck_assert_ptr_nonnull(p);
@@ -314,8 +310,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("api");
-    TCase *tc = tcase_create("api");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = ck_test_tcase(s, "api", 60);
     tcase_add_test(tc, t_version);
     tcase_add_test(tc, t_status_str);
     tcase_add_test(tc, t_last_error_thread_local);
@@ -326,6 +321,5 @@ int main(void) {
     tcase_add_test(tc, t_options_defaults);
     tcase_add_test(tc, t_create_struct_size);
     tcase_add_test(tc, t_backend_host);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

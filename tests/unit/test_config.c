@@ -9,16 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define KiB ((uint64_t)1 << 10)
-#define MiB ((uint64_t)1 << 20)
-#define GiB ((uint64_t)1 << 30)
-#define TiB ((uint64_t)1 << 40)
-
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
+#define TiB ((uint64_t)1 << 40) /* KiB, MiB, GiB: testutil.h */
 
 static ck_pool_options parsed(const char *conf) {
     ck_pool_options o;
@@ -342,8 +333,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("config");
-    TCase *tc = tcase_create("config");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = ck_test_tcase(s, "config", 60);
     tcase_add_test(tc, t_sizes_binary);
     tcase_add_test(tc, t_sizes_decimal);
     tcase_add_test(tc, t_sizes_fractions);
@@ -359,6 +349,5 @@ int main(void) {
     tcase_add_test(tc, t_create_conf_string);
     tcase_add_test(tc, t_create_conf_env);
     tcase_add_test(tc, t_trace_string_copied);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -10,20 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#define MiB ((size_t)1 << 20)
-
-static const char *fake_vars[] = {
-    "CKFAKECUDA_DEVICES",   "CKFAKECUDA_TOTAL_MEM", "CKFAKECUDA_FAIL_CREATE",
-    "CKFAKECUDA_FAIL_MAP",  "CKFAKECUDA_FAIL_ACCESS", "CKFAKECUDA_FAIL_CODE",
-    "CKFAKECUDA_FD_HANDLES", "CKFAKECUDA_NO_VMM",    "CKFAKECUDA_NOT_READY",
-    "CKFAKECUDA_CAPTURING",
-};
-
 /* Tests may share one process (CK_FORK=no): start each from a clean env. */
 static void setup(void) {
-    setenv("CKALLOC_CUDA_LIB", CK_FAKECUDA_LIB, 1);
-    for (size_t i = 0; i < sizeof fake_vars / sizeof *fake_vars; i++)
-        unsetenv(fake_vars[i]);
+    fake_cuda_env();
     ck__clear_error();
 }
 
@@ -59,11 +48,6 @@ static ck_backend *make_backend(void) {
 }
 
 #define OPS(b) ((b)->ops)
-#define ASSERT_OK(expr)                                                                      \
-    do {                                                                                     \
-        ck_status st_ = (expr);                                                              \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
 
 static void fill_pattern(unsigned char *p, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++)
@@ -326,44 +310,33 @@ START_TEST(t_fault_create) {
 }
 END_TEST
 
-START_TEST(t_fault_map) {
-    setenv("CKFAKECUDA_FAIL_MAP", "1", 1);
+/* With the fake's fail_var=1, the first map fails in the driver call named
+ * call; a failed map leaves nothing mapped, so the same range maps again
+ * (and, if touch, the memory works). */
+static void first_map_fails(const char *fail_var, const char *call, int touch) {
+    setenv(fail_var, "1", 1);
     ck_backend *b = make_backend();
     uintptr_t va;
     ck_phys h;
     ASSERT_OK(OPS(b)->reserve(b, 4 * MiB, &va));
     ASSERT_OK(OPS(b)->create(b, 2 * MiB, &h));
     ck_assert_int_eq(OPS(b)->map(b, va, 2 * MiB, h), CK_ERR_BACKEND);
-    ck_assert_msg(strstr(ck_last_error(), "cuMemMap") != NULL, "error: %s", ck_last_error());
+    ck_assert_msg(strstr(ck_last_error(), call) != NULL, "error: %s", ck_last_error());
     ck_assert_uint_eq(fake_counter("ckfake_live_mappings"), 0);
     ASSERT_OK(OPS(b)->map(b, va, 2 * MiB, h));
+    if (touch) ASSERT_OK(OPS(b)->memset_async(b, (void *)va, 1, 2 * MiB, NULL));
     ASSERT_OK(OPS(b)->unmap(b, va, 2 * MiB));
     ASSERT_OK(OPS(b)->release(b, h));
     ASSERT_OK(OPS(b)->unreserve(b, va, 4 * MiB));
     OPS(b)->destroy(b);
     assert_no_leaks();
 }
+
+START_TEST(t_fault_map) { first_map_fails("CKFAKECUDA_FAIL_MAP", "cuMemMap", 0); }
 END_TEST
 
 START_TEST(t_fault_set_access_unmaps) {
-    setenv("CKFAKECUDA_FAIL_ACCESS", "1", 1);
-    ck_backend *b = make_backend();
-    uintptr_t va;
-    ck_phys h;
-    ASSERT_OK(OPS(b)->reserve(b, 4 * MiB, &va));
-    ASSERT_OK(OPS(b)->create(b, 2 * MiB, &h));
-    ck_assert_int_eq(OPS(b)->map(b, va, 2 * MiB, h), CK_ERR_BACKEND);
-    ck_assert_msg(strstr(ck_last_error(), "cuMemSetAccess") != NULL, "error: %s",
-                  ck_last_error());
-    /* A failed map leaves nothing mapped, so the same range maps again. */
-    ck_assert_uint_eq(fake_counter("ckfake_live_mappings"), 0);
-    ASSERT_OK(OPS(b)->map(b, va, 2 * MiB, h));
-    ASSERT_OK(OPS(b)->memset_async(b, (void *)va, 1, 2 * MiB, NULL));
-    ASSERT_OK(OPS(b)->unmap(b, va, 2 * MiB));
-    ASSERT_OK(OPS(b)->release(b, h));
-    ASSERT_OK(OPS(b)->unreserve(b, va, 4 * MiB));
-    OPS(b)->destroy(b);
-    assert_no_leaks();
+    first_map_fails("CKFAKECUDA_FAIL_ACCESS", "cuMemSetAccess", 1);
 }
 END_TEST
 
@@ -583,8 +556,7 @@ START_TEST(t_pool_create_failure_is_reported) {
      * pool still works afterwards. */
     setenv("CKFAKECUDA_FAIL_CREATE", "1", 1);
     setenv("CKFAKECUDA_FAIL_CODE", "999", 1);
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, "backend=cuda,va=256M"));
+    ck_pool *p = pool_from_conf("backend=cuda,va=256M");
     void *ptr = NULL;
     ck_status st = ck_malloc(p, &ptr, 4 * MiB, NULL);
     ck_assert_int_eq(st, CK_ERR_BACKEND);
@@ -601,8 +573,7 @@ START_TEST(t_pool_cross_stream_waits_for_event) {
      * not go to s2 however hard s2 asks, and may once s1 is synchronized.
      * (With events that complete, the 5th malloc below does get it.) */
     setenv("CKFAKECUDA_NOT_READY", "1000000", 1);
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, "backend=cuda,va=16M"));
+    ck_pool *p = pool_from_conf("backend=cuda,va=16M");
     ck_stream s1, s2;
     ASSERT_OK(ck_stream_create(p, &s1));
     ASSERT_OK(ck_stream_create(p, &s2));
@@ -638,8 +609,7 @@ END_TEST
 
 START_TEST(t_pool_no_maps_during_capture) {
     setenv("CKFAKECUDA_CAPTURING", "1", 1);
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, "backend=cuda,va=256M"));
+    ck_pool *p = pool_from_conf("backend=cuda,va=256M");
     void *a = NULL;
     ck_assert_int_eq(ck_malloc(p, &a, 4 * MiB, NULL), CK_ERR_NOMEM);
     ck_assert_msg(strstr(ck_last_error(), "captur") != NULL, "error: %s", ck_last_error());
@@ -651,9 +621,8 @@ END_TEST
 
 static Suite *suite(void) {
     Suite *s = suite_create("cuda_backend");
-    TCase *tc = tcase_create("vtable");
+    TCase *tc = ck_test_tcase(s, "vtable", 60);
     tcase_add_checked_fixture(tc, setup, NULL);
-    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, t_create_properties);
     tcase_add_test(tc, t_no_device);
     tcase_add_test(tc, t_no_driver);
@@ -672,16 +641,13 @@ static Suite *suite(void) {
     tcase_add_test(tc, t_event_not_ready);
     tcase_add_test(tc, t_capturing);
     tcase_add_test(tc, t_context_restored);
-    suite_add_tcase(s, tc);
 
-    TCase *tp = tcase_create("pool");
+    TCase *tp = ck_test_tcase(s, "pool", 60);
     tcase_add_checked_fixture(tp, setup, NULL);
-    tcase_set_timeout(tp, 60);
     tcase_add_test(tp, t_pool_on_fake_driver);
     tcase_add_test(tp, t_pool_create_failure_is_reported);
     tcase_add_test(tp, t_pool_cross_stream_waits_for_event);
     tcase_add_test(tp, t_pool_no_maps_during_capture);
-    suite_add_tcase(s, tp);
     return s;
 }
 

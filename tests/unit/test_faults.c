@@ -11,23 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
-static ck_stats stats_of(ck_pool *p) {
-    ck_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    ASSERT_OK(ck_get_stats(p, &st));
-    return st;
-}
-
 /* ---- the workload --------------------------------------------------------- */
 
 enum { OP_MALLOC, OP_FREE, OP_TRIM };
@@ -165,11 +148,9 @@ static void finish(ck_pool *p, live *l, const char *when) {
 }
 
 static ck_pool *pool_with(const char *key, uint64_t n) {
-    char conf[256];
-    snprintf(conf, sizeof conf, "backend=host,host_mem=2G,%s=%llu", key, (unsigned long long)n);
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, conf));
-    return p;
+    char extra[128];
+    snprintf(extra, sizeof extra, "%s=%llu", key, (unsigned long long)n);
+    return host_pool(extra);
 }
 
 /* How many map / create calls the workload makes without faults. */
@@ -183,7 +164,9 @@ static void clean_counts(uint64_t *maps, uint64_t *creates) {
     finish(p, &l, "clean");
 }
 
-static void fault_sweep(const char *key, int use_creates) {
+/* counters: also check the call counters (see check_counters). */
+static void fault_sweep(const char *key, int use_creates, int counters) {
+    check_counters = counters;
     uint64_t maps, creates;
     clean_counts(&maps, &creates);
     uint64_t k = use_creates ? creates : maps;
@@ -205,29 +188,27 @@ static void fault_sweep(const char *key, int use_creates) {
     finish(p, &l, "past the end");
 }
 
-START_TEST(t_fault_map) {
-    check_counters = 0;
-    fault_sweep("fault_map", 0);
-}
+START_TEST(t_fault_map) { fault_sweep("fault_map", 0, 0); }
 END_TEST
 
-START_TEST(t_fault_create) {
-    check_counters = 0;
-    fault_sweep("fault_create", 1);
-}
+START_TEST(t_fault_create) { fault_sweep("fault_create", 1, 0); }
 END_TEST
 
-START_TEST(t_fault_map_counters) {
-    check_counters = 1;
-    fault_sweep("fault_map", 0);
-}
+START_TEST(t_fault_map_counters) { fault_sweep("fault_map", 0, 1); }
 END_TEST
 
-START_TEST(t_fault_create_counters) {
-    check_counters = 1;
-    fault_sweep("fault_create", 1);
-}
+START_TEST(t_fault_create_counters) { fault_sweep("fault_create", 1, 1); }
 END_TEST
+
+/* Four 4 MiB blocks a[0..3]; a[0] and a[2] are freed and trimmed (unmapped),
+ * then a[1] is freed and stays mapped: 12 MiB at a[0] needs two new maps. */
+static void two_runs_apart(ck_pool *p, void *a[4]) {
+    for (int i = 0; i < 4; i++) ASSERT_OK(ck_malloc(p, &a[i], 4 * MiB, NULL));
+    ASSERT_OK(ck_free(p, a[0], NULL));
+    ASSERT_OK(ck_free(p, a[2], NULL));
+    ASSERT_OK(ck_trim(p, NULL));
+    ASSERT_OK(ck_free(p, a[1], NULL));
+}
 
 /* The two-run malloc: when its second map fails, the first run's segment is
  * released again and the stats show no trace of the attempt but the calls. */
@@ -239,11 +220,7 @@ START_TEST(t_fault_second_run_rolls_back) {
         live l;
         memset(&l, 0, sizeof l);
         void *a[4];
-        for (int i = 0; i < 4; i++) ASSERT_OK(ck_malloc(p, &a[i], 4 * MiB, NULL));
-        ASSERT_OK(ck_free(p, a[0], NULL));
-        ASSERT_OK(ck_free(p, a[2], NULL));
-        ASSERT_OK(ck_trim(p, NULL));
-        ASSERT_OK(ck_free(p, a[1], NULL));
+        two_runs_apart(p, a);
         maps_before = stats_of(p).num_map_calls;
         void *big;
         ASSERT_OK(ck_malloc(p, &big, 12 * MiB, NULL));
@@ -255,11 +232,7 @@ START_TEST(t_fault_second_run_rolls_back) {
     }
     ck_pool *p = pool_with("fault_map", maps_before + 2);
     void *a[4];
-    for (int i = 0; i < 4; i++) ASSERT_OK(ck_malloc(p, &a[i], 4 * MiB, NULL));
-    ASSERT_OK(ck_free(p, a[0], NULL));
-    ASSERT_OK(ck_free(p, a[2], NULL));
-    ASSERT_OK(ck_trim(p, NULL));
-    ASSERT_OK(ck_free(p, a[1], NULL));
+    two_runs_apart(p, a);
     ck_stats s0 = stats_of(p);
     void *big = NULL;
     ck_assert_int_eq(ck_malloc(p, &big, 12 * MiB, NULL), CK_ERR_BACKEND);
@@ -327,14 +300,12 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("faults");
-    TCase *tc = tcase_create("faults");
-    tcase_set_timeout(tc, 240);
+    TCase *tc = ck_test_tcase(s, "faults", 240);
     tcase_add_test(tc, t_fault_map);
     tcase_add_test(tc, t_fault_create);
     tcase_add_test(tc, t_fault_map_counters);
     tcase_add_test(tc, t_fault_create_counters);
     tcase_add_test(tc, t_fault_second_run_rolls_back);
     tcase_add_test(tc, t_fault_copy);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -45,9 +45,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("host_events");
-    TCase *tc = tcase_create("events");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = ck_test_tcase(s, "events", 120);
     tcase_add_test(tc, t_destroy_event_with_queued_wait);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -14,15 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
 enum { NTHREADS = 6, WINDOW = 12, QCAP = 16 };
 
 typedef struct blk {
@@ -176,8 +167,7 @@ static int small_scale(void) {
 }
 
 static void run_stress(const char *conf, int nthreads, int iters, uint64_t budget) {
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, conf));
+    ck_pool *p = pool_from_conf(conf);
     handoff.n = 0;
     worker w[NTHREADS];
     pthread_t t[NTHREADS];
@@ -212,10 +202,7 @@ static void run_stress(const char *conf, int nthreads, int iters, uint64_t budge
 
     ck_assert_int_eq(mallocs, frees);
     ck_assert_int_gt(cross, 0);
-    ck_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    ASSERT_OK(ck_get_stats(p, &st));
+    ck_stats st = stats_of(p);
     ck_assert_int_eq(st.allocation.current, 0);
     ck_assert_int_eq(st.allocated_bytes.current, 0);
     ck_assert_int_eq(st.requested_bytes.current, 0);
@@ -235,7 +222,7 @@ static void run_stress(const char *conf, int nthreads, int iters, uint64_t budge
             (long long)(st.allocated_bytes.peak >> 20), (long long)(st.physical_bytes.peak >> 20));
     size_t released = 0;
     ASSERT_OK(ck_trim(p, &released));
-    ASSERT_OK(ck_get_stats(p, &st));
+    st = stats_of(p);
     ck_assert_int_eq(st.physical_bytes.current, 0);
     ASSERT_OK(ck_pool_destroy(p));
 }
@@ -267,11 +254,9 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("mt_stress");
-    TCase *tc = tcase_create("mt_stress");
-    tcase_set_timeout(tc, 240);
+    TCase *tc = ck_test_tcase(s, "mt_stress", 240);
     tcase_add_test(tc, t_stress_pressure);
     tcase_add_test(tc, t_stress_eager);
     tcase_add_test(tc, t_stress_budget);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -15,27 +15,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define GiB ((size_t)1 << 30)
 #define CHUNK (2 * MiB)
 #define ROUND 512
 
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
 enum { V_HOST = 0, V_CUDA = 1, NVARIANTS = 2 };
 static const char *variant_name[] = {"host", "cuda(fake)"};
-
-static const char *fake_vars[] = {
-    "CKFAKECUDA_DEVICES",    "CKFAKECUDA_TOTAL_MEM",   "CKFAKECUDA_FAIL_CREATE",
-    "CKFAKECUDA_FAIL_MAP",   "CKFAKECUDA_FAIL_ACCESS", "CKFAKECUDA_FAIL_CODE",
-    "CKFAKECUDA_FD_HANDLES", "CKFAKECUDA_NO_VMM",      "CKFAKECUDA_NOT_READY",
-    "CKFAKECUDA_CAPTURING",
-};
 
 /* A pool for the variant with extra config, or NULL (test skipped) when the
  * cuda variant has no device. */
@@ -45,8 +29,7 @@ static ck_pool *open_pool(int variant, const char *extra) {
         snprintf(conf, sizeof conf, "backend=host,host_mem=4G%s%s", extra && *extra ? "," : "",
                  extra ? extra : "");
     } else {
-        setenv("CKALLOC_CUDA_LIB", CK_FAKECUDA_LIB, 1);
-        for (size_t i = 0; i < sizeof fake_vars / sizeof *fake_vars; i++) unsetenv(fake_vars[i]);
+        fake_cuda_env();
         setenv("CKFAKECUDA_TOTAL_MEM", "4G", 1);
         snprintf(conf, sizeof conf, "backend=cuda%s%s", extra && *extra ? "," : "",
                  extra ? extra : "");
@@ -61,14 +44,6 @@ static ck_pool *open_pool(int variant, const char *extra) {
                   ck_status_str(st), ck_last_error());
     ck_assert_str_eq(ck_pool_backend(p), variant == V_HOST ? "host" : "cuda");
     return p;
-}
-
-static ck_stats stats_of(ck_pool *p) {
-    ck_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    ASSERT_OK(ck_get_stats(p, &st));
-    return st;
 }
 
 static size_t rounded(size_t n) { return (n + ROUND - 1) / ROUND * ROUND; }
@@ -637,19 +612,8 @@ END_TEST
 
 /* ---- trace -------------------------------------------------------------- */
 
-static char *temp_path(const char *tag) {
-    const char *dir = getenv("TMPDIR");
-    char *path = malloc(4096);
-    ck_assert_ptr_nonnull(path);
-    snprintf(path, 4096, "%s/ck_pool_%s_XXXXXX", dir && *dir ? dir : "/tmp", tag);
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    return path;
-}
-
 START_TEST(t_trace) {
-    char *path = temp_path("trace");
+    char *path = temp_path("ck_pool_trace");
     char extra[4200];
     snprintf(extra, sizeof extra, "budget=16M,trace=%s", path);
     ck_pool *p = open_pool(_i, extra);
@@ -737,8 +701,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("pool");
-    TCase *tc = tcase_create("pool");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = ck_test_tcase(s, "pool", 120);
     tcase_add_loop_test(tc, t_sizes, 0, NVARIANTS);
     tcase_add_loop_test(tc, t_reuse_same_stream, 0, NVARIANTS);
     tcase_add_loop_test(tc, t_coalesce_large, 0, NVARIANTS);
@@ -755,6 +718,5 @@ int main(void) {
     tcase_add_loop_test(tc, t_trace, 0, NVARIANTS);
     tcase_add_test(tc, t_trace_unwritable);
     tcase_add_loop_test(tc, t_destroy_live, 0, NVARIANTS);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -12,32 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
-static ck_pool *host_pool(const char *extra) {
-    char conf[256];
-    snprintf(conf, sizeof conf, "backend=host,host_mem=2G%s%s", extra ? "," : "",
-             extra ? extra : "");
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, conf));
-    return p;
-}
-
-static ck_stats stats_of(ck_pool *p) {
-    ck_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    ASSERT_OK(ck_get_stats(p, &st));
-    return st;
-}
-
 /* Some live blocks, some freed, some cached: every counter gets a value. */
 static void workload(ck_pool *p, void **keep, int nkeep) {
     void *tmp[16];
@@ -587,8 +561,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("stats");
-    TCase *tc = tcase_create("stats");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = ck_test_tcase(s, "stats", 60);
     tcase_add_test(tc, t_table_names);
     tcase_add_test(tc, t_json_matches_get_stats);
     tcase_add_test(tc, t_json_parser_rejects);
@@ -597,6 +570,5 @@ int main(void) {
     tcase_add_test(tc, t_peaks_track_maxima);
     tcase_add_test(tc, t_struct_size_prefix);
     tcase_add_test(tc, t_inactive_split);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

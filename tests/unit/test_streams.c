@@ -20,32 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-#define ASSERT_OK(expr)                                                                        \
-    do {                                                                                       \
-        ck_status st_ = (expr);                                                                \
-        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
-    } while (0)
-
-static ck_pool *host_pool(const char *extra) {
-    char conf[256];
-    snprintf(conf, sizeof conf, "backend=host,host_mem=2G%s%s", extra ? "," : "",
-             extra ? extra : "");
-    ck_pool *p = NULL;
-    ASSERT_OK(ck_pool_create_conf(&p, conf));
-    return p;
-}
-
-static ck_stats stats_of(ck_pool *p) {
-    ck_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    ASSERT_OK(ck_get_stats(p, &st));
-    return st;
-}
-
 static unsigned char *pattern_buf(size_t n, unsigned seed) {
     unsigned char *b = malloc(n);
     ck_assert_ptr_nonnull(b);
@@ -454,8 +428,7 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("streams");
-    TCase *tc = tcase_create("streams");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = ck_test_tcase(s, "streams", 120);
     tcase_add_test(tc, t_copy_order_one_stream);
     tcase_add_test(tc, t_wait_event_orders_streams);
     tcase_add_test(tc, t_event_query);
@@ -465,6 +438,5 @@ int main(void) {
     tcase_add_test(tc, t_cross_stream_reuse_small);
     tcase_add_test(tc, t_destroyed_stream_blocks);
     tcase_add_test(tc, t_stream_destroy_null);
-    suite_add_tcase(s, tc);
     return ck_test_run(s);
 }

@@ -1,7 +1,43 @@
-/* Helpers shared by the unit tests. */
+/* Helpers shared by the unit tests (defined in testutil.c). */
 #ifndef CK_TESTUTIL_H
 #define CK_TESTUTIL_H
 #include <check.h>
+#include <stddef.h>
+
+#include "ckalloc/ckalloc.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+/* expr must give CK_OK; otherwise the test fails naming expr, the status and
+ * the error sentence. */
+#define ASSERT_OK(expr)                                                                        \
+    do {                                                                                       \
+        ck_status st_ = (expr);                                                                \
+        ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
+    } while (0)
+
+/* A pool created from conf; the test fails if it cannot be. */
+ck_pool *pool_from_conf(const char *conf);
+
+/* A host pool, "backend=host,host_mem=2G" plus ",extra" when extra is not NULL. */
+ck_pool *host_pool(const char *extra);
+
+/* ck_get_stats with struct_size set to the full struct; the test fails on error. */
+ck_stats stats_of(ck_pool *p);
+
+/* Point the cuda backend at the fake libcuda (tests/fakecuda) and clear every
+ * CKFAKECUDA_* setting, so a test starts from the fake's defaults. */
+void fake_cuda_env(void);
+
+/* A new empty file $TMPDIR/<prefix>_XXXXXX (or under /tmp); the caller frees
+ * the returned path and unlinks the file. */
+char *temp_path(const char *prefix);
+
+/* A test case named name with the given timeout (seconds), added to s. */
+TCase *ck_test_tcase(Suite *s, const char *name, double timeout);
+
 /* Run a Check suite; returns the process exit status. */
 int ck_test_run(Suite *s);
 #endif
