@@ -913,16 +913,20 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     uint32_t nrec = 0;
     for (uint32_t i = 0; i < b->nuses; i++)
         if (b->uses[i] != stream) nrec++;
-    if (nrec && (b->pend = malloc(nrec * sizeof *b->pend)) != NULL) {
-        for (uint32_t i = 0; i < b->nuses; i++) {
-            ck_event e;
-            if (b->uses[i] == stream || event_get(p, &e) != CK_OK) continue;
-            if (p->be->ops->event_record(p->be, e, b->uses[i]) != CK_OK) {
-                event_put(p, e);
+    if (nrec) b->pend = malloc(nrec * sizeof *b->pend);
+    for (uint32_t i = 0; i < b->nuses; i++) {
+        if (b->uses[i] == stream) continue;
+        ck_event e;
+        if (b->pend && event_get(p, &e) == CK_OK) {
+            if (p->be->ops->event_record(p->be, e, b->uses[i]) == CK_OK) {
+                b->pend[b->npend++] = e;
                 continue;
             }
-            b->pend[b->npend++] = e;
+            event_put(p, e);
         }
+        /* No event to wait on: wait for that stream now rather than risk
+         * handing the block out while it is still in use there. */
+        p->be->ops->stream_sync(p->be, b->uses[i]);
     }
     free(b->uses);
     b->uses = NULL;
