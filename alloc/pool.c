@@ -690,13 +690,13 @@ static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in)
                    ck__fmt_bytes(phys_now, phys, sizeof phys));
 }
 
-/* Make room for `need` more physical bytes under the budget, keeping the
- * target range mapped. Order: wait for streams so cached memory is safe to
- * unmap, then unmap whole free segments. */
+/* Make room for `need` more physical bytes under the budget by unmapping
+ * whole free segments, keeping the target range mapped. The caller has
+ * waited for the streams (ck__pool_quiesce), so cached memory is safe to
+ * unmap. */
 static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n) {
     uint64_t phys = (uint64_t)p->c.physical_bytes.current;
     if (phys + need <= p->budget) return 1;
-    ck__pool_quiesce(p);
     size_t want = (size_t)(phys + need - p->budget);
     size_t got = release_free_segs(p, want, keep_a, keep_n);
     if (got) p->c.num_alloc_retries++;
