@@ -41,6 +41,7 @@ typedef struct host_op {
 
 typedef struct host_stream {
     struct host_backend *hb;
+    struct host_stream *next; /* every created stream, so destroy can join them */
     pthread_t thread;
     host_op *head, *tail;
     uint64_t enq, done; /* ops queued / completed */
@@ -74,6 +75,7 @@ typedef struct host_backend {
     pthread_mutex_t mu; /* guards everything below and all streams/events */
     pthread_cond_t cv;  /* broadcast on any completion or enqueue */
     host_stream *def;   /* the NULL stream */
+    host_stream *created; /* streams from stream_create still alive */
     reservation *res;
     uint64_t created_bytes;
     uint64_t n_create, n_map, n_copy;
@@ -331,10 +333,16 @@ static ck_status h_memset(ck_backend *b, void *dst, int value, size_t n, ck_stre
 }
 
 static ck_status h_stream_create(ck_backend *b, ck_stream *out) {
+    host_backend *hb = hb_of(b);
     host_stream *s = NULL;
-    ck_status st = stream_new(hb_of(b), &s);
-    if (st == CK_OK) *out = (ck_stream)s;
-    return st;
+    ck_status st = stream_new(hb, &s);
+    if (st != CK_OK) return st;
+    pthread_mutex_lock(&hb->mu);
+    s->next = hb->created;
+    hb->created = s;
+    pthread_mutex_unlock(&hb->mu);
+    *out = (ck_stream)s;
+    return CK_OK;
 }
 
 static ck_status h_stream_sync(ck_backend *b, ck_stream st) {
@@ -348,8 +356,16 @@ static ck_status h_stream_sync(ck_backend *b, ck_stream st) {
 }
 
 static ck_status h_stream_destroy(ck_backend *b, ck_stream st) {
+    host_backend *hb = hb_of(b);
     if (!st) return ck__err(CK_ERR_INVALID, "the default stream cannot be destroyed");
-    stream_join(hb_of(b), (host_stream *)st); /* drains the queue first */
+    pthread_mutex_lock(&hb->mu);
+    host_stream **pp = &hb->created;
+    while (*pp && *pp != (host_stream *)st) pp = &(*pp)->next;
+    host_stream *s = *pp;
+    if (s) *pp = s->next;
+    pthread_mutex_unlock(&hb->mu);
+    if (!s) return ck__err(CK_ERR_INVALID, "%p is not a live stream of this pool", (void *)st);
+    stream_join(hb, s); /* drains the queue first */
     return CK_OK;
 }
 
@@ -432,6 +448,12 @@ static ck_status h_event_elapsed(ck_backend *b, ck_event start, ck_event end, fl
 
 static void h_destroy(ck_backend *b) {
     host_backend *hb = hb_of(b);
+    /* Streams the user did not destroy: drain and join them too. */
+    while (hb->created) {
+        host_stream *s = hb->created;
+        hb->created = s->next;
+        stream_join(hb, s);
+    }
     stream_join(hb, hb->def);
     while (hb->res) {
         reservation *r = hb->res;

@@ -47,6 +47,10 @@ static unsigned bin_next(const ck_heap *h, unsigned i) {
 
 /* ------------------------------------------------------------- rounds -- */
 
+/* Owner of a free block merged from frees on different streams: no stream
+ * may reuse it before a round fences it. */
+#define CK_STREAM_NOBODY ((ck_stream)(uintptr_t)-1)
+
 static int fenced(const ck_pool *p, const ck_block *b) { return b->free_round < p->round_done; }
 
 static int usable_on(const ck_pool *p, const ck_block *b, ck_stream s) {
@@ -162,6 +166,13 @@ void ck__pool_forget_stream(ck_pool *p, ck_stream s) {
     ck__pool_quiesce(p);
     for (size_t i = 0; i < p->ndirty; i++)
         if (p->dirty[i] == s) p->dirty[i] = p->dirty[--p->ndirty];
+    /* The stream's work is done (destroy waits for it), so live blocks no
+     * longer need to wait for it when they are freed. */
+    for (size_t i = 0; i <= p->hmask; i++)
+        for (ck_block *b = p->htab[i]; b; b = b->hnext)
+            for (uint32_t k = 0; k < b->nuses;)
+                if (b->uses[k] == s) b->uses[k] = b->uses[--b->nuses];
+                else k++;
 }
 
 /* ------------------------------------------------------- block structs -- */
@@ -374,7 +385,9 @@ static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n, 
     enum { SPLIT_MIN_CHUNKS = 4 };
     size_t first = chunk_of(p, r, a), endc = chunk_of(p, r, a + n - 1);
     size_t e1 = (a - r->va) % p->gran ? first : SIZE_MAX;
-    size_t e2 = (a + n - r->va) % p->gran && endc - first >= SPLIT_MIN_CHUNKS ? endc : SIZE_MAX;
+    size_t e2 = SIZE_MAX;
+    if (endc - first >= SPLIT_MIN_CHUNKS)
+        e2 = (a + n - r->va) % p->gran ? endc : endc + 1; /* aligned end: the ahead part apart */
     ck_seg *made[64];
     size_t nmade = 0;
     ck_status s = CK_OK;
@@ -496,20 +509,19 @@ static void split(ck_pool *p, ck_heap *h, ck_block *b, size_t size) {
     bin_insert(h, r);
 }
 
-/* Can free neighbours a and b become one block without losing safety? */
-static int can_merge(const ck_pool *p, const ck_block *a, const ck_block *b) {
-    return a->stream == b->stream || fenced(p, a) || fenced(p, b);
-}
 
 /* Merge free block n, the block right after lo, into lo (both out of their
  * bins). lo keeps its address, so its hash entry stays valid. */
 static void absorb_next(ck_pool *p, ck_block *lo, ck_block *n) {
-    /* The merged block is as restricted as its less safe half. */
+    /* The merged block is as restricted as its less safe half: two unfenced
+     * halves freed on different streams belong to no stream until the next
+     * round fences them (merging anyway keeps pages and ranges whole). */
     if (fenced(p, lo) && !fenced(p, n)) {
         lo->stream = n->stream;
         lo->free_round = n->free_round;
-    } else if (fenced(p, lo) == fenced(p, n) && n->free_round > lo->free_round) {
-        lo->free_round = n->free_round;
+    } else if (!fenced(p, lo) && !fenced(p, n)) {
+        if (lo->stream != n->stream) lo->stream = CK_STREAM_NOBODY;
+        if (n->free_round > lo->free_round) lo->free_round = n->free_round;
     }
     lo->next = n->next;
     if (lo->next) lo->next->prev = lo;
@@ -545,6 +557,25 @@ static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_s
     return NULL;
 }
 
+/* Under budget pressure, search every usable free block (no scan limit) and
+ * prefer the one that needs the least new memory mapped, then the smallest. */
+static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s) {
+    const ck_heap *h = &p->large;
+    ck_block *best = NULL;
+    size_t best_need = SIZE_MAX;
+    for (unsigned i = bin_next(h, bin_index(size)); i < CK_NBINS; i = bin_next(h, i + 1)) {
+        for (ck_block *b = h->bins[i]; b; b = b->fnext) {
+            if (b->size < size || !usable_on(p, b, s)) continue;
+            size_t need = unmapped_bytes(p, b->region, b->addr, size);
+            if (need < best_need || (need == best_need && b->size < best->size)) {
+                best = b;
+                best_need = need;
+            }
+        }
+    }
+    return best;
+}
+
 /* --------------------------------------------------------- free blocks -- */
 
 static void small_page_return(ck_pool *p, ck_block *sb);
@@ -576,14 +607,14 @@ static void block_make_free(ck_pool *p, ck_block *b) {
         ck__stat_add(&p->c.inactive_split, 1);
     }
     ck_block *n = b->prev;
-    if (n && n->state == BLK_FREE && can_merge(p, n, b)) {
+    if (n && n->state == BLK_FREE) {
         bin_remove(h, n);
         absorb_next(p, n, b);
         b = n;
         if (b->small) ck__stat_add(&p->c.inactive_split, -1);
     }
     n = b->next;
-    if (n && n->state == BLK_FREE && can_merge(p, b, n)) {
+    if (n && n->state == BLK_FREE) {
         bin_remove(h, n);
         absorb_next(p, b, n);
         if (b->small) ck__stat_add(&p->c.inactive_split, -1);
@@ -658,6 +689,8 @@ static void pending_process(ck_pool *p, int wait) {
             if (b->fnext) b->fnext->fprev = b->fprev;
             b->fprev = b->fnext = NULL;
             for (uint32_t i = 0; i < b->npend; i++) event_put(p, b->pend[i]);
+            free(b->pend);
+            b->pend = NULL;
             b->npend = 0;
             p->npending--;
             ck__stat_add(&p->c.active, -1);
@@ -779,7 +812,7 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         spare_page_drop(p);
         ck__pool_quiesce(p);
         pending_process(p, 0);
-        b = heap_find(p, &p->large, size, s);
+        b = heap_find_mapped(p, size, s);
         if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
         need = b ? unmapped_bytes(p, b->region, b->addr, size) : (size_t)ck__align_up(size, p->gran);
         if (!budget_room(p, need, b ? b->addr : 0, b ? size : 0))
@@ -954,8 +987,10 @@ CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_record_stream: pool is NULL");
     pthread_mutex_lock(&p->mu);
     ck_block *b;
+    /* The allocation stream counts too: freeing on another stream must wait
+     * for it when the caller says it uses the block. */
     ck_status st = live_block(p, ptr, "ck_record_stream", &b);
-    if (st == CK_OK && stream != b->stream) {
+    if (st == CK_OK) {
         uint32_t i = 0;
         while (i < b->nuses && b->uses[i] != stream) i++;
         if (i == b->nuses) {
