@@ -785,6 +785,45 @@ static size_t grow_ahead(const ck_pool *p, const ck_block *b, size_t size, size_
     return (size_t)(extra / p->gran * p->gran);
 }
 
+/* A small page carved over a small part of a large, fully free segment would
+ * pin all of it (segments unmap whole) for as long as any of its small
+ * blocks lives. When the segment is at least RESEG_FACTOR times the chunks
+ * the page uses of it, unmap it first and map the page's own chunks apart.
+ * Unmapping needs every stream past the frees on it: if that is not known
+ * yet, wait for the streams only when the pool holds more than half its
+ * budget (where pinning can fail a later allocation); below that the
+ * segment stays, costing footprint only. Only pages: doing this for every
+ * block remapped freed activation ranges over and over (7% of operations
+ * were map calls on a 7B trace under a budget), while large blocks are freed
+ * again soon and then unpin what they overlap. */
+enum { RESEG_FACTOR = 8 };
+static ck_status resegment(ck_pool *p, ck_block *b, size_t size) {
+    ck_region *r = b->region;
+    size_t i = chunk_of(p, r, b->addr), last = chunk_of(p, r, b->addr + size - 1);
+    int dropped = 0;
+    while (i <= last) {
+        ck_seg *g = r->chunk[i];
+        if (!g) {
+            i++;
+            continue;
+        }
+        size_t gend = chunk_of(p, r, g->va + g->size);
+        size_t used = (gend < last + 1 ? gend : last + 1) - i;
+        if (g->nbusy == 0 && g->size / p->gran >= RESEG_FACTOR * used) {
+            if (g->free_round >= p->round_done &&
+                (uint64_t)p->c.physical_bytes.current > p->budget / 2)
+                ck__pool_quiesce(p);
+            if (g->free_round < p->round_done) {
+                seglist_remove(p, g);
+                seg_destroy(p, g, 1);
+                dropped = 1;
+            }
+        }
+        i = gend;
+    }
+    return dropped ? ensure_mapped(p, r, b->addr, size, 0) : CK_OK;
+}
+
 /* Find (or make) a mapped large block of `size` usable on s. */
 static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
     ck_block *b = heap_find(p, &p->large, size, s);
@@ -831,7 +870,11 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     }
     if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
     if (st != CK_OK) return st;
-got:
+got:;
+    if (size == CK_PAGE_SIZE) {
+        ck_status rs = resegment(p, b, size);
+        if (rs != CK_OK) return rs;
+    }
     bin_remove(&p->large, b);
     split(p, &p->large, b, size);
     segs_busy(p, b->region, b->addr, b->size, +1);
