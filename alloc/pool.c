@@ -63,7 +63,12 @@ static void mark_dirty(ck_pool *p, ck_stream s) {
     if (p->ndirty == p->cap_dirty) {
         size_t cap = p->cap_dirty ? p->cap_dirty * 2 : 8;
         ck_stream *d = realloc(p->dirty, cap * sizeof *d);
-        if (!d) return; /* the stream stays unfenced: its blocks keep to their stream */
+        if (!d) {
+            /* Cannot track it for the next round: wait for it now, so that
+             * the next round (even an empty one) fences its frees truthfully. */
+            p->be->ops->stream_sync(p->be, s);
+            return;
+        }
         p->dirty = d;
         p->cap_dirty = cap;
     }
@@ -388,7 +393,7 @@ static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n, 
     size_t e2 = SIZE_MAX;
     if (endc - first >= SPLIT_MIN_CHUNKS)
         e2 = (a + n - r->va) % p->gran ? endc : endc + 1; /* aligned end: the ahead part apart */
-    ck_seg *made[64];
+    ck_seg *made[64]; /* a block maps a few runs; past 64 they stay as free segments */
     size_t nmade = 0;
     ck_status s = CK_OK;
     while (i <= last && s == CK_OK) {
@@ -681,7 +686,9 @@ static void pending_process(ck_pool *p, int wait) {
         for (uint32_t i = 0; i < b->npend && done; i++) {
             ck_status s = wait ? p->be->ops->event_sync(p->be, b->pend[i])
                                : p->be->ops->event_query(p->be, b->pend[i]);
-            if (s == CK_ERR_NOT_READY) done = 0;
+            /* A failed query proves nothing: keep waiting (destroy, which
+             * waits, goes on regardless). */
+            if (s == CK_ERR_NOT_READY || (s != CK_OK && !wait)) done = 0;
         }
         if (done) {
             if (b->fprev) b->fprev->fnext = b->fnext;
@@ -946,6 +953,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     ck__stat_add(&p->c.active_bytes, (int64_t)b->size);
     ck__stat_add(&p->c.requested_bytes, (int64_t)size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
+    ck__pool_eager_release(p);
     pthread_mutex_unlock(&p->mu);
     *ptr = (void *)b->addr;
     return CK_OK;
@@ -1049,6 +1057,7 @@ CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
             if (st == CK_OK) b->uses[b->nuses++] = stream;
         }
     }
+    ck__pool_eager_release(p);
     pthread_mutex_unlock(&p->mu);
     return st;
 }
