@@ -77,69 +77,6 @@ static size_t heap_in_use(void) {
 
 /* ---- the gate ---------------------------------------------------------------- */
 
-static unsigned char *gate_page;
-static size_t gate_size;
-static int gate_open;
-static struct sigaction gate_old_segv;
-
-static void gate_handler(int sig, siginfo_t *si, void *uc) {
-    (void)sig;
-    (void)uc;
-    unsigned char *a = si->si_addr;
-    if (gate_page && a >= gate_page && a < gate_page + gate_size) {
-        while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
-        return;
-    }
-    sigaction(SIGSEGV, &gate_old_segv, NULL);
-}
-
-static void gate_create(void) {
-    gate_size = (size_t)sysconf(_SC_PAGESIZE);
-    gate_page = mmap(NULL, gate_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert(gate_page != MAP_FAILED);
-    memset(gate_page, 0x6B, gate_size);
-    ck_assert_int_eq(mprotect(gate_page, gate_size, PROT_NONE), 0);
-    __atomic_store_n(&gate_open, 0, __ATOMIC_RELEASE);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = gate_handler;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    ck_assert_int_eq(sigaction(SIGSEGV, &sa, &gate_old_segv), 0);
-}
-
-static void gate_block(ck_pool *p, ck_stream s, unsigned char *sink) {
-    ASSERT_OK(ck_memcpy_async(p, sink, gate_page, gate_size, s));
-}
-
-static void gate_release(void) {
-    ck_assert_int_eq(mprotect(gate_page, gate_size, PROT_READ | PROT_WRITE), 0);
-    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
-}
-
-/* The gate opened from a helper thread after ms milliseconds, so that pool
- * calls that wait for the gated stream (pressure, trim) just wait. */
-static pthread_t gate_timer;
-static void *gate_timer_main(void *arg) {
-    struct timespec ts = {0, (long)(intptr_t)arg * 1000000L};
-    nanosleep(&ts, NULL);
-    mprotect(gate_page, gate_size, PROT_READ | PROT_WRITE);
-    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
-    return NULL;
-}
-static void gate_release_after(int ms) {
-    ck_assert_int_eq(pthread_create(&gate_timer, NULL, gate_timer_main, (void *)(intptr_t)ms), 0);
-}
-static void gate_join(void) { pthread_join(gate_timer, NULL); }
-
-static void gate_destroy(void) {
-    sigaction(SIGSEGV, &gate_old_segv, NULL);
-    munmap(gate_page, gate_size);
-    gate_page = NULL;
-}
 
 /* ---- white box: the pool's internal structure ---------------------------------- */
 
@@ -569,7 +506,7 @@ START_TEST(t_bug_record_stream_on_alloc_stream_ignored) {
     ck_stream s1, s2;
     ASSERT_OK(ck_stream_create(p, &s1));
     ASSERT_OK(ck_stream_create(p, &s2));
-    unsigned char *sink = malloc(gate_size ? gate_size : (size_t)sysconf(_SC_PAGESIZE));
+    unsigned char *sink = malloc(gate_bytes());
     const size_t n = 4 * MiB;
     void *a;
     ASSERT_OK(ck_malloc(p, &a, n, s1));

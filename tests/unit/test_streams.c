@@ -27,58 +27,6 @@ static unsigned char *pattern_buf(size_t n, unsigned seed) {
     return b;
 }
 
-/* ---- the gate --------------------------------------------------------------- */
-
-static unsigned char *gate_page;
-static size_t gate_size;
-static int gate_open;
-static struct sigaction gate_old_segv;
-
-static void gate_handler(int sig, siginfo_t *si, void *uc) {
-    (void)sig;
-    (void)uc;
-    unsigned char *a = si->si_addr;
-    if (gate_page && a >= gate_page && a < gate_page + gate_size) {
-        while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
-        return; /* the page is readable now: the faulting copy runs again */
-    }
-    /* A real fault: put the old handler back and let it happen again. */
-    sigaction(SIGSEGV, &gate_old_segv, NULL);
-}
-
-static void gate_create(void) {
-    gate_size = (size_t)sysconf(_SC_PAGESIZE);
-    gate_page = mmap(NULL, gate_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert(gate_page != MAP_FAILED);
-    memset(gate_page, 0x6B, gate_size);
-    ck_assert_int_eq(mprotect(gate_page, gate_size, PROT_NONE), 0);
-    __atomic_store_n(&gate_open, 0, __ATOMIC_RELEASE);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = gate_handler;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    ck_assert_int_eq(sigaction(SIGSEGV, &sa, &gate_old_segv), 0);
-}
-
-/* Queue the gated copy on s: s runs nothing after it until gate_release(). */
-static void gate_block(ck_pool *p, ck_stream s, unsigned char *sink) {
-    ASSERT_OK(ck_memcpy_async(p, sink, gate_page, gate_size, s));
-}
-
-static void gate_release(void) {
-    ck_assert_int_eq(mprotect(gate_page, gate_size, PROT_READ | PROT_WRITE), 0);
-    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
-}
-
-static void gate_destroy(void) {
-    sigaction(SIGSEGV, &gate_old_segv, NULL);
-    munmap(gate_page, gate_size);
-    gate_page = NULL;
-}
 
 /* ---- copies and events ------------------------------------------------------- */
 
@@ -196,7 +144,7 @@ START_TEST(t_event_query) {
     gate_release();
     ASSERT_OK(ck_event_synchronize(p, e));
     ck_assert_int_eq(ck_event_query(p, e), CK_OK);
-    for (size_t i = 0; i < gate_size; i++) ck_assert_uint_eq(sink[i], 0x6B);
+    for (size_t i = 0; i < gate_bytes(); i++) ck_assert_uint_eq(sink[i], 0x6B);
     gate_destroy();
     ASSERT_OK(ck_event_destroy(p, e));
     ASSERT_OK(ck_stream_destroy(p, s));

@@ -40,4 +40,16 @@ TCase *ck_test_tcase(Suite *s, const char *name, double timeout);
 
 /* Run a Check suite; returns the process exit status. */
 int ck_test_run(Suite *s);
+/* The gate: hold a stream at a known point (see testutil.c). gate_block
+ * queues on s a copy that cannot run until gate_release() (or the timer of
+ * gate_release_after(ms), joined by gate_join()). One gate at a time. */
+void gate_create(void);
+void gate_block(ck_pool *p, ck_stream s, unsigned char *sink);
+void gate_release(void);
+void gate_release_after(int ms);
+void gate_join(void);
+void gate_destroy(void);
+/* Bytes the gated copy moves into its sink (one page). */
+size_t gate_bytes(void);
+
 #endif
