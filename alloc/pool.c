@@ -45,6 +45,18 @@ static unsigned bin_next(const ck_heap *h, unsigned i) {
     return CK_NBINS;
 }
 
+/* Make room for one more element in a growing array (*v, *cap). Returns 0,
+ * or -1 with the array untouched when memory runs out. */
+static int grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first) {
+    if (n < *cap) return 0;
+    size_t c = *cap ? *cap * 2 : first;
+    void *nv = realloc(*(void **)v, c * elem);
+    if (!nv) return -1;
+    *(void **)v = nv;
+    *cap = c;
+    return 0;
+}
+
 /* ------------------------------------------------------------- rounds -- */
 
 /* Owner of a free block merged from frees on different streams: no stream
@@ -60,17 +72,11 @@ static int usable_on(const ck_pool *p, const ck_block *b, ck_stream s) {
 static void mark_dirty(ck_pool *p, ck_stream s) {
     for (size_t i = 0; i < p->ndirty; i++)
         if (p->dirty[i] == s) return;
-    if (p->ndirty == p->cap_dirty) {
-        size_t cap = p->cap_dirty ? p->cap_dirty * 2 : 8;
-        ck_stream *d = realloc(p->dirty, cap * sizeof *d);
-        if (!d) {
-            /* Cannot track it for the next round: wait for it now, so that
-             * the next round (even an empty one) fences its frees truthfully. */
-            p->be->ops->stream_sync(p->be, s);
-            return;
-        }
-        p->dirty = d;
-        p->cap_dirty = cap;
+    if (grow_array(&p->dirty, &p->cap_dirty, p->ndirty, sizeof *p->dirty, 8) != 0) {
+        /* Cannot track it for the next round: wait for it now, so that the
+         * next round (even an empty one) fences its frees truthfully. */
+        p->be->ops->stream_sync(p->be, s);
+        return;
     }
     p->dirty[p->ndirty++] = s;
 }
@@ -84,40 +90,32 @@ static ck_status event_get(ck_pool *p, ck_event *out) {
 }
 
 static void event_put(ck_pool *p, ck_event e) {
-    if (p->nev_cache == p->cap_ev_cache) {
-        size_t cap = p->cap_ev_cache ? p->cap_ev_cache * 2 : 16;
-        ck_event *c = realloc(p->ev_cache, cap * sizeof *c);
-        if (!c) {
-            p->be->ops->event_destroy(p->be, e);
-            return;
-        }
-        p->ev_cache = c;
-        p->cap_ev_cache = cap;
+    if (grow_array(&p->ev_cache, &p->cap_ev_cache, p->nev_cache, sizeof e, 16) != 0) {
+        p->be->ops->event_destroy(p->be, e);
+        return;
     }
     p->ev_cache[p->nev_cache++] = e;
 }
 
 static int push_round_event(ck_pool *p, ck_event e) {
-    if (p->nround_ev == p->cap_round_ev) {
-        size_t cap = p->cap_round_ev ? p->cap_round_ev * 2 : 8;
-        ck_event *r = realloc(p->round_ev, cap * sizeof *r);
-        if (!r) return -1;
-        p->round_ev = r;
-        p->cap_round_ev = cap;
-    }
+    if (grow_array(&p->round_ev, &p->cap_round_ev, p->nround_ev, sizeof e, 8) != 0) return -1;
     p->round_ev[p->nround_ev++] = e;
     return 0;
+}
+
+/* Has event e passed? wait=0 asks without blocking: only a completed event
+ * counts (a failed query proves nothing). wait=1 blocks until it completes
+ * and then goes on regardless of errors (destroy and quiesce must finish). */
+static int event_passed(ck_pool *p, ck_event e, int wait) {
+    if (wait) return p->be->ops->event_sync(p->be, e), 1;
+    return p->be->ops->event_query(p->be, e) == CK_OK;
 }
 
 /* Poll the round in flight; returns 1 if it (or an earlier one) completed. */
 static int round_poll(ck_pool *p, int wait) {
     if (p->round_done == p->round_issued) return 1;
-    for (size_t i = 0; i < p->nround_ev; i++) {
-        ck_status s = wait ? p->be->ops->event_sync(p->be, p->round_ev[i])
-                           : p->be->ops->event_query(p->be, p->round_ev[i]);
-        if (s == CK_ERR_NOT_READY) return 0;
-        if (s != CK_OK && !wait) return 0;
-    }
+    for (size_t i = 0; i < p->nround_ev; i++)
+        if (!event_passed(p, p->round_ev[i], wait)) return 0;
     for (size_t i = 0; i < p->nround_ev; i++) event_put(p, p->round_ev[i]);
     p->nround_ev = 0;
     p->round_done = p->round_issued;
@@ -187,15 +185,9 @@ static ck_block *block_new(ck_pool *p) {
         enum { N = 256 };
         ck_block *slab = calloc(N, sizeof *slab);
         if (!slab) return NULL;
-        if (p->nslabs == p->cap_slabs) {
-            size_t cap = p->cap_slabs ? p->cap_slabs * 2 : 16;
-            void **s = realloc(p->slabs, cap * sizeof *s);
-            if (!s) {
-                free(slab);
-                return NULL;
-            }
-            p->slabs = s;
-            p->cap_slabs = cap;
+        if (grow_array(&p->slabs, &p->cap_slabs, p->nslabs, sizeof *p->slabs, 16) != 0) {
+            free(slab);
+            return NULL;
         }
         p->slabs[p->nslabs++] = slab;
         for (int i = N - 1; i >= 0; i--) {
@@ -584,7 +576,6 @@ static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s) {
 /* --------------------------------------------------------- free blocks -- */
 
 static void small_page_return(ck_pool *p, ck_block *sb);
-static void large_make_free(ck_pool *p, ck_block *b);
 
 /* The spare page is a whole free page, not space split off a page in use:
  * it leaves the inactive_split stats while parked. */
@@ -602,9 +593,11 @@ static ck_block *spare_unpark(ck_pool *p) {
     return sb;
 }
 
-/* b (either heap) is now free: coalesce, bin, and give back what is whole. */
+/* b (either heap) is now free: its segments stop being busy (large blocks),
+ * then coalesce, bin, and give back what is whole. */
 static void block_make_free(ck_pool *p, ck_block *b) {
     ck_heap *h = b->small ? &p->small : &p->large;
+    if (!b->small) segs_busy(p, b->region, b->addr, b->size, -1);
     b->state = BLK_FREE;
     b->requested = 0;
     if (b->small) {
@@ -637,12 +630,6 @@ static void block_make_free(ck_pool *p, ck_block *b) {
     bin_insert(h, b);
 }
 
-/* A large block (not a page host) stops being busy. */
-static void large_make_free(ck_pool *p, ck_block *b) {
-    segs_busy(p, b->region, b->addr, b->size, -1);
-    block_make_free(p, b);
-}
-
 /* sb covers its whole page (and is out of the small bins): hand the page
  * back to the large heap. */
 static void small_page_return(ck_pool *p, ck_block *sb) {
@@ -655,7 +642,7 @@ static void small_page_return(ck_pool *p, ck_block *sb) {
     hash_remove(p, sb);
     block_delete(p, sb);
     hash_insert(p, pg);
-    large_make_free(p, pg);
+    block_make_free(p, pg);
 }
 
 static void spare_page_drop(ck_pool *p) {
@@ -683,13 +670,7 @@ static void pending_process(ck_pool *p, int wait) {
     while (b) {
         ck_block *nx = b->fnext;
         int done = 1;
-        for (uint32_t i = 0; i < b->npend && done; i++) {
-            ck_status s = wait ? p->be->ops->event_sync(p->be, b->pend[i])
-                               : p->be->ops->event_query(p->be, b->pend[i]);
-            /* A failed query proves nothing: keep waiting (destroy, which
-             * waits, goes on regardless). */
-            if (s == CK_ERR_NOT_READY || (s != CK_OK && !wait)) done = 0;
-        }
+        for (uint32_t i = 0; i < b->npend && done; i++) done = event_passed(p, b->pend[i], wait);
         if (done) {
             if (b->fprev) b->fprev->fnext = b->fnext;
             else p->pending = b->fnext;
@@ -702,8 +683,7 @@ static void pending_process(ck_pool *p, int wait) {
             p->npending--;
             ck__stat_add(&p->c.active, -1);
             ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
-            if (b->small) block_make_free(p, b);
-            else large_make_free(p, b);
+            block_make_free(p, b);
         }
         b = nx;
     }
@@ -898,7 +878,7 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         if (st != CK_OK) return st;
         b = block_new(p);
         if (!b) {
-            large_make_free(p, pg);
+            block_make_free(p, pg);
             return ck__err(CK_ERR_NOMEM, "out of host memory for block bookkeeping");
         }
         hash_remove(p, pg);
@@ -1026,8 +1006,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     } else {
         ck__stat_add(&p->c.active, -1);
         ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
-        if (b->small) block_make_free(p, b);
-        else large_make_free(p, b);
+        block_make_free(p, b);
         ck__pool_eager_release(p);
     }
     pthread_mutex_unlock(&p->mu);
