@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,8 @@ CK_API void ck_pool_options_init(ck_pool_options *o) {
     o->struct_size = sizeof *o;
     o->backend = CK_BACKEND_AUTO;
     o->release = CK_RELEASE_PRESSURE;
+    o->live = 1;
+    o->snapshot_signal = SIGUSR2;
 }
 
 static int suffix_eq(const char *s, size_t n, const char *want) {
@@ -68,6 +71,8 @@ int ck__parse_size(const char *s, size_t len, uint64_t *out) {
  * an earlier one returned intact. Valid until the next parse on this thread. */
 static _Thread_local char tl_trace_scratch[4096];
 static _Thread_local char tl_trace_path[4096];
+static _Thread_local char tl_snap_scratch[4096];
+static _Thread_local char tl_snap_path[4096];
 
 typedef ck_status (*key_parser)(ck_pool_options *o, const char *key, const char *v, size_t n);
 
@@ -134,12 +139,44 @@ static ck_status p_release(ck_pool_options *o, const char *key, const char *v, s
     return CK_OK;
 }
 
-static ck_status p_trace(ck_pool_options *o, const char *key, const char *v, size_t n) {
+static ck_status path_into(const char *key, const char *v, size_t n, char *scratch,
+                           const char **out) {
     if (n == 0) return bad(key, v, n, "a file path");
-    if (n >= sizeof tl_trace_scratch) return bad(key, v, n, "a path shorter than 4096 bytes");
-    memcpy(tl_trace_scratch, v, n);
-    tl_trace_scratch[n] = '\0';
-    o->trace_path = tl_trace_scratch;
+    if (n >= 4096) return bad(key, v, n, "a path shorter than 4096 bytes");
+    memcpy(scratch, v, n);
+    scratch[n] = '\0';
+    *out = scratch;
+    return CK_OK;
+}
+static ck_status p_trace(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return path_into(key, v, n, tl_trace_scratch, &o->trace_path);
+}
+static ck_status p_snapshot(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return path_into(key, v, n, tl_snap_scratch, &o->snapshot_path);
+}
+
+static ck_status bool_into(const char *key, const char *v, size_t n, int *out) {
+    if (suffix_eq(v, n, "1") || suffix_eq(v, n, "true") || suffix_eq(v, n, "on")) *out = 1;
+    else if (suffix_eq(v, n, "0") || suffix_eq(v, n, "false") || suffix_eq(v, n, "off")) *out = 0;
+    else return bad(key, v, n, "0 or 1");
+    return CK_OK;
+}
+static ck_status p_live(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return bool_into(key, v, n, &o->live);
+}
+
+static ck_status p_snap_sig(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    const char *want = "USR1, USR2, none or a signal number 1..64";
+    if (n > 3 && strncmp(v, "SIG", 3) == 0) v += 3, n -= 3;
+    if (suffix_eq(v, n, "USR1")) o->snapshot_signal = SIGUSR1;
+    else if (suffix_eq(v, n, "USR2")) o->snapshot_signal = SIGUSR2;
+    else if (suffix_eq(v, n, "none") || suffix_eq(v, n, "0")) o->snapshot_signal = 0;
+    else {
+        uint64_t x;
+        if (parse_u64(key, v, n, &x) != CK_OK || x > 64 || x == SIGKILL || x == SIGSTOP)
+            return bad(key, v, n, want);
+        o->snapshot_signal = (int)x;
+    }
     return CK_OK;
 }
 
@@ -154,11 +191,7 @@ static ck_status p_fault_copy(ck_pool_options *o, const char *k, const char *v, 
 }
 
 static ck_status p_sim_clock(ck_pool_options *o, const char *key, const char *v, size_t n) {
-    if (suffix_eq(v, n, "1") || suffix_eq(v, n, "true") || suffix_eq(v, n, "on")) o->sim_clock = 1;
-    else if (suffix_eq(v, n, "0") || suffix_eq(v, n, "false") || suffix_eq(v, n, "off"))
-        o->sim_clock = 0;
-    else return bad(key, v, n, "0 or 1");
-    return CK_OK;
+    return bool_into(key, v, n, &o->sim_clock);
 }
 
 static ck_status p_sim_bw(ck_pool_options *o, const char *key, const char *v, size_t n) {
@@ -179,6 +212,8 @@ static const struct {
     {"host_mem", p_host_mem},       {"fault_create", p_fault_create},
     {"fault_map", p_fault_map},     {"fault_copy", p_fault_copy},
     {"sim_clock", p_sim_clock},     {"sim_bandwidth", p_sim_bw},
+    {"live", p_live},               {"snapshot", p_snapshot},
+    {"snapshot_signal", p_snap_sig},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -209,7 +244,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                 return ck__err(CK_ERR_INVALID,
                                "config key '%.*s' is unknown (known: backend, device, budget, va, "
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
-                               "sim_clock, sim_bandwidth)",
+                               "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;
@@ -219,6 +254,10 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
     if (o.trace_path == tl_trace_scratch) {
         memcpy(tl_trace_path, tl_trace_scratch, sizeof tl_trace_path);
         o.trace_path = tl_trace_path;
+    }
+    if (o.snapshot_path == tl_snap_scratch) {
+        memcpy(tl_snap_path, tl_snap_scratch, sizeof tl_snap_path);
+        o.snapshot_path = tl_snap_path;
     }
     *opts = o;
     return CK_OK;

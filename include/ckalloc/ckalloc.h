@@ -101,6 +101,11 @@ typedef struct ck_pool_options {
     uint64_t fault_copy;    /* fail the Nth copy */
     int sim_clock;          /* 1: stream time is simulated (copy = bytes / sim_bandwidth) */
     double sim_bandwidth;   /* bytes per second for simulated copies; 0 = 25e9 */
+    /* observability (fields are only ever appended: struct_size keeps old callers working) */
+    int live;               /* 1 (default): publish live stats for ckalloc-stat; 0: don't */
+    const char *snapshot_path; /* JSON snapshot written at exit and on snapshot_signal;
+                                  NULL = none. "%p" in it becomes the pid, "%d" the device */
+    int snapshot_signal;    /* signal that writes the snapshot (default SIGUSR2); 0 = none */
 } ck_pool_options;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
@@ -110,12 +115,13 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
 /* Parse a one-string config into *opts, on top of what it holds, e.g.
  *   "backend=host,budget=20G,trace=/tmp/t.csv"
  * Keys: backend (auto|host|cuda), device, budget, va, release (pressure|eager),
- * trace, host_mem, fault_create, fault_map, fault_copy, sim_clock (0|1),
+ * trace, live (0|1), snapshot, snapshot_signal (USR1|USR2|none|number),
+ * host_mem, fault_create, fault_map, fault_copy, sim_clock (0|1),
  * sim_bandwidth. Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful
- * parse on this thread; ck_pool_create copies them. */
+ * parse on this thread; ck_pool_create copies them (trace, snapshot). */
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf);
 
 CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts);
