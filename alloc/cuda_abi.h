@@ -8,6 +8,21 @@
 
 #ifdef __cuda_cuda_h__
 #error "cuda_abi.h stands in for cuda.h; include one or the other"
+
+/* Used only by the interposition library (preload/). */
+typedef CUresult (*ck_pfn_cuMemAlloc_v2)(CUdeviceptr *dptr, size_t bytesize);
+typedef CUresult (*ck_pfn_cuMemFree_v2)(CUdeviceptr dptr);
+typedef CUresult (*ck_pfn_cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytesize, CUstream s);
+typedef CUresult (*ck_pfn_cuMemFreeAsync)(CUdeviceptr dptr, CUstream s);
+typedef CUresult (*ck_pfn_cuCtxGetDevice)(CUdevice *dev);
+typedef CUresult (*ck_pfn_cuCtxSynchronize)(void);
+typedef CUresult (*ck_pfn_cuStreamBeginCapture_v2)(CUstream s, int mode);
+typedef CUresult (*ck_pfn_cuStreamEndCapture)(CUstream s, void **graph);
+typedef CUresult (*ck_pfn_cuGetProcAddress_v2)(const char *symbol, void **pfn, int cuda_version,
+                                              unsigned long long flags, int *status);
+typedef CUresult (*ck_pfn_cuGetProcAddress)(const char *symbol, void **pfn, int cuda_version,
+                                           unsigned long long flags);
+
 #endif
 
 #include <stddef.h>
@@ -30,9 +45,14 @@ enum {
     CUDA_ERROR_INVALID_DEVICE = 101,
     CUDA_ERROR_INVALID_CONTEXT = 201,
     CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_NOT_READY = 600,
+    CUDA_ERROR_ILLEGAL_STATE = 401,
     CUDA_ERROR_NOT_PERMITTED = 800,
     CUDA_ERROR_NOT_SUPPORTED = 801,
+    CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
+    CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901,
+    CUDA_ERROR_STREAM_CAPTURE_UNMATCHED = 903,
     CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906,
     CUDA_ERROR_UNKNOWN = 999
 };
@@ -143,5 +163,20 @@ typedef CUresult (*ck_pfn_cuEventElapsedTime)(float *ms, CUevent start, CUevent 
 typedef CUresult (*ck_pfn_cuMemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
 typedef CUresult (*ck_pfn_cuMemsetD8Async)(CUdeviceptr dst, unsigned char uc, size_t n,
                                            CUstream s);
+
+
+/* Used only by the interposition library (preload/). */
+typedef CUresult (*ck_pfn_cuMemAlloc_v2)(CUdeviceptr *dptr, size_t bytesize);
+typedef CUresult (*ck_pfn_cuMemFree_v2)(CUdeviceptr dptr);
+typedef CUresult (*ck_pfn_cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytesize, CUstream s);
+typedef CUresult (*ck_pfn_cuMemFreeAsync)(CUdeviceptr dptr, CUstream s);
+typedef CUresult (*ck_pfn_cuCtxGetDevice)(CUdevice *dev);
+typedef CUresult (*ck_pfn_cuCtxSynchronize)(void);
+typedef CUresult (*ck_pfn_cuStreamBeginCapture_v2)(CUstream s, int mode);
+typedef CUresult (*ck_pfn_cuStreamEndCapture)(CUstream s, void **graph);
+typedef CUresult (*ck_pfn_cuGetProcAddress_v2)(const char *symbol, void **pfn, int cuda_version,
+                                              unsigned long long flags, int *status);
+typedef CUresult (*ck_pfn_cuGetProcAddress)(const char *symbol, void **pfn, int cuda_version,
+                                           unsigned long long flags);
 
 #endif

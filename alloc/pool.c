@@ -57,6 +57,23 @@ static int grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first)
     return 0;
 }
 
+/* ---------------------------------------------------------------- ring -- */
+
+/* One record of the recent-operations ring: a few stores, no branches, so
+ * the cached alloc+free pair stays cheap. */
+static inline void ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t size,
+                             ck_stream s) {
+    ck_ring_rec *r = &p->ring[p->ring_n++ & (CK_RING_N - 1)];
+    r->tick = ck__ring_clock();
+    r->action = action;
+    r->addr = addr;
+    r->size = size;
+    r->stream = (uintptr_t)s;
+    r->allocated = p->c->allocated_bytes.current;
+    r->reserved = p->c->reserved_bytes.current;
+    r->physical = p->c->physical_bytes.current;
+}
+
 /* ------------------------------------------------------------- rounds -- */
 
 /* Owner of a free block merged from frees on different streams: no stream
@@ -321,15 +338,16 @@ static void seg_destroy(ck_pool *p, ck_seg *g, int unmap) {
     size_t first = chunk_of(p, r, g->va), n = g->size / p->gran;
     if (unmap) {
         p->be->ops->unmap(p->be, g->va, g->size);
-        p->c.num_unmap_calls++;
+        ck__cnt_inc(&p->c->num_unmap_calls);
     }
     p->be->ops->release(p->be, g->phys);
-    p->c.num_release_calls++;
+    ck__cnt_inc(&p->c->num_release_calls);
     for (size_t i = 0; i < n; i++) r->chunk[first + i] = NULL;
-    ck__stat_add(&p->c.mapped_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c.reserved_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c.physical_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c.segment, -1);
+    ck__stat_add(&p->c->mapped_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c->reserved_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c->physical_bytes, -(int64_t)g->size);
+    ck__stat_add(&p->c->segment, -1);
+    ring_push(p, CK_RING_UNMAP, g->va, g->size, NULL);
     free(g);
 }
 
@@ -353,13 +371,14 @@ static ck_status seg_map(ck_pool *p, ck_region *r, size_t first, size_t n, ck_se
         free(g);
         return s;
     }
-    p->c.num_create_calls++;
-    p->c.num_map_calls++;
+    ck__cnt_inc(&p->c->num_create_calls);
+    ck__cnt_inc(&p->c->num_map_calls);
     for (size_t i = 0; i < n; i++) r->chunk[first + i] = g;
-    ck__stat_add(&p->c.mapped_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c.reserved_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c.physical_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c.segment, 1);
+    ck__stat_add(&p->c->mapped_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c->reserved_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c->physical_bytes, (int64_t)g->size);
+    ck__stat_add(&p->c->segment, 1);
+    ring_push(p, CK_RING_MAP, g->va, g->size, NULL);
     /* Not busy yet: the caller marks the block that needed it. */
     g->free_round = p->round_issued;
     seglist_append(p, g);
@@ -581,15 +600,15 @@ static void small_page_return(ck_pool *p, ck_block *sb);
  * it leaves the inactive_split stats while parked. */
 static void spare_park(ck_pool *p, ck_block *sb) {
     p->spare_page = sb;
-    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)sb->size);
-    ck__stat_add(&p->c.inactive_split, -1);
+    ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)sb->size);
+    ck__stat_add(&p->c->inactive_split, -1);
 }
 
 static ck_block *spare_unpark(ck_pool *p) {
     ck_block *sb = p->spare_page;
     p->spare_page = NULL;
-    ck__stat_add(&p->c.inactive_split_bytes, (int64_t)sb->size);
-    ck__stat_add(&p->c.inactive_split, 1);
+    ck__stat_add(&p->c->inactive_split_bytes, (int64_t)sb->size);
+    ck__stat_add(&p->c->inactive_split, 1);
     return sb;
 }
 
@@ -601,21 +620,21 @@ static void block_make_free(ck_pool *p, ck_block *b) {
     b->state = BLK_FREE;
     b->requested = 0;
     if (b->small) {
-        ck__stat_add(&p->c.inactive_split_bytes, (int64_t)b->size);
-        ck__stat_add(&p->c.inactive_split, 1);
+        ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
+        ck__stat_add(&p->c->inactive_split, 1);
     }
     ck_block *n = b->prev;
     if (n && n->state == BLK_FREE) {
         bin_remove(h, n);
         absorb_next(p, n, b);
         b = n;
-        if (b->small) ck__stat_add(&p->c.inactive_split, -1);
+        if (b->small) ck__stat_add(&p->c->inactive_split, -1);
     }
     n = b->next;
     if (n && n->state == BLK_FREE) {
         bin_remove(h, n);
         absorb_next(p, b, n);
-        if (b->small) ck__stat_add(&p->c.inactive_split, -1);
+        if (b->small) ck__stat_add(&p->c->inactive_split, -1);
     }
     if (b->small && !b->prev && !b->next) {
         /* The whole page is free: keep one spare, return the rest. */
@@ -634,8 +653,8 @@ static void block_make_free(ck_pool *p, ck_block *b) {
  * back to the large heap. */
 static void small_page_return(ck_pool *p, ck_block *sb) {
     ck_block *pg = sb->page;
-    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)sb->size);
-    ck__stat_add(&p->c.inactive_split, -1);
+    ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)sb->size);
+    ck__stat_add(&p->c->inactive_split, -1);
     pg->stream = sb->stream;
     pg->free_round = sb->free_round;
     pg->is_page = 0;
@@ -681,23 +700,23 @@ static void pending_process(ck_pool *p, int wait) {
             b->pend = NULL;
             b->npend = 0;
             p->npending--;
-            ck__stat_add(&p->c.active, -1);
-            ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
+            ck__stat_add(&p->c->active, -1);
+            ck__stat_add(&p->c->active_bytes, -(int64_t)b->size);
             block_make_free(p, b);
         }
         b = nx;
     }
 }
 
-static uint64_t live_bytes(const ck_pool *p) { return (uint64_t)p->c.allocated_bytes.current; }
+static uint64_t live_bytes(const ck_pool *p) { return (uint64_t)p->c->allocated_bytes.current; }
 
 static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in) {
     char why[512];
     snprintf(why, sizeof why, "%s", why_in); /* why_in may be the error buffer itself */
     char a[32], bud[32], live[32], cached[32], largest[32], phys[32];
-    uint64_t phys_now = (uint64_t)p->c.physical_bytes.current;
+    uint64_t phys_now = (uint64_t)p->c->physical_bytes.current;
     uint64_t lv = live_bytes(p);
-    uint64_t pend = (uint64_t)(p->c.active_bytes.current - p->c.allocated_bytes.current);
+    uint64_t pend = (uint64_t)(p->c->active_bytes.current - p->c->allocated_bytes.current);
     uint64_t cache = phys_now > lv + pend ? phys_now - lv - pend : 0;
     return ck__err(CK_ERR_NOMEM,
                    "out of memory: cannot allocate %s on stream %p (%s); budget %s, live %s in "
@@ -705,7 +724,7 @@ static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in)
                    "0 B",
                    ck__fmt_bytes(size, a, sizeof a), (void *)s, why,
                    ck__fmt_bytes(p->budget, bud, sizeof bud), ck__fmt_bytes(lv, live, sizeof live),
-                   (long long)p->c.allocation.current, ck__fmt_bytes(cache, cached, sizeof cached),
+                   (long long)p->c->allocation.current, ck__fmt_bytes(cache, cached, sizeof cached),
                    ck__fmt_bytes(ck__largest_free(p), largest, sizeof largest),
                    ck__fmt_bytes(phys_now, phys, sizeof phys));
 }
@@ -715,12 +734,12 @@ static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in)
  * waited for the streams (ck__pool_quiesce), so cached memory is safe to
  * unmap. */
 static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n) {
-    uint64_t phys = (uint64_t)p->c.physical_bytes.current;
+    uint64_t phys = (uint64_t)p->c->physical_bytes.current;
     if (phys + need <= p->budget) return 1;
     size_t want = (size_t)(phys + need - p->budget);
     size_t got = release_free_segs(p, want, keep_a, keep_n);
-    if (got) p->c.num_alloc_retries++;
-    return (uint64_t)p->c.physical_bytes.current + need <= p->budget;
+    if (got) ck__cnt_inc(&p->c->num_alloc_retries);
+    return (uint64_t)p->c->physical_bytes.current + need <= p->budget;
 }
 
 /* A free region tail can be unusable on stream s because a block freed on
@@ -763,9 +782,9 @@ static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s) {
  * ahead by the request's size pinned freed blocks under a budget. */
 static size_t grow_ahead(const ck_pool *p, const ck_block *b, size_t size, size_t need) {
     if (b->next || need == 0) return 0;
-    uint64_t extra = (uint64_t)p->c.mapped_bytes.current / 48;
+    uint64_t extra = (uint64_t)p->c->mapped_bytes.current / 48;
     if (extra > 256 * CK_MiB) extra = 256 * CK_MiB;
-    uint64_t phys = (uint64_t)p->c.physical_bytes.current;
+    uint64_t phys = (uint64_t)p->c->physical_bytes.current;
     uint64_t room = p->budget > phys + need ? p->budget - phys - need : 0;
     if (extra > room) extra = room;
     if (extra > b->size - size) extra = b->size - size;
@@ -798,7 +817,7 @@ static ck_status resegment(ck_pool *p, ck_block *b, size_t size) {
         size_t used = (gend < last + 1 ? gend : last + 1) - i;
         if (g->nbusy == 0 && g->size / p->gran >= RESEG_FACTOR * used) {
             if (g->free_round >= p->round_done &&
-                (uint64_t)p->c.physical_bytes.current > p->budget / 2)
+                (uint64_t)p->c->physical_bytes.current > p->budget / 2)
                 ck__pool_quiesce(p);
             if (g->free_round < p->round_done) {
                 seglist_remove(p, g);
@@ -832,7 +851,7 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
 
     size_t need = b ? unmapped_bytes(p, b->region, b->addr, size)
                     : (size_t)ck__align_up(size, p->gran);
-    if ((uint64_t)p->c.physical_bytes.current + need > p->budget) {
+    if ((uint64_t)p->c->physical_bytes.current + need > p->budget) {
         /* Under pressure: wait for every stream, then look again before
          * unmapping anything. */
         spare_page_drop(p);
@@ -852,7 +871,7 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     if (st == CK_ERR_NOMEM && p->free_segs) {
         /* The device itself is full: give back cached memory and retry. */
         ck__pool_quiesce(p);
-        if (release_free_segs(p, SIZE_MAX, b->addr, size)) p->c.num_alloc_retries++;
+        if (release_free_segs(p, SIZE_MAX, b->addr, size)) ck__cnt_inc(&p->c->num_alloc_retries);
         st = ensure_mapped(p, b->region, b->addr, size, 0);
     }
     if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
@@ -893,16 +912,16 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         b->stream = s;
         b->free_round = p->round_issued;
         hash_insert(p, b);
-        ck__stat_add(&p->c.inactive_split_bytes, (int64_t)b->size);
-        ck__stat_add(&p->c.inactive_split, 1);
+        ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
+        ck__stat_add(&p->c->inactive_split, 1);
         bin_insert(&p->small, b);
     }
     if (b == p->spare_page) spare_unpark(p);
     bin_remove(&p->small, b);
     size_t before = b->size;
     split(p, &p->small, b, size);
-    ck__stat_add(&p->c.inactive_split_bytes, -(int64_t)b->size);
-    if (b->size == before) ck__stat_add(&p->c.inactive_split, -1);
+    ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)b->size);
+    if (b->size == before) ck__stat_add(&p->c->inactive_split, -1);
     *out = b;
     return CK_OK;
 }
@@ -914,27 +933,29 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
         return ck__err(CK_ERR_INVALID, "ck_malloc: size %zu is larger than any device (max %zu)",
                        size, (size_t)CK_MAX_ALLOC);
     size_t rs = (size_t)ck__align_up(size, CK_ROUND);
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     if (p->npending) pending_process(p, 0);
     ck_block *b = NULL;
     ck_status st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
     if (st != CK_OK) {
-        if (st == CK_ERR_NOMEM) p->c.num_ooms++;
+        if (st == CK_ERR_NOMEM) ck__cnt_inc(&p->c->num_ooms);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
-        pthread_mutex_unlock(&p->mu);
+        ring_push(p, CK_RING_ALLOC_FAIL, 0, size, stream);
+        pool_unlock(p);
         return st;
     }
     b->state = BLK_LIVE;
     b->requested = size;
     b->stream = stream;
-    ck__stat_add(&p->c.allocation, 1);
-    ck__stat_add(&p->c.active, 1);
-    ck__stat_add(&p->c.allocated_bytes, (int64_t)b->size);
-    ck__stat_add(&p->c.active_bytes, (int64_t)b->size);
-    ck__stat_add(&p->c.requested_bytes, (int64_t)size);
+    ck__stat_add(&p->c->allocation, 1);
+    ck__stat_add(&p->c->active, 1);
+    ck__stat_add(&p->c->allocated_bytes, (int64_t)b->size);
+    ck__stat_add(&p->c->active_bytes, (int64_t)b->size);
+    ck__stat_add(&p->c->requested_bytes, (int64_t)size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
+    ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
     ck__pool_eager_release(p);
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     *ptr = (void *)b->addr;
     return CK_OK;
 }
@@ -958,17 +979,18 @@ static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **ou
 
 CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_free: pool is NULL");
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     ck_block *b;
     ck_status st = live_block(p, ptr, "ck_free", &b);
     if (st != CK_OK) {
-        pthread_mutex_unlock(&p->mu);
+        pool_unlock(p);
         return st;
     }
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_FREE, b->addr, b->requested, (uintptr_t)stream);
-    ck__stat_add(&p->c.allocation, -1);
-    ck__stat_add(&p->c.allocated_bytes, -(int64_t)b->size);
-    ck__stat_add(&p->c.requested_bytes, -(int64_t)b->requested);
+    ck__stat_add(&p->c->allocation, -1);
+    ck__stat_add(&p->c->allocated_bytes, -(int64_t)b->size);
+    ck__stat_add(&p->c->requested_bytes, -(int64_t)b->requested);
+    ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
     b->stream = stream;
     b->free_round = p->round_issued;
     if (p->ndirty == 0 || p->dirty[p->ndirty - 1] != stream) mark_dirty(p, stream);
@@ -1004,18 +1026,18 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         p->pending = b;
         p->npending++;
     } else {
-        ck__stat_add(&p->c.active, -1);
-        ck__stat_add(&p->c.active_bytes, -(int64_t)b->size);
+        ck__stat_add(&p->c->active, -1);
+        ck__stat_add(&p->c->active_bytes, -(int64_t)b->size);
         block_make_free(p, b);
         ck__pool_eager_release(p);
     }
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     return CK_OK;
 }
 
 CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_record_stream: pool is NULL");
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     ck_block *b;
     /* The allocation stream counts too: freeing on another stream must wait
      * for it when the caller says it uses the block. */
@@ -1037,18 +1059,18 @@ CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
         }
     }
     ck__pool_eager_release(p);
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     return st;
 }
 
 CK_API ck_status ck_trim(ck_pool *p, size_t *released) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_trim: pool is NULL");
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     pending_process(p, 0);
     spare_page_drop(p);
     ck__pool_quiesce(p);
     size_t got = release_free_segs(p, SIZE_MAX, 0, 0);
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     if (released) *released = got;
     return CK_OK;
 }
@@ -1088,12 +1110,17 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     }
     p->be = be;
     p->opts = o;
+    /* Private counters until ck__live_attach moves them into shared memory. */
+    p->c = &p->c_private;
+    p->seq = &p->seq_private;
     p->gran = be->granularity;
     p->budget = o.budget ? o.budget : be->total_mem;
     uint64_t va = o.va_size ? o.va_size : be->total_mem + be->total_mem / 2;
     p->va_default = (size_t)ck__align_up(va < p->gran ? p->gran : va, p->gran);
     /* Round 0 is "before anything": blocks stamped 0 are safe everywhere. */
     p->round_issued = p->round_done = 1;
+    p->ring_tick0 = ck__ring_clock();
+    p->ring_ns0 = ck__now_ns();
     p->hbits = 10;
     p->hmask = ((size_t)1 << p->hbits) - 1;
     p->htab = calloc(p->hmask + 1, sizeof *p->htab);
@@ -1107,20 +1134,25 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     }
     ck_block *first;
     if (s == CK_OK) s = region_add(p, p->va_default, &first);
+    if (s == CK_OK) s = ck__snapshot_attach(p);
     if (s != CK_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ck_last_error());
         ck_pool_destroy(p);
         return ck__err(s, "%s", msg);
     }
+    /* Last, so the slot shows the backend, device and budget in force. */
+    if (p->opts.live) ck__live_attach(p);
     *out = p;
     return CK_OK;
 }
 
 CK_API ck_status ck_pool_destroy(ck_pool *p) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_pool_destroy: pool is NULL");
-    ck_status result = CK_OK;
-    pthread_mutex_lock(&p->mu);
+    /* The snapshot shows the pool as it was in use, before teardown. */
+    ck_status result = ck__snapshot_detach(p);
+    ck__live_detach(p);
+    pool_lock(p);
     pending_process(p, 1);
     ck__pool_quiesce(p);
     /* Unmap and release every segment, then the regions. */
@@ -1161,7 +1193,7 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     free(p->ev_cache);
     free(p->dirty);
     free(p->trace_path);
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     pthread_mutex_destroy(&p->mu);
     free(p);
     return result;
@@ -1195,4 +1227,19 @@ uint64_t ck__largest_free(ck_pool *p) {
         }
     }
     return best;
+}
+
+/* ------------------------------------------------ interposition helpers -- */
+
+int ck__pool_contains(ck_pool *p, const void *ptr) {
+    pool_lock(p);
+    int in = region_of(p, (uintptr_t)ptr) != NULL;
+    pool_unlock(p);
+    return in;
+}
+
+void ck__pool_stream_gone(ck_pool *p, ck_stream s) {
+    pool_lock(p);
+    ck__pool_forget_stream(p, s);
+    pool_unlock(p);
 }

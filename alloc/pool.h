@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "internal.h"
+#include "live.h"
 #include "trace.h"
 
 #include <pthread.h>
@@ -78,15 +79,38 @@ struct ck_block {
     uint8_t state;
     uint8_t small;            /* lives in the small heap */
     uint8_t is_page;          /* large block hosting a small page */
+    uint16_t tag;             /* 0 = untagged; the tag API will set it (fits the padding) */
 };
 
-typedef struct ck_counters {
-    ck_stat allocation, segment, active, inactive_split;
-    ck_stat allocated_bytes, reserved_bytes, active_bytes, inactive_split_bytes, requested_bytes;
-    ck_stat mapped_bytes, physical_bytes;
-    uint64_t num_alloc_retries, num_ooms;
-    uint64_t num_map_calls, num_unmap_calls, num_create_calls, num_release_calls;
-} ck_counters;
+/* Recent operations, for snapshots: a ring of the last CK_RING_N, written
+ * under the pool lock with a few stores per operation (no formatting). */
+#define CK_RING_N 4096u /* power of two */
+enum { CK_RING_ALLOC = 0, CK_RING_FREE = 1, CK_RING_ALLOC_FAIL = 2, CK_RING_MAP = 3, CK_RING_UNMAP = 4 };
+
+typedef struct ck_ring_rec {
+    uint64_t tick; /* ck__ring_clock(); snapshot.c turns it into ns */
+    uint64_t addr, size, stream;
+    int64_t allocated, reserved, physical; /* the pool's bytes after the op */
+    uint64_t action;
+} ck_ring_rec;
+
+/* A cheap timestamp for the ring: the TSC where there is one (a third of
+ * clock_gettime's cost on a VM), calibrated against ck__now_ns when a
+ * snapshot is written. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+static inline uint64_t ck__ring_clock(void) { return __rdtsc(); }
+#elif defined(__aarch64__)
+static inline uint64_t ck__ring_clock(void) {
+    uint64_t v;
+    __asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+    return v;
+}
+#else
+static inline uint64_t ck__ring_clock(void) { return ck__now_ns(); }
+#endif
+
+/* ck_counters is defined in live.h: it is part of the shared-memory layout. */
 
 struct ck_pool {
     pthread_mutex_t mu;
@@ -94,6 +118,7 @@ struct ck_pool {
     ck_pool_options opts;
     char *trace_path;
     ck_trace_writer *trace;
+    char *snapshot_path; /* owned copy (snapshot.c); opts.snapshot_path points here */
     uint64_t budget;
     size_t gran;
     size_t va_default;
@@ -125,7 +150,23 @@ struct ck_pool {
     ck_event *ev_cache;     /* idle events for reuse */
     size_t nev_cache, cap_ev_cache;
 
-    ck_counters c;
+    /* The counters: p->c points into the pool's live slot (shared memory,
+     * ckalloc-stat reads it) or at c_private (live=0, no segment, no free
+     * slot, or a forked child). seq is the slot's seqlock counter or
+     * seq_private; pool_lock/pool_unlock bump it. */
+    ck_counters *c;
+    _Atomic uint64_t *seq;
+    ck_live_slot *live;     /* NULL when private */
+    uint64_t live_served;   /* the last reader request answered */
+    uint64_t live_next_seq; /* answer no new request before seq reaches this */
+    int live_slot;
+    _Atomic uint64_t seq_private;
+    ck_counters c_private;
+
+    /* recent operations (snapshot.c reads them under the lock) */
+    uint64_t ring_n;                /* records ever pushed */
+    uint64_t ring_tick0, ring_ns0;  /* clock calibration taken at create */
+    ck_ring_rec ring[CK_RING_N];
 };
 
 /* stats.c */
@@ -139,5 +180,43 @@ ck_status ck__pool_quiesce(ck_pool *p);
 void ck__pool_eager_release(ck_pool *p);
 /* pool.c: drop a stream from the round bookkeeping before it is destroyed. */
 void ck__pool_forget_stream(ck_pool *p, ck_stream s);
+
+/* For the interposition library (each takes the lock): 1 if ptr lies in one
+ * of the pool's VA regions; forget a stream its owner is about to destroy. */
+int ck__pool_contains(ck_pool *p, const void *ptr);
+void ck__pool_stream_gone(ck_pool *p, ck_stream s);
+
+/* stats.c: the stats of p (lock held), and the one emitter for a copy of them. */
+void ck__stats_fill(ck_pool *p, ck_stats *st);
+ck_status ck__stats_print(FILE *out, ck_format format, const char *backend, const ck_stats *st);
+
+/* snapshot.c: pools with a snapshot path are written at exit, on their
+ * signal, and by detach (ck_pool_destroy, before teardown). attach copies the
+ * path into p->opts.snapshot_path; detach returns CK_ERR_IO if the write failed. */
+ck_status ck__snapshot_attach(ck_pool *p);
+ck_status ck__snapshot_detach(ck_pool *p);
+
+/* The pool lock, which is also the write side of the live seqlock (see
+ * live.h): seq is odd while the lock is held. Its only writer is the lock
+ * holder, so a relaxed load + store suffices; the release fence orders the
+ * odd value before the counter stores, the release store of the even value
+ * after them. Use these wherever the pool mutex is taken. */
+static inline void pool_lock(ck_pool *p) {
+    pthread_mutex_lock(&p->mu);
+    uint64_t s = atomic_load_explicit(p->seq, memory_order_relaxed);
+    atomic_store_explicit(p->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static inline void pool_unlock(ck_pool *p) {
+    uint64_t s = atomic_load_explicit(p->seq, memory_order_relaxed);
+    /* One relaxed load on the hot path: has a reader asked for the top list?
+     * seq doubles as an operation count that paces the answers (live.c). */
+    if (p->live && atomic_load_explicit(&p->live->request, memory_order_relaxed) != p->live_served &&
+        s >= p->live_next_seq)
+        ck__live_serve(p);
+    atomic_store_explicit(p->seq, s + 1, memory_order_release);
+    pthread_mutex_unlock(&p->mu);
+}
 
 #endif

@@ -5,20 +5,23 @@
 #include <inttypes.h>
 #include <string.h>
 
+/* Stores are relaxed atomics: the counters may sit in the live segment, where
+ * ckalloc-stat copies them while the lock holder writes (see live.h). */
 void ck__stat_add(ck_stat *s, int64_t delta) {
-    s->current += delta;
+    int64_t cur = s->current + delta;
+    __atomic_store_n(&s->current, cur, __ATOMIC_RELAXED);
     if (delta > 0) {
-        s->allocated += (uint64_t)delta;
-        if (s->current > s->peak) s->peak = s->current;
+        ck__cnt_set(&s->allocated, s->allocated + (uint64_t)delta);
+        if (cur > s->peak) __atomic_store_n(&s->peak, cur, __ATOMIC_RELAXED);
     } else {
-        s->freed += (uint64_t)-delta;
+        ck__cnt_set(&s->freed, s->freed + (uint64_t)-delta);
     }
 }
 
-static void fill(ck_pool *p, ck_stats *st) {
+void ck__stats_fill(ck_pool *p, ck_stats *st) {
     memset(st, 0, sizeof *st);
     st->struct_size = sizeof *st;
-    const ck_counters *c = &p->c;
+    const ck_counters *c = p->c;
     st->allocation = c->allocation;
     st->segment = c->segment;
     st->active = c->active;
@@ -49,10 +52,10 @@ CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
                        "to sizeof(ck_stats))",
                        n);
     ck_stats st;
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     ck__pool_eager_release(p);
-    fill(p, &st);
-    pthread_mutex_unlock(&p->mu);
+    ck__stats_fill(p, &st);
+    pool_unlock(p);
     memcpy(out, &st, n);
     out->struct_size = n;
     return CK_OK;
@@ -60,13 +63,14 @@ CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
 
 CK_API ck_status ck_reset_peak_stats(ck_pool *p) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_reset_peak_stats: pool is NULL");
-    pthread_mutex_lock(&p->mu);
-    ck_stat *all[] = {&p->c.allocation,      &p->c.segment,         &p->c.active,
-                      &p->c.inactive_split,  &p->c.allocated_bytes, &p->c.reserved_bytes,
-                      &p->c.active_bytes,    &p->c.inactive_split_bytes,
-                      &p->c.requested_bytes, &p->c.mapped_bytes,    &p->c.physical_bytes};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) all[i]->peak = all[i]->current;
-    pthread_mutex_unlock(&p->mu);
+    pool_lock(p);
+    ck_stat *all[] = {&p->c->allocation,      &p->c->segment,         &p->c->active,
+                      &p->c->inactive_split,  &p->c->allocated_bytes, &p->c->reserved_bytes,
+                      &p->c->active_bytes,    &p->c->inactive_split_bytes,
+                      &p->c->requested_bytes, &p->c->mapped_bytes,    &p->c->physical_bytes};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        __atomic_store_n(&all[i]->peak, all[i]->current, __ATOMIC_RELAXED);
+    pool_unlock(p);
     return CK_OK;
 }
 
@@ -139,30 +143,35 @@ CK_API ck_status ck_print_stats(ck_pool *p, FILE *out, ck_format format) {
     if (format != CK_FORMAT_TABLE && format != CK_FORMAT_JSON)
         return ck__err(CK_ERR_INVALID, "ck_print_stats: unknown format %d", (int)format);
     ck_stats st;
-    pthread_mutex_lock(&p->mu);
-    fill(p, &st);
-    pthread_mutex_unlock(&p->mu);
+    pool_lock(p);
+    ck__stats_fill(p, &st);
+    pool_unlock(p);
+    return ck__stats_print(out, format, p->be->name, &st);
+}
+
+/* Also used by snapshot.c, so a snapshot's "stats" has the same keys. */
+ck_status ck__stats_print(FILE *out, ck_format format, const char *backend, const ck_stats *st) {
     emitter e = {out, format, 0};
-    em_begin(&e, p->be->name, &st);
-    em_stat(&e, "allocated_bytes", &st.allocated_bytes, 1);
-    em_stat(&e, "requested_bytes", &st.requested_bytes, 1);
-    em_stat(&e, "active_bytes", &st.active_bytes, 1);
-    em_stat(&e, "inactive_split_bytes", &st.inactive_split_bytes, 1);
-    em_stat(&e, "reserved_bytes", &st.reserved_bytes, 1);
-    em_stat(&e, "mapped_bytes", &st.mapped_bytes, 1);
-    em_stat(&e, "physical_bytes", &st.physical_bytes, 1);
-    em_stat(&e, "allocation", &st.allocation, 0);
-    em_stat(&e, "active", &st.active, 0);
-    em_stat(&e, "inactive_split", &st.inactive_split, 0);
-    em_stat(&e, "segment", &st.segment, 0);
-    em_count(&e, "largest_free", st.largest_free, 1);
-    em_count(&e, "num_alloc_retries", st.num_alloc_retries, 0);
-    em_count(&e, "num_ooms", st.num_ooms, 0);
-    em_count(&e, "num_map_calls", st.num_map_calls, 0);
-    em_count(&e, "num_unmap_calls", st.num_unmap_calls, 0);
-    em_count(&e, "num_create_calls", st.num_create_calls, 0);
-    em_count(&e, "num_release_calls", st.num_release_calls, 0);
-    em_end(&e, &st);
+    em_begin(&e, backend, st);
+    em_stat(&e, "allocated_bytes", &st->allocated_bytes, 1);
+    em_stat(&e, "requested_bytes", &st->requested_bytes, 1);
+    em_stat(&e, "active_bytes", &st->active_bytes, 1);
+    em_stat(&e, "inactive_split_bytes", &st->inactive_split_bytes, 1);
+    em_stat(&e, "reserved_bytes", &st->reserved_bytes, 1);
+    em_stat(&e, "mapped_bytes", &st->mapped_bytes, 1);
+    em_stat(&e, "physical_bytes", &st->physical_bytes, 1);
+    em_stat(&e, "allocation", &st->allocation, 0);
+    em_stat(&e, "active", &st->active, 0);
+    em_stat(&e, "inactive_split", &st->inactive_split, 0);
+    em_stat(&e, "segment", &st->segment, 0);
+    em_count(&e, "largest_free", st->largest_free, 1);
+    em_count(&e, "num_alloc_retries", st->num_alloc_retries, 0);
+    em_count(&e, "num_ooms", st->num_ooms, 0);
+    em_count(&e, "num_map_calls", st->num_map_calls, 0);
+    em_count(&e, "num_unmap_calls", st->num_unmap_calls, 0);
+    em_count(&e, "num_create_calls", st->num_create_calls, 0);
+    em_count(&e, "num_release_calls", st->num_release_calls, 0);
+    em_end(&e, st);
     if (ferror(out)) return ck__err(CK_ERR_IO, "ck_print_stats: write failed");
     return CK_OK;
 }

@@ -17,9 +17,9 @@ CK_API ck_status ck_stream_destroy(ck_pool *p, ck_stream s) {
     CHECK_POOL("ck_stream_destroy");
     if (!s) return ck__err(CK_ERR_INVALID, "ck_stream_destroy: the default stream cannot be destroyed");
     /* Blocks freed on s must be fenced before s goes away. */
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     ck__pool_forget_stream(p, s);
-    pthread_mutex_unlock(&p->mu);
+    pool_unlock(p);
     return p->be->ops->stream_destroy(p->be, s);
 }
 

@@ -206,6 +206,26 @@ typedef enum ck_format { CK_FORMAT_TABLE = 0, CK_FORMAT_JSON = 1 } ck_format;
 /* Print the stats as an aligned table or one JSON object. */
 CK_API ck_status ck_print_stats(ck_pool *pool, FILE *out, ck_format format);
 
+/* ---- snapshots ---------------------------------------------------------- */
+
+/* Write a JSON snapshot of the pool to path: format "ckalloc-snapshot"
+ * version 1, with the pid, command line and time, and per pool its device,
+ * backend, stats (the keys of ck_print_stats' JSON), segments, blocks, live
+ * bytes per tag and its last 4096 operations (time, action, address, size,
+ * stream, and allocated / reserved / physical bytes after each). "%p" in path
+ * becomes the pid, "%d" the device, "%%" a '%'. path NULL writes the pool's
+ * own snapshot file (config key snapshot) with every pool that shares it.
+ * The file is written beside path under a temporary name and renamed, so a
+ * reader never sees half of it. A path that cannot be written is CK_ERR_IO
+ * saying why, with nothing left behind. ckalloc-stat FILE.json reports it;
+ * ckalloc-stat --html FILE.json -o OUT.html draws it.
+ *
+ * A pool with a snapshot path also writes it at exit, when destroyed, and on
+ * its snapshot_signal (SIGUSR2 by default): ckalloc then takes that signal
+ * over (its handler replaces any other) and writes from a thread of its own.
+ * A forked child does not write its parent's pools. */
+CK_API ck_status ck_snapshot_write(ck_pool *pool, const char *path);
+
 /* ---- streams, events, copies (both backends) --------------------------- */
 
 CK_API ck_status ck_stream_create(ck_pool *pool, ck_stream *out);

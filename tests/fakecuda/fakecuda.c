@@ -33,12 +33,19 @@
  *                              to its first N queries (until a synchronize)
  *   CKFAKECUDA_CAPTURING=1     every stream reports an active graph capture
  *
+ * For the preload tests it also implements the classic allocator
+ * (cuMemAlloc_v2/cuMemFree_v2, cuMemAllocAsync/cuMemFreeAsync, plain malloc
+ * behind them, counted), cuGetProcAddress(_v2) the way cudart uses it, and
+ * cuStreamBeginCapture_v2/cuStreamEndCapture with a per-stream capture flag.
+ * It is also built as libcuda.so.1 so programs link and load it by that name.
+ *
  * Only cuEventElapsedTime is exported (not _v2), so the backend's fallback
  * to the older name is what CI runs.
  */
 #include "cuda_abi.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,8 +67,16 @@ struct CUctx_st {
 
 struct CUstream_st {
     uint64_t magic;
+    int capturing;
     struct CUstream_st *next;
 };
+
+/* cuMemAlloc'ed blocks (the classic allocator). */
+typedef struct fk_alloc {
+    void *p;
+    size_t size;
+    struct fk_alloc *next;
+} fk_alloc;
 
 struct CUevent_st {
     uint64_t magic;
@@ -153,9 +168,13 @@ static CUresult need_ctx(void) {
     return CUDA_SUCCESS;
 }
 
+/* The special handles CU_STREAM_LEGACY and CU_STREAM_PER_THREAD. */
+#define FK_STREAM_LEGACY ((CUstream)0x1)
+#define FK_STREAM_PER_THREAD ((CUstream)0x2)
+
 static int stream_ok(CUstream s) {
-    if (!s)
-        return 1; /* the legacy default stream */
+    if (!s || s == FK_STREAM_LEGACY || s == FK_STREAM_PER_THREAD)
+        return 1; /* the default streams */
     for (struct CUstream_st *p = g_streams; p; p = p->next)
         if (p == s)
             return 1;
@@ -809,7 +828,9 @@ static CUresult stream_is_capturing(CUstream s, CUstreamCaptureStatus *st) {
         return r;
     if (!st)
         return CUDA_ERROR_INVALID_VALUE;
-    *st = g_capturing ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
+    int cap = g_capturing || (s && s != FK_STREAM_LEGACY && s != FK_STREAM_PER_THREAD &&
+                              s->capturing);
+    *st = cap ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
     return CUDA_SUCCESS;
 }
 
@@ -917,6 +938,182 @@ FK_API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
     LOCKED(event_elapsed(ms, a, b));
 }
 
+/* ---- the classic allocator, capture, proc addresses ------------------- */
+
+static fk_alloc *g_allocs;
+static unsigned long g_n_allocs, g_alloc_calls, g_free_calls;
+
+static CUresult mem_alloc(CUdeviceptr *dptr, size_t size) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!dptr || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    g_alloc_calls++;
+    if (g_used + size > g_total)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    fk_alloc *a = calloc(1, sizeof *a);
+    void *p = NULL;
+    if (!a || posix_memalign(&p, 256, size) != 0) {
+        free(a);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    a->p = p;
+    a->size = size;
+    a->next = g_allocs;
+    g_allocs = a;
+    g_n_allocs++;
+    g_used += size;
+    *dptr = (CUdeviceptr)(uintptr_t)p;
+    return CUDA_SUCCESS;
+}
+
+static CUresult mem_free(CUdeviceptr dptr) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    g_free_calls++;
+    for (fk_alloc **pp = &g_allocs; *pp; pp = &(*pp)->next)
+        if ((uintptr_t)(*pp)->p == dptr) {
+            fk_alloc *a = *pp;
+            *pp = a->next;
+            g_used -= a->size;
+            g_n_allocs--;
+            free(a->p);
+            free(a);
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+FK_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t size) { LOCKED(mem_alloc(dptr, size)); }
+FK_API CUresult cuMemFree_v2(CUdeviceptr dptr) { LOCKED(mem_free(dptr)); }
+
+static CUresult mem_alloc_async(CUdeviceptr *dptr, size_t size, CUstream s) {
+    CUresult r = stream_check(s);
+    return r != CUDA_SUCCESS ? r : mem_alloc(dptr, size);
+}
+static CUresult mem_free_async(CUdeviceptr dptr, CUstream s) {
+    CUresult r = stream_check(s);
+    return r != CUDA_SUCCESS ? r : mem_free(dptr);
+}
+FK_API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s) {
+    LOCKED(mem_alloc_async(dptr, size, s));
+}
+FK_API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) { LOCKED(mem_free_async(dptr, s)); }
+FK_API CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s) {
+    LOCKED(mem_alloc_async(dptr, size, s));
+}
+FK_API CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
+    LOCKED(mem_free_async(dptr, s));
+}
+
+/* What cudart's cudaMalloc does with a memory pool we do not interpose;
+ * a test uses it to get a pointer the preload library has never seen. */
+FK_API CUresult ckfake_alloc_direct(CUdeviceptr *dptr, size_t size) {
+    LOCKED(mem_alloc(dptr, size));
+}
+
+static CUresult ctx_device(CUdevice *dev) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!dev)
+        return CUDA_ERROR_INVALID_VALUE;
+    *dev = tl_ctx->dev;
+    return CUDA_SUCCESS;
+}
+FK_API CUresult cuCtxGetDevice(CUdevice *dev) { LOCKED(ctx_device(dev)); }
+FK_API CUresult cuCtxSynchronize(void) { LOCKED(need_ctx()); }
+FK_API CUresult cuDriverGetVersion(int *v) {
+    if (!v)
+        return CUDA_ERROR_INVALID_VALUE;
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+
+static CUresult capture_set(CUstream s, int on) {
+    CUresult r = stream_check(s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!s || s == FK_STREAM_LEGACY || s == FK_STREAM_PER_THREAD)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (s->capturing == on)
+        return on ? CUDA_ERROR_ILLEGAL_STATE : CUDA_ERROR_STREAM_CAPTURE_UNMATCHED;
+    s->capturing = on;
+    return CUDA_SUCCESS;
+}
+FK_API CUresult cuStreamBeginCapture_v2(CUstream s, int mode) {
+    (void)mode;
+    LOCKED(capture_set(s, 1));
+}
+/* The graph is not modelled: *graph is set to NULL. */
+FK_API CUresult cuStreamEndCapture(CUstream s, void **graph) {
+    if (graph)
+        *graph = NULL;
+    LOCKED(capture_set(s, 0));
+}
+
+/* The driver's own lookup, as cudart uses it: base names ("cuMemAlloc") give
+ * the newest version ("_v2"), the per-thread flag the "_ptsz" variant. A
+ * table, not dlsym: the real driver never goes through (interposable) dlsym. */
+FK_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                    unsigned long long flags, int *status);
+FK_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                 unsigned long long flags);
+#define FK_PROC(base, fn) {base, 0, (void *)fn}
+#define FK_PROC_PTDS(base, fn) {base, 1, (void *)fn}
+static const struct {
+    const char *name;
+    int ptds;
+    void *fn;
+} fk_procs[] = {
+    FK_PROC("cuInit", cuInit),
+    FK_PROC("cuDeviceGet", cuDeviceGet),
+    FK_PROC("cuDeviceGetCount", cuDeviceGetCount),
+    FK_PROC("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain),
+    FK_PROC("cuCtxSetCurrent", cuCtxSetCurrent),
+    FK_PROC("cuCtxGetCurrent", cuCtxGetCurrent),
+    FK_PROC("cuCtxGetDevice", cuCtxGetDevice),
+    FK_PROC("cuCtxSynchronize", cuCtxSynchronize),
+    FK_PROC("cuMemAlloc", cuMemAlloc_v2),
+    FK_PROC("cuMemFree", cuMemFree_v2),
+    FK_PROC("cuMemGetInfo", cuMemGetInfo_v2),
+    FK_PROC("cuMemAllocAsync", cuMemAllocAsync),
+    FK_PROC_PTDS("cuMemAllocAsync", cuMemAllocAsync_ptsz),
+    FK_PROC("cuMemFreeAsync", cuMemFreeAsync),
+    FK_PROC_PTDS("cuMemFreeAsync", cuMemFreeAsync_ptsz),
+    FK_PROC("cuStreamCreate", cuStreamCreate),
+    FK_PROC("cuStreamDestroy", cuStreamDestroy_v2),
+    FK_PROC("cuStreamSynchronize", cuStreamSynchronize),
+    FK_PROC("cuStreamIsCapturing", cuStreamIsCapturing),
+    FK_PROC("cuStreamBeginCapture", cuStreamBeginCapture_v2),
+    FK_PROC("cuStreamEndCapture", cuStreamEndCapture),
+    FK_PROC("cuMemcpyAsync", cuMemcpyAsync),
+    FK_PROC("cuMemsetD8Async", cuMemsetD8Async),
+    FK_PROC("cuGetProcAddress", cuGetProcAddress_v2),
+};
+
+FK_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                    unsigned long long flags, int *status) {
+    (void)cuda_version;
+    if (!symbol || !pfn)
+        return CUDA_ERROR_INVALID_VALUE;
+    void *f = NULL;
+    int ptds = (flags & 2) != 0; /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+    for (size_t i = 0; i < sizeof fk_procs / sizeof fk_procs[0]; i++)
+        if (strcmp(fk_procs[i].name, symbol) == 0 && (!f || fk_procs[i].ptds == ptds))
+            f = fk_procs[i].fn;
+    if (status)
+        *status = f ? 0 : 1; /* CU_GET_PROC_ADDRESS_SUCCESS / SYMBOL_NOT_FOUND */
+    *pfn = f;
+    return f ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+FK_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                 unsigned long long flags) {
+    return cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, NULL);
+}
+
 /* ---- counters for tests ------------------------------------------------ */
 
 #define FK_COUNTER(name, var)         \
@@ -935,6 +1132,10 @@ FK_COUNTER(ckfake_live_streams, g_n_streams)
 FK_COUNTER(ckfake_live_events, g_n_events)
 FK_COUNTER(ckfake_used_bytes, (unsigned long)g_used)
 FK_COUNTER(ckfake_ctx_refs, (unsigned long)g_ctx[0].refs)
+/* The classic allocator: blocks alive, and calls that reached it. */
+FK_COUNTER(ckfake_memalloc_live, g_n_allocs)
+FK_COUNTER(ckfake_memalloc_calls, g_alloc_calls)
+FK_COUNTER(ckfake_memfree_calls, g_free_calls)
 
 /* Our definitions must match the ABI the backend calls through. */
 #define FK_SIG(name) \

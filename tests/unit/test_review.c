@@ -317,7 +317,7 @@ static void wb_check(ck_pool *p) {
     REQ(p->round_done <= p->round_issued);
     if (p->round_done == p->round_issued) REQ_EQ(p->nround_ev, 0);
     /* counters */
-    const ck_counters *c = &p->c;
+    const ck_counters *c = p->c;
     REQ_EQ(c->allocation.current, live_n);
     REQ_EQ(c->allocated_bytes.current, live_b);
     REQ_EQ(c->active.current, live_n + pend_n);

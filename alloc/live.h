@@ -1,0 +1,152 @@
+/* Live statistics in shared memory, read by ckalloc-stat while the process
+ * runs.
+ *
+ * One segment per process, /dev/shm/ckalloc.<pid> (shm_open "/ckalloc.<pid>",
+ * mode 0600), created at the first pool with live=1 and removed when the last
+ * such pool is destroyed or the process exits. It holds a header and
+ * CK_LIVE_SLOTS slots, one per pool. A pool's counters live in its slot
+ * (zero copy: ck_pool.c points there), so publishing costs the owner nothing
+ * but a sequence counter bumped to odd when the pool lock is taken and back to
+ * even when it is released (a seqlock). A reader copies the slot and keeps the
+ * copy only if the counter was even and unchanged around it.
+ *
+ * The top-16 list of live blocks and largest_free cost a walk, so the owner
+ * fills them only when asked: a reader adds 1 to `request`; the owner sees
+ * request != served when it next releases the lock, fills them, and sets
+ * served = request.
+ *
+ * Layout rules: every field is 8-byte sized or padded, slots are 64-byte
+ * aligned, and any change to ck_live_header, ck_live_slot or ck_counters must
+ * bump CK_LIVE_VERSION (the size asserts in live.c catch most changes). */
+#ifndef CK_LIVE_H
+#define CK_LIVE_H
+
+#include "ckalloc/ckalloc.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The pool's counters (published as they are: part of the slot layout). */
+typedef struct ck_counters {
+    ck_stat allocation, segment, active, inactive_split;
+    ck_stat allocated_bytes, reserved_bytes, active_bytes, inactive_split_bytes, requested_bytes;
+    ck_stat mapped_bytes, physical_bytes;
+    uint64_t num_alloc_retries, num_ooms;
+    uint64_t num_map_calls, num_unmap_calls, num_create_calls, num_release_calls;
+} ck_counters;
+
+/* Single writer (the lock holder), readers in other processes: the writer's
+ * stores are relaxed atomics (a plain mov on x86), so a concurrent copy is a
+ * race-free read of possibly mixed values that the seqlock then rejects. */
+static inline void ck__cnt_set(uint64_t *v, uint64_t x) { __atomic_store_n(v, x, __ATOMIC_RELAXED); }
+static inline void ck__cnt_inc(uint64_t *v) { ck__cnt_set(v, *v + 1); }
+
+#define CK_LIVE_MAGIC 0x0a6576696c616b63ull /* "ckalive\n" in little-endian bytes */
+#define CK_LIVE_VERSION 1u
+#define CK_LIVE_SLOTS 16
+#define CK_LIVE_TOP 16
+#define CK_LIVE_DIR "/dev/shm"     /* where glibc's shm_open puts "/ckalloc.<pid>" */
+#define CK_LIVE_PREFIX "ckalloc."
+
+typedef struct ck_live_top {
+    uint64_t addr, size, requested, stream;
+    char tag[32]; /* "" = untagged (no tag API yet) */
+} ck_live_top;
+
+typedef struct ck_live_header {
+    uint64_t magic;       /* CK_LIVE_MAGIC, stored last when the segment is created */
+    uint32_t version;     /* CK_LIVE_VERSION */
+    uint32_t header_size; /* sizeof(ck_live_header): the slots start here */
+    uint32_t slot_size;   /* sizeof(ck_live_slot) */
+    uint32_t nslots;      /* CK_LIVE_SLOTS */
+    int32_t pid;
+    uint32_t uid;
+    uint64_t start_time;  /* /proc/PID/stat field 22: tells a reused pid apart */
+    uint64_t created_ns;  /* CLOCK_REALTIME */
+    char cmdline[256];    /* /proc/self/cmdline, NULs as spaces, truncated */
+    uint64_t reserved[2];
+} ck_live_header;
+
+typedef struct ck_live_slot {
+    /* Set by attach/detach (inside a seq window). */
+    uint64_t in_use;     /* 1 while a pool owns the slot */
+    uint64_t pool_id;    /* per-process serial of the pool, from 1 */
+    int64_t device;
+    char backend[16];
+    uint64_t budget, total_mem;
+    uint64_t reserved0;
+    /* Written under the pool lock. Odd seq: an update is under way. */
+    _Alignas(64) _Atomic uint64_t seq;
+    _Atomic uint64_t served; /* the last request the owner answered */
+    ck_counters c;
+    uint64_t largest_free; /* as of top_ns */
+    uint64_t top_ns;       /* CLOCK_REALTIME when top[] was filled; 0 = never */
+    uint64_t ntop;
+    ck_live_top top[CK_LIVE_TOP];
+    /* Written by readers only, on a line of its own. */
+    _Alignas(64) _Atomic uint64_t request;
+} ck_live_slot;
+
+/* ---- the owner (live.c; called by pool.c) ---- */
+
+/* Publish p (opts.live=1) in this process's segment; on any failure (no
+ * /dev/shm, no free slot) p keeps its private counters. */
+void ck__live_attach(ck_pool *p);
+/* Take p out of the segment (its counters move back into the pool); the
+ * segment is removed with its last pool. */
+void ck__live_detach(ck_pool *p);
+/* Lock held: answer a reader's request (top list, largest_free). */
+void ck__live_serve(ck_pool *p);
+
+/* ---- the reader (live.c; used by ckalloc-stat, the tests and the bench) ---- */
+
+enum {
+    CK_LIVE_OK = 0,
+    CK_LIVE_NONE = 1,    /* no segment for this pid */
+    CK_LIVE_IGNORED = 2, /* stale or foreign segment: why says which */
+    CK_LIVE_ERROR = 3    /* could not read it (why says) */
+};
+
+typedef struct ck_live_pool {
+    int slot;
+    int device;
+    uint64_t pool_id;
+    char backend[16];
+    uint64_t budget, total_mem;
+    ck_counters c;
+    uint64_t largest_free;
+    uint64_t top_ns;   /* CLOCK_REALTIME of top[]; 0 = the owner never filled it */
+    int top_fresh;     /* the owner answered this read's request */
+    int busy;          /* the owner held its lock through every attempt: c is not set */
+    uint32_t ntop;
+    ck_live_top top[CK_LIVE_TOP];
+} ck_live_pool;
+
+typedef struct ck_live_proc {
+    int pid;
+    uint32_t uid;
+    uint64_t start_time, created_ns;
+    char cmdline[256];
+    int npools;
+    ck_live_pool pools[CK_LIVE_SLOTS];
+} ck_live_proc;
+
+/* "/dev/shm/ckalloc.<pid>" into buf. */
+void ck__live_path(int pid, char *buf, size_t n);
+/* Field 22 of /proc/PID/stat (start time in clock ticks). 0 on success. */
+int ck__live_start_time(int pid, uint64_t *out);
+
+/* Read pid's segment. top_wait_ms >= 0 also asks the owner for its top list
+ * and waits up to that long for the answer; < 0 reads the counters only.
+ * Returns CK_LIVE_*; on IGNORED/ERROR/NONE `why` (may be NULL) gets one line,
+ * e.g. "/dev/shm/ckalloc.12: process 12 is gone (stale segment)". */
+int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t whyn);
+
+/* Every /dev/shm/ckalloc.<pid>, in pid order: fn gets the result of
+ * ck__live_read for each (proc only when rc is CK_LIVE_OK). Returns the
+ * number of segments seen, or -1 when the directory cannot be read. */
+typedef void ck_live_scan_fn(void *ctx, int pid, int rc, const ck_live_proc *proc, const char *why);
+int ck__live_scan(int top_wait_ms, ck_live_scan_fn *fn, void *ctx);
+
+#endif

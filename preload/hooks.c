@@ -1,0 +1,393 @@
+/* The exported CUDA entry points, and the two lookups programs use to reach
+ * the driver without linking it: dlsym (how cudart and PyTorch load
+ * cuGetProcAddress from libcuda.so.1) and cuGetProcAddress (how cudart and
+ * cudaGetDriverEntryPoint get every other driver function).
+ *
+ * Each hook asks preload.c whether the call is ours (an allocation for the
+ * current device's pool, a pointer one of our pools owns); anything else goes
+ * to the function underneath, so the program sees the driver's own answer. */
+#include "preload.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define CKP_API __attribute__((visibility("default")))
+
+typedef int cudaError_t;
+typedef CUstream cudaStream_t;
+
+/* ------------------------------------------------------- real symbols -- */
+
+static void *(*real_dlsym_fn)(void *, const char *);
+static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
+
+static void find_dlsym(void) {
+    /* dlvsym is not hooked; glibc 2.34 moved dlsym into libc. */
+    *(void **)&real_dlsym_fn = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (!real_dlsym_fn) *(void **)&real_dlsym_fn = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+}
+
+void *ckp_real_dlsym(void *handle, const char *name) {
+    pthread_once(&dlsym_once, find_dlsym);
+    return real_dlsym_fn ? real_dlsym_fn(handle, name) : NULL;
+}
+
+static ckp_driver drv;
+static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
+
+static void load_driver(void) {
+    const char *path = getenv("CKALLOC_CUDA_LIB");
+    drv.lib = dlopen(path && *path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (!drv.lib) return;
+#define R(name) *(void **)&drv.name = ckp_real_dlsym(drv.lib, #name)
+    R(cuGetProcAddress_v2);
+    R(cuGetProcAddress);
+    R(cuMemAlloc_v2);
+    R(cuMemFree_v2);
+    R(cuMemAllocAsync);
+    R(cuMemAllocAsync_ptsz);
+    R(cuMemFreeAsync);
+    R(cuMemFreeAsync_ptsz);
+    R(cuMemGetInfo_v2);
+    R(cuStreamDestroy_v2);
+    R(cuStreamBeginCapture_v2);
+    R(cuStreamBeginCapture_v2_ptsz);
+    R(cuStreamEndCapture);
+    R(cuStreamEndCapture_ptsz);
+    R(cuStreamIsCapturing);
+    R(cuCtxGetCurrent);
+    R(cuCtxGetDevice);
+    R(cuCtxSynchronize);
+    R(cuDevicePrimaryCtxRetain);
+    R(cuInit);
+#undef R
+}
+
+const ckp_driver *ckp_driver_get(void) {
+    pthread_once(&drv_once, load_driver);
+    return &drv;
+}
+
+/* The runtime underneath (a dynamically linked libcudart), for pointers and
+ * calls that are not ours. */
+#define REAL_RT(type, name)                                      \
+    static type real_##name(void) {                              \
+        static type fn;                                          \
+        if (!fn) *(void **)&fn = ckp_real_dlsym(RTLD_NEXT, #name); \
+        return fn;                                               \
+    }
+
+typedef cudaError_t (*rt_malloc_t)(void **, size_t);
+typedef cudaError_t (*rt_free_t)(void *);
+typedef cudaError_t (*rt_malloc_async_t)(void **, size_t, cudaStream_t);
+typedef cudaError_t (*rt_free_async_t)(void *, cudaStream_t);
+typedef cudaError_t (*rt_info_t)(size_t *, size_t *);
+REAL_RT(rt_malloc_t, cudaMalloc)
+REAL_RT(rt_free_t, cudaFree)
+REAL_RT(rt_malloc_async_t, cudaMallocAsync)
+REAL_RT(rt_free_async_t, cudaFreeAsync)
+REAL_RT(rt_malloc_async_t, cudaMallocAsync_ptsz)
+REAL_RT(rt_free_async_t, cudaFreeAsync_ptsz)
+REAL_RT(rt_info_t, cudaMemGetInfo)
+
+enum { cudaErrorInitializationError = 3 };
+
+/* ------------------------------------------------- allocation, common -- */
+
+#define CU_STREAM_PER_THREAD_HANDLE ((CUstream)0x2)
+
+static CUresult alloc_common(CUdeviceptr *dptr, size_t size, CUstream s, int is_async, int *ours) {
+    ck_pool *p = NULL;
+    CUresult err;
+    *ours = 0;
+    if (!dptr || size == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (ckp_route_alloc(&p, s, is_async, &err) == CKP_REAL) return CUDA_SUCCESS;
+    *ours = 1;
+    void *ptr = NULL;
+    ck_status st = ck_malloc(p, &ptr, size, (ck_stream)s);
+    if (st == CK_OK) *dptr = (CUdeviceptr)(uintptr_t)ptr;
+    return ckp_cu_error(st);
+}
+
+/* ----------------------------------------------------------- driver API -- */
+
+CKP_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t size) {
+    int ours;
+    CUresult r = alloc_common(dptr, size, NULL, 0, &ours);
+    if (ours || r != CUDA_SUCCESS) return r;
+    const ckp_driver *d = ckp_driver_get();
+    return d->cuMemAlloc_v2 ? d->cuMemAlloc_v2(dptr, size) : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+CKP_API CUresult cuMemFree_v2(CUdeviceptr dptr) {
+    CUresult err;
+    if (ckp_free((void *)(uintptr_t)dptr, NULL, 1, &err) == CKP_OURS) return err;
+    const ckp_driver *d = ckp_driver_get();
+    return d->cuMemFree_v2 ? d->cuMemFree_v2(dptr) : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+static CUresult alloc_async(CUdeviceptr *dptr, size_t size, CUstream s, ck_pfn_cuMemAllocAsync real) {
+    int ours;
+    CUresult r = alloc_common(dptr, size, s, 1, &ours);
+    if (ours || r != CUDA_SUCCESS) return r;
+    return real ? real(dptr, size, s) : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+static CUresult free_async(CUdeviceptr dptr, CUstream s, ck_pfn_cuMemFreeAsync real) {
+    CUresult err;
+    if (ckp_free((void *)(uintptr_t)dptr, s, 0, &err) == CKP_OURS) return err;
+    return real ? real(dptr, s) : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+CKP_API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s) {
+    return alloc_async(dptr, size, s, ckp_driver_get()->cuMemAllocAsync);
+}
+CKP_API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) {
+    return free_async(dptr, s, ckp_driver_get()->cuMemFreeAsync);
+}
+/* Per-thread default stream variants: the null stream means this thread's. */
+CKP_API CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s) {
+    return alloc_async(dptr, size, s ? s : CU_STREAM_PER_THREAD_HANDLE,
+                       ckp_driver_get()->cuMemAllocAsync_ptsz);
+}
+CKP_API CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
+    return free_async(dptr, s ? s : CU_STREAM_PER_THREAD_HANDLE,
+                      ckp_driver_get()->cuMemFreeAsync_ptsz);
+}
+
+CKP_API CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total_b) {
+    return ckp_mem_info(free_b, total_b);
+}
+
+CKP_API CUresult cuStreamDestroy_v2(CUstream s) {
+    const ckp_driver *d = ckp_driver_get();
+    if (!d->cuStreamDestroy_v2) return CUDA_ERROR_NOT_INITIALIZED;
+    ckp_stream_gone(s);
+    return d->cuStreamDestroy_v2(s);
+}
+
+static CUresult begin_capture(CUstream s, int mode, ck_pfn_cuStreamBeginCapture_v2 real) {
+    if (!real) return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real(s, mode);
+    if (r == CUDA_SUCCESS) ckp_capture_begin();
+    return r;
+}
+static CUresult end_capture(CUstream s, void **graph, ck_pfn_cuStreamEndCapture real) {
+    if (!real) return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real(s, graph);
+    /* An invalidated capture has ended too. */
+    if (r == CUDA_SUCCESS || r == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) ckp_capture_end();
+    return r;
+}
+CKP_API CUresult cuStreamBeginCapture_v2(CUstream s, int mode) {
+    return begin_capture(s, mode, ckp_driver_get()->cuStreamBeginCapture_v2);
+}
+CKP_API CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, int mode) {
+    return begin_capture(s, mode, ckp_driver_get()->cuStreamBeginCapture_v2_ptsz);
+}
+CKP_API CUresult cuStreamEndCapture(CUstream s, void **graph) {
+    return end_capture(s, graph, ckp_driver_get()->cuStreamEndCapture);
+}
+CKP_API CUresult cuStreamEndCapture_ptsz(CUstream s, void **graph) {
+    return end_capture(s, graph, ckp_driver_get()->cuStreamEndCapture_ptsz);
+}
+
+/* ---------------------------------------------------------- runtime API -- */
+
+static cudaError_t rt_alloc(void **p, size_t size, cudaStream_t s, int is_async,
+                            rt_malloc_async_t real_async) {
+    if (!p) return CUDA_ERROR_INVALID_VALUE;
+    if (size == 0 && !is_async) {
+        *p = NULL; /* cudaMalloc(&p, 0) succeeds with NULL */
+        return 0;
+    }
+    CUdeviceptr d = 0;
+    int ours;
+    CUresult r = alloc_common(&d, size, s, is_async, &ours);
+    if (ours || r != CUDA_SUCCESS) {
+        if (r == CUDA_SUCCESS) *p = (void *)(uintptr_t)d;
+        return r;
+    }
+    if (is_async) return real_async ? real_async(p, size, s) : cudaErrorInitializationError;
+    rt_malloc_t rm = real_cudaMalloc();
+    return rm ? rm(p, size) : cudaErrorInitializationError;
+}
+
+static cudaError_t rt_free(void *p, cudaStream_t s, int is_async, rt_free_async_t real_async) {
+    CUresult err;
+    if (ckp_free(p, s, !is_async, &err) == CKP_OURS) return err;
+    if (is_async) return real_async ? real_async(p, s) : cudaErrorInitializationError;
+    rt_free_t rf = real_cudaFree();
+    return rf ? rf(p) : cudaErrorInitializationError;
+}
+
+CKP_API cudaError_t cudaMalloc(void **p, size_t size) { return rt_alloc(p, size, NULL, 0, NULL); }
+CKP_API cudaError_t cudaFree(void *p) { return rt_free(p, NULL, 0, NULL); }
+CKP_API cudaError_t cudaMallocAsync(void **p, size_t size, cudaStream_t s) {
+    return rt_alloc(p, size, s, 1, real_cudaMallocAsync());
+}
+CKP_API cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
+    return rt_free(p, s, 1, real_cudaFreeAsync());
+}
+CKP_API cudaError_t cudaMallocAsync_ptsz(void **p, size_t size, cudaStream_t s) {
+    return rt_alloc(p, size, s ? s : CU_STREAM_PER_THREAD_HANDLE, 1, real_cudaMallocAsync_ptsz());
+}
+CKP_API cudaError_t cudaFreeAsync_ptsz(void *p, cudaStream_t s) {
+    return rt_free(p, s ? s : CU_STREAM_PER_THREAD_HANDLE, 1, real_cudaFreeAsync_ptsz());
+}
+
+CKP_API cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
+    /* The runtime initialises its context on first use; let it, then
+     * answer from the driver with our budget. */
+    const ckp_driver *d = ckp_driver_get();
+    CUcontext ctx = NULL;
+    if (d->cuCtxGetCurrent && d->cuCtxGetCurrent(&ctx) == CUDA_SUCCESS && !ctx) {
+        rt_info_t ri = real_cudaMemGetInfo();
+        if (ri) {
+            cudaError_t e = ri(free_b, total_b);
+            if (e) return e;
+        }
+    }
+    return ckp_mem_info(free_b, total_b);
+}
+
+/* --------------------------------------------------------- the lookups -- */
+
+/* Our hook for each driver entry point we replace, by exported name. */
+static const struct {
+    const char *name;
+    void *hook;
+} hooks[] = {
+    {"cuGetProcAddress", NULL}, /* hook_by_name knows these two */
+    {"cuGetProcAddress_v2", NULL},
+    {"cuMemAlloc_v2", (void *)cuMemAlloc_v2},
+    {"cuMemFree_v2", (void *)cuMemFree_v2},
+    {"cuMemAllocAsync", (void *)cuMemAllocAsync},
+    {"cuMemAllocAsync_ptsz", (void *)cuMemAllocAsync_ptsz},
+    {"cuMemFreeAsync", (void *)cuMemFreeAsync},
+    {"cuMemFreeAsync_ptsz", (void *)cuMemFreeAsync_ptsz},
+    {"cuMemGetInfo_v2", (void *)cuMemGetInfo_v2},
+    {"cuStreamDestroy_v2", (void *)cuStreamDestroy_v2},
+    {"cuStreamBeginCapture_v2", (void *)cuStreamBeginCapture_v2},
+    {"cuStreamBeginCapture_v2_ptsz", (void *)cuStreamBeginCapture_v2_ptsz},
+    {"cuStreamEndCapture", (void *)cuStreamEndCapture},
+    {"cuStreamEndCapture_ptsz", (void *)cuStreamEndCapture_ptsz},
+    {"cudaMalloc", (void *)cudaMalloc},
+    {"cudaFree", (void *)cudaFree},
+    {"cudaMallocAsync", (void *)cudaMallocAsync},
+    {"cudaFreeAsync", (void *)cudaFreeAsync},
+    {"cudaMallocAsync_ptsz", (void *)cudaMallocAsync_ptsz},
+    {"cudaFreeAsync_ptsz", (void *)cudaFreeAsync_ptsz},
+    {"cudaMemGetInfo", (void *)cudaMemGetInfo},
+};
+#define NHOOKS (sizeof hooks / sizeof hooks[0])
+
+CKP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                     unsigned long long flags, int *status);
+CKP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                  unsigned long long flags);
+
+static void *hook_by_name(const char *name) {
+    if (name[0] != 'c' || name[1] != 'u') return NULL;
+    if (strcmp(name, "cuGetProcAddress") == 0) return (void *)cuGetProcAddress;
+    if (strcmp(name, "cuGetProcAddress_v2") == 0) return (void *)cuGetProcAddress_v2;
+    for (size_t i = 2; i < NHOOKS; i++)
+        if (strcmp(hooks[i].name, name) == 0) return hooks[i].hook;
+    return NULL;
+}
+
+/* The driver's answer to cuGetProcAddress is a real function pointer: swap
+ * it for our hook when it is one we replace. Matching by address, not name,
+ * keeps the driver's own version resolution (base name + cudaVersion +
+ * per-thread flag -> "_v2", "_ptsz", ...). */
+static void *real_table[NHOOKS];
+static pthread_once_t real_table_once = PTHREAD_ONCE_INIT;
+
+static void fill_real_table(void) {
+    const ckp_driver *d = ckp_driver_get();
+    for (size_t i = 0; i < NHOOKS; i++)
+        if (d->lib && strncmp(hooks[i].name, "cuda", 4) != 0) /* cuda* are cudart's */
+            real_table[i] = ckp_real_dlsym(d->lib, hooks[i].name);
+}
+
+static void *hook_by_address(void *fn) {
+    if (!fn) return NULL;
+    pthread_once(&real_table_once, fill_real_table);
+    for (size_t i = 0; i < NHOOKS; i++)
+        if (real_table[i] == fn) return hook_by_name(hooks[i].name);
+    return NULL;
+}
+
+CKP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                     unsigned long long flags, int *status) {
+    const ckp_driver *d = ckp_driver_get();
+    CUresult r;
+    if (d->cuGetProcAddress_v2)
+        r = d->cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
+    else if (d->cuGetProcAddress)
+        r = d->cuGetProcAddress(symbol, pfn, cuda_version, flags);
+    else
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (r == CUDA_SUCCESS && pfn) {
+        void *h = hook_by_address(*pfn);
+        if (h) *pfn = h;
+    }
+    return r;
+}
+
+CKP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                  unsigned long long flags) {
+    return cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, NULL);
+}
+
+/* dlsym: a program (or cudart, or PyTorch) that looks up a function we
+ * replace gets our hook, whichever handle it asks. Lookups made by this
+ * library itself get the real symbol. RTLD_NEXT must mean "after the
+ * caller", not "after us": that search is redone here from the caller's
+ * position in the link map. */
+static struct link_map *self_map;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static struct link_map *map_of(const void *addr) {
+    Dl_info info;
+    struct link_map *lm = NULL;
+    if (!dladdr1(addr, &info, (void **)&lm, RTLD_DL_LINKMAP)) return NULL;
+    return lm;
+}
+
+static void find_self(void) { self_map = map_of((const void *)find_self); }
+
+static void *next_after(struct link_map *caller, const char *name) {
+    for (struct link_map *m = caller->l_next; m; m = m->l_next) {
+        if (!m->l_name || !m->l_name[0]) continue;
+        void *h = dlopen(m->l_name, RTLD_LAZY | RTLD_NOLOAD);
+        if (!h) continue;
+        void *s = ckp_real_dlsym(h, name);
+        dlclose(h);
+        /* dlsym(h) also searches h's dependencies: keep only m's own. */
+        if (s && map_of(s) == m) return s;
+    }
+    return NULL;
+}
+
+CKP_API void *dlsym(void *handle, const char *name) {
+    const void *from = __builtin_return_address(0);
+    pthread_once(&self_once, find_self);
+    struct link_map *caller = map_of(from);
+    if (caller && caller == self_map) return ckp_real_dlsym(handle, name);
+    void *s;
+    if (handle == RTLD_NEXT)
+        s = caller ? next_after(caller, name) : ckp_real_dlsym(RTLD_DEFAULT, name);
+    else
+        s = ckp_real_dlsym(handle, name);
+    if (s) { /* a NULL name finds nothing */
+        void *h = hook_by_name(name);
+        if (h && h != s) return h;
+    }
+    return s;
+}

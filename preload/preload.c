@@ -1,0 +1,334 @@
+/* libckalloc_preload.so: one ckalloc pool per CUDA device behind the CUDA
+ * allocation entry points of a program nobody changed.
+ *
+ * - CKALLOC_CONF is parsed when the library loads: a bad value prints one
+ *   line naming the key and the process exits with status 2, before the job
+ *   has done any work on a configuration the user did not ask for.
+ * - Pools are created lazily, on the first allocation for a device (the
+ *   device of the calling thread's current context).
+ * - fork: the child forgets the parent's pools (their CUDA state does not
+ *   survive a fork) and makes its own if it allocates.
+ * - Frees inside a graph capture are held back until the capture ends, and
+ *   allocations on a capturing stream go to the driver (they become graph
+ *   memory nodes), so ckalloc never maps memory while a graph is captured. */
+#include "preload.h"
+
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define CKP_API __attribute__((visibility("default")))
+
+typedef struct deferred {
+    void *ptr;
+    CUstream stream;
+    ck_pool *pool;
+} deferred;
+
+static struct {
+    pthread_mutex_t mu;
+    ck_pool_options opts;
+    char trace[4096], snapshot[4096];
+    _Atomic(ck_pool *) pools[CKP_MAX_DEVICES];
+    char *failed[CKP_MAX_DEVICES]; /* why a device's pool could not be made */
+    _Atomic(CUcontext) primary[CKP_MAX_DEVICES];
+    atomic_int captures;           /* graph captures in progress */
+    atomic_uint gen;               /* bumped in a fork child: stale caches */
+    deferred *held;                /* frees made during a capture */
+    size_t nheld, capheld;
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ------------------------------------------------------------ start-up -- */
+
+static void fork_prepare(void) { pthread_mutex_lock(&g.mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&g.mu); }
+static void fork_child(void) {
+    /* The parent's pools hold CUDA handles that mean nothing here; leak
+     * them (their memory is the parent's) and start afresh. */
+    for (int i = 0; i < CKP_MAX_DEVICES; i++) {
+        atomic_store(&g.pools[i], NULL);
+        atomic_store(&g.primary[i], NULL);
+        free(g.failed[i]);
+        g.failed[i] = NULL;
+    }
+    atomic_store(&g.captures, 0);
+    g.nheld = 0;
+    atomic_fetch_add(&g.gen, 1);
+    pthread_mutex_unlock(&g.mu);
+}
+
+static void copy_path(const char **field, char *buf, size_t n) {
+    if (!*field) return;
+    snprintf(buf, n, "%s", *field);
+    *field = buf;
+}
+
+__attribute__((constructor)) static void ckp_start(void) {
+    ck_pool_options_init(&g.opts);
+    const char *conf = getenv("CKALLOC_CONF");
+    if (ck_options_parse(&g.opts, conf) != CK_OK) {
+        fprintf(stderr, "ckalloc: CKALLOC_CONF: %s\n", ck_last_error());
+        exit(2);
+    }
+    /* The parser's strings live in this thread's storage: keep copies. */
+    copy_path(&g.opts.trace_path, g.trace, sizeof g.trace);
+    copy_path(&g.opts.snapshot_path, g.snapshot, sizeof g.snapshot);
+    /* "auto" would fall back to host memory without a GPU: never hand that to
+     * a CUDA program. Only an explicit backend=host gets host memory. */
+    if (g.opts.backend == CK_BACKEND_AUTO) g.opts.backend = CK_BACKEND_CUDA;
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* --------------------------------------------------------------- pools -- */
+
+static ck_pool *pool_for(int dev) {
+    if (dev < 0 || dev >= CKP_MAX_DEVICES) {
+        ck__err(CK_ERR_INVALID, "ckalloc: device %d is out of range (0..%d)", dev,
+                CKP_MAX_DEVICES - 1);
+        return NULL;
+    }
+    ck_pool *p = atomic_load_explicit(&g.pools[dev], memory_order_acquire);
+    if (p) return p;
+    pthread_mutex_lock(&g.mu);
+    p = atomic_load(&g.pools[dev]);
+    if (!p && !g.failed[dev]) {
+        ck_pool_options o = g.opts;
+        o.device = dev;
+        if (ck_pool_create(&p, &o) == CK_OK) {
+            atomic_store_explicit(&g.pools[dev], p, memory_order_release);
+        } else {
+            p = NULL;
+            g.failed[dev] = strdup(ck_last_error());
+            fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the "
+                            "CUDA driver\n", dev, g.failed[dev] ? g.failed[dev] : "out of memory");
+        }
+    }
+    if (!p)
+        ck__err(CK_ERR_NO_DEVICE, "%s", g.failed[dev] ? g.failed[dev] : "no pool for this device");
+    pthread_mutex_unlock(&g.mu);
+    return p;
+}
+
+CKP_API ck_pool *ckalloc_preload_pool(int device) { return pool_for(device); }
+
+/* ---------------------------------------------------- current device --- */
+
+static __thread struct {
+    CUcontext ctx;
+    int dev;
+    int primary;
+    unsigned gen;
+} tl_cur;
+
+/* The device of the current context, and whether that context is the
+ * device's primary one (the runtime's, and the one our pools map into). */
+static CUresult current_device(int *dev, int *primary) {
+    const ckp_driver *d = ckp_driver_get();
+    if (!d->cuCtxGetCurrent || !d->cuCtxGetDevice || !d->cuDevicePrimaryCtxRetain)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUcontext ctx = NULL;
+    CUresult r = d->cuCtxGetCurrent(&ctx);
+    if (r != CUDA_SUCCESS) return r;
+    if (!ctx) return CUDA_ERROR_INVALID_CONTEXT;
+    unsigned gen = atomic_load_explicit(&g.gen, memory_order_relaxed);
+    if (ctx == tl_cur.ctx && gen == tl_cur.gen) {
+        *dev = tl_cur.dev;
+        *primary = tl_cur.primary;
+        return CUDA_SUCCESS;
+    }
+    CUdevice dv;
+    if ((r = d->cuCtxGetDevice(&dv)) != CUDA_SUCCESS) return r;
+    if (dv < 0 || dv >= CKP_MAX_DEVICES) return CUDA_ERROR_INVALID_DEVICE;
+    CUcontext pc = atomic_load(&g.primary[dv]);
+    if (!pc) {
+        /* Retained for the life of the process, like the pools' own. */
+        if ((r = d->cuDevicePrimaryCtxRetain(&pc, dv)) != CUDA_SUCCESS) return r;
+        CUcontext expect = NULL;
+        atomic_compare_exchange_strong(&g.primary[dv], &expect, pc);
+    }
+    tl_cur.ctx = ctx;
+    tl_cur.dev = *dev = dv;
+    tl_cur.primary = *primary = ctx == pc;
+    tl_cur.gen = gen;
+    return CUDA_SUCCESS;
+}
+
+static int capturing(CUstream s) {
+    const ckp_driver *d = ckp_driver_get();
+    CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (!d->cuStreamIsCapturing || d->cuStreamIsCapturing(s, &st) != CUDA_SUCCESS) return 1;
+    return st != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async, CUresult *err) {
+    *err = CUDA_SUCCESS;
+    if (g.opts.backend == CK_BACKEND_HOST) return CKP_REAL; /* host pools are for the API */
+    int dev, primary;
+    if (current_device(&dev, &primary) != CUDA_SUCCESS || !primary) return CKP_REAL;
+    /* While any capture runs, synchronous allocations and allocations on a
+     * capturing stream are the driver's (graph memory nodes, or the error
+     * the driver gives for them). */
+    if (atomic_load_explicit(&g.captures, memory_order_relaxed) > 0 &&
+        (!is_async || capturing(s)))
+        return CKP_REAL;
+    ck_pool *p = pool_for(dev);
+    if (!p) return CKP_REAL;
+    *pool = p;
+    return CKP_OURS;
+}
+
+/* ----------------------------------------------------------------- free -- */
+
+static ck_pool *owner_of(void *ptr) {
+    for (int i = 0; i < CKP_MAX_DEVICES; i++) {
+        ck_pool *p = atomic_load_explicit(&g.pools[i], memory_order_acquire);
+        if (p && ck__pool_contains(p, ptr)) return p;
+    }
+    return NULL;
+}
+
+static void hold(void *ptr, CUstream s, ck_pool *p) {
+    pthread_mutex_lock(&g.mu);
+    if (g.nheld == g.capheld) {
+        size_t cap = g.capheld ? 2 * g.capheld : 64;
+        deferred *n = realloc(g.held, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&g.mu);
+            ck_free(p, ptr, (ck_stream)s); /* cannot hold it: free now rather than lose it */
+            return;
+        }
+        g.held = n;
+        g.capheld = cap;
+    }
+    g.held[g.nheld++] = (deferred){ptr, s, p};
+    pthread_mutex_unlock(&g.mu);
+}
+
+static void sync_device_of(ck_pool *p) {
+    const ckp_driver *d = ckp_driver_get();
+    int dev, primary;
+    if (current_device(&dev, &primary) == CUDA_SUCCESS && primary &&
+        atomic_load(&g.pools[dev]) == p) {
+        if (d->cuCtxSynchronize) d->cuCtxSynchronize();
+        return;
+    }
+    /* Another device or context is current: wait on the pool's device. */
+    ck_stream_synchronize(p, NULL);
+}
+
+ckp_route ckp_free(void *ptr, CUstream s, int sync, CUresult *err) {
+    *err = CUDA_SUCCESS;
+    if (!ptr) return CKP_REAL;
+    ck_pool *p = NULL;
+    int in_capture = atomic_load_explicit(&g.captures, memory_order_relaxed) > 0;
+    if (sync || in_capture) {
+        if (!(p = owner_of(ptr))) return CKP_REAL;
+        if (in_capture && (sync || capturing(s))) {
+            hold(ptr, sync ? NULL : s, p);
+            return CKP_OURS;
+        }
+        if (sync) sync_device_of(p);
+        if (ck_free(p, ptr, sync ? NULL : (ck_stream)s) != CK_OK) *err = CUDA_ERROR_INVALID_VALUE;
+        return CKP_OURS;
+    }
+    /* The fast path: try the pools; only a miss asks who owns the address. */
+    for (int i = 0; i < CKP_MAX_DEVICES; i++) {
+        p = atomic_load_explicit(&g.pools[i], memory_order_acquire);
+        if (!p) continue;
+        ck_status st = ck_free(p, ptr, (ck_stream)s);
+        if (st == CK_OK) return CKP_OURS;
+        if (st == CK_ERR_DOUBLE_FREE || (st == CK_ERR_NOT_OWNED && ck__pool_contains(p, ptr))) {
+            *err = CUDA_ERROR_INVALID_VALUE; /* what the driver says to a bad pointer */
+            return CKP_OURS;
+        }
+    }
+    return CKP_REAL;
+}
+
+void ckp_capture_begin(void) { atomic_fetch_add(&g.captures, 1); }
+
+void ckp_capture_end(void) {
+    int left = atomic_fetch_sub(&g.captures, 1) - 1;
+    if (left < 0) atomic_fetch_add(&g.captures, 1); /* an end we never saw begin */
+    if (left != 0) return;
+    pthread_mutex_lock(&g.mu);
+    deferred *list = g.held;
+    size_t n = g.nheld;
+    g.held = NULL;
+    g.nheld = g.capheld = 0;
+    pthread_mutex_unlock(&g.mu);
+    for (size_t i = 0; i < n; i++) ck_free(list[i].pool, list[i].ptr, (ck_stream)list[i].stream);
+    free(list);
+}
+
+void ckp_stream_gone(CUstream s) {
+    for (int i = 0; i < CKP_MAX_DEVICES; i++) {
+        ck_pool *p = atomic_load_explicit(&g.pools[i], memory_order_acquire);
+        if (p) ck__pool_stream_gone(p, (ck_stream)s);
+    }
+}
+
+/* ------------------------------------------------------------ mem info -- */
+
+CUresult ckp_mem_info(size_t *free_b, size_t *total_b) {
+    const ckp_driver *d = ckp_driver_get();
+    if (!d->cuMemGetInfo_v2) return CUDA_ERROR_NOT_INITIALIZED;
+    size_t f = 0, t = 0;
+    CUresult r = d->cuMemGetInfo_v2(&f, &t);
+    if (r != CUDA_SUCCESS || !free_b || !total_b) return r;
+    uint64_t total = g.opts.budget && g.opts.budget < t ? g.opts.budget : t;
+    uint64_t avail = f < total ? f : total;
+    int dev, primary;
+    ck_pool *p = NULL;
+    if (current_device(&dev, &primary) == CUDA_SUCCESS) p = atomic_load(&g.pools[dev]);
+    if (p) {
+        /* Free is what the budget still allows: the total less live bytes,
+         * but no more than the driver's free memory plus our own cache. */
+        ck_stats st = {.struct_size = sizeof st};
+        if (ck_get_stats(p, &st) == CK_OK) {
+            uint64_t live = (uint64_t)st.allocated_bytes.current;
+            uint64_t held = (uint64_t)st.physical_bytes.current;
+            uint64_t cache = held > live ? held - live : 0;
+            avail = total > live ? total - live : 0;
+            if (avail > f + cache) avail = f + cache;
+        }
+    }
+    *free_b = (size_t)avail;
+    *total_b = (size_t)total;
+    return CUDA_SUCCESS;
+}
+
+CUresult ckp_cu_error(ck_status s) {
+    switch (s) {
+    case CK_OK: return CUDA_SUCCESS;
+    case CK_ERR_NOMEM: return CUDA_ERROR_OUT_OF_MEMORY;
+    case CK_ERR_NO_DEVICE: return CUDA_ERROR_NO_DEVICE;
+    case CK_ERR_INVALID:
+    case CK_ERR_NOT_OWNED:
+    case CK_ERR_DOUBLE_FREE: return CUDA_ERROR_INVALID_VALUE;
+    default: return CUDA_ERROR_UNKNOWN;
+    }
+}
+
+/* ---------------------------------------- PyTorch's pluggable allocator -- */
+
+CKP_API void *ckalloc_torch_malloc(ssize_t size, int device, CUstream stream) {
+    if (size <= 0) return NULL;
+    ck_pool *p = pool_for(device);
+    void *ptr = NULL;
+    if (!p || ck_malloc(p, &ptr, (size_t)size, (ck_stream)stream) != CK_OK) return NULL;
+    return ptr;
+}
+
+CKP_API void ckalloc_torch_free(void *ptr, ssize_t size, int device, CUstream stream) {
+    (void)size;
+    if (!ptr) return;
+    ck_pool *p = pool_for(device);
+    if (!p || ck_free(p, ptr, (ck_stream)stream) != CK_OK)
+        fprintf(stderr, "ckalloc: ckalloc_torch_free: %s\n", ck_last_error());
+}
