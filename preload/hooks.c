@@ -23,20 +23,6 @@ typedef CUstream cudaStream_t;
 
 /* ------------------------------------------------------- real symbols -- */
 
-static void *(*real_dlsym_fn)(void *, const char *);
-static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
-
-static void find_dlsym(void) {
-    /* dlvsym is not hooked; glibc 2.34 moved dlsym into libc. */
-    *(void **)&real_dlsym_fn = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-    if (!real_dlsym_fn) *(void **)&real_dlsym_fn = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-}
-
-void *ckp_real_dlsym(void *handle, const char *name) {
-    pthread_once(&dlsym_once, find_dlsym);
-    return real_dlsym_fn ? real_dlsym_fn(handle, name) : NULL;
-}
-
 static ckp_driver drv;
 static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
 
@@ -258,68 +244,25 @@ CKP_API cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
 
 /* --------------------------------------------------------- the lookups -- */
 
-/* Our hook for each driver entry point we replace, by exported name. */
-static const struct {
-    const char *name;
-    void *hook;
-} hooks[] = {
-    {"cuGetProcAddress", NULL}, /* hook_by_name knows these two */
-    {"cuGetProcAddress_v2", NULL},
-    {"cuMemAlloc_v2", (void *)cuMemAlloc_v2},
-    {"cuMemFree_v2", (void *)cuMemFree_v2},
-    {"cuMemAllocAsync", (void *)cuMemAllocAsync},
-    {"cuMemAllocAsync_ptsz", (void *)cuMemAllocAsync_ptsz},
-    {"cuMemFreeAsync", (void *)cuMemFreeAsync},
-    {"cuMemFreeAsync_ptsz", (void *)cuMemFreeAsync_ptsz},
-    {"cuMemGetInfo_v2", (void *)cuMemGetInfo_v2},
-    {"cuStreamDestroy_v2", (void *)cuStreamDestroy_v2},
-    {"cuStreamBeginCapture_v2", (void *)cuStreamBeginCapture_v2},
-    {"cuStreamBeginCapture_v2_ptsz", (void *)cuStreamBeginCapture_v2_ptsz},
-    {"cuStreamEndCapture", (void *)cuStreamEndCapture},
-    {"cuStreamEndCapture_ptsz", (void *)cuStreamEndCapture_ptsz},
-    {"cudaMalloc", (void *)cudaMalloc},
-    {"cudaFree", (void *)cudaFree},
-    {"cudaMallocAsync", (void *)cudaMallocAsync},
-    {"cudaFreeAsync", (void *)cudaFreeAsync},
-    {"cudaMallocAsync_ptsz", (void *)cudaMallocAsync_ptsz},
-    {"cudaFreeAsync_ptsz", (void *)cudaFreeAsync_ptsz},
-    {"cudaMemGetInfo", (void *)cudaMemGetInfo},
-};
-#define NHOOKS (sizeof hooks / sizeof hooks[0])
-
-CKP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
-                                     unsigned long long flags, int *status);
-CKP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
-                                  unsigned long long flags);
-
-static void *hook_by_name(const char *name) {
-    if (name[0] != 'c' || name[1] != 'u') return NULL;
-    if (strcmp(name, "cuGetProcAddress") == 0) return (void *)cuGetProcAddress;
-    if (strcmp(name, "cuGetProcAddress_v2") == 0) return (void *)cuGetProcAddress_v2;
-    for (size_t i = 2; i < NHOOKS; i++)
-        if (strcmp(hooks[i].name, name) == 0) return hooks[i].hook;
-    return NULL;
-}
-
 /* The driver's answer to cuGetProcAddress is a real function pointer: swap
  * it for our hook when it is one we replace. Matching by address, not name,
  * keeps the driver's own version resolution (base name + cudaVersion +
  * per-thread flag -> "_v2", "_ptsz", ...). */
-static void *real_table[NHOOKS];
+static void *real_table[CKP_NHOOKS];
 static pthread_once_t real_table_once = PTHREAD_ONCE_INIT;
 
 static void fill_real_table(void) {
     const ckp_driver *d = ckp_driver_get();
-    for (size_t i = 0; i < NHOOKS; i++)
-        if (d->lib && strncmp(hooks[i].name, "cuda", 4) != 0) /* cuda* are cudart's */
-            real_table[i] = ckp_real_dlsym(d->lib, hooks[i].name);
+    for (size_t i = 0; i < CKP_NHOOKS; i++)
+        if (d->lib && strncmp(ckp_hook_names[i], "cuda", 4) != 0) /* cuda* are cudart's */
+            real_table[i] = ckp_real_dlsym(d->lib, ckp_hook_names[i]);
 }
 
 static void *hook_by_address(void *fn) {
     if (!fn) return NULL;
     pthread_once(&real_table_once, fill_real_table);
-    for (size_t i = 0; i < NHOOKS; i++)
-        if (real_table[i] == fn) return hook_by_name(hooks[i].name);
+    for (size_t i = 0; i < CKP_NHOOKS; i++)
+        if (real_table[i] == fn) return ckp_hook_by_name(ckp_hook_names[i]);
     return NULL;
 }
 
@@ -345,49 +288,3 @@ CKP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_versi
     return cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, NULL);
 }
 
-/* dlsym: a program (or cudart, or PyTorch) that looks up a function we
- * replace gets our hook, whichever handle it asks. Lookups made by this
- * library itself get the real symbol. RTLD_NEXT must mean "after the
- * caller", not "after us": that search is redone here from the caller's
- * position in the link map. */
-static struct link_map *self_map;
-static pthread_once_t self_once = PTHREAD_ONCE_INIT;
-
-static struct link_map *map_of(const void *addr) {
-    Dl_info info;
-    struct link_map *lm = NULL;
-    if (!dladdr1(addr, &info, (void **)&lm, RTLD_DL_LINKMAP)) return NULL;
-    return lm;
-}
-
-static void find_self(void) { self_map = map_of((const void *)find_self); }
-
-static void *next_after(struct link_map *caller, const char *name) {
-    for (struct link_map *m = caller->l_next; m; m = m->l_next) {
-        if (!m->l_name || !m->l_name[0]) continue;
-        void *h = dlopen(m->l_name, RTLD_LAZY | RTLD_NOLOAD);
-        if (!h) continue;
-        void *s = ckp_real_dlsym(h, name);
-        dlclose(h);
-        /* dlsym(h) also searches h's dependencies: keep only m's own. */
-        if (s && map_of(s) == m) return s;
-    }
-    return NULL;
-}
-
-CKP_API void *dlsym(void *handle, const char *name) {
-    const void *from = __builtin_return_address(0);
-    pthread_once(&self_once, find_self);
-    struct link_map *caller = map_of(from);
-    if (caller && caller == self_map) return ckp_real_dlsym(handle, name);
-    void *s;
-    if (handle == RTLD_NEXT)
-        s = caller ? next_after(caller, name) : ckp_real_dlsym(RTLD_DEFAULT, name);
-    else
-        s = ckp_real_dlsym(handle, name);
-    if (s) { /* a NULL name finds nothing */
-        void *h = hook_by_name(name);
-        if (h && h != s) return h;
-    }
-    return s;
-}

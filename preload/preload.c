@@ -35,6 +35,7 @@ static struct {
     ck_pool_options opts;
     char trace[4096], snapshot[4096];
     _Atomic(ck_pool *) pools[CKP_MAX_DEVICES];
+    ck_pool *orphans[CKP_MAX_DEVICES]; /* a fork child: the parent's pools, kept reachable */
     char *failed[CKP_MAX_DEVICES]; /* why a device's pool could not be made */
     _Atomic(CUcontext) primary[CKP_MAX_DEVICES];
     atomic_int captures;           /* graph captures in progress */
@@ -51,6 +52,7 @@ static void fork_child(void) {
     /* The parent's pools hold CUDA handles that mean nothing here; leak
      * them (their memory is the parent's) and start afresh. */
     for (int i = 0; i < CKP_MAX_DEVICES; i++) {
+        if (atomic_load(&g.pools[i])) g.orphans[i] = atomic_load(&g.pools[i]);
         atomic_store(&g.pools[i], NULL);
         atomic_store(&g.primary[i], NULL);
         free(g.failed[i]);
@@ -94,23 +96,34 @@ static ck_pool *pool_for(int dev) {
     }
     ck_pool *p = atomic_load_explicit(&g.pools[dev], memory_order_acquire);
     if (p) return p;
+    /* Created without holding g.mu, so our lock never nests around the
+     * library's (live stats, snapshots) and fork handlers cannot deadlock.
+     * Two threads racing here both create; the loser destroys its pool. */
     pthread_mutex_lock(&g.mu);
-    p = atomic_load(&g.pools[dev]);
-    if (!p && !g.failed[dev]) {
-        ck_pool_options o = g.opts;
-        o.device = dev;
-        if (ck_pool_create(&p, &o) == CK_OK) {
-            atomic_store_explicit(&g.pools[dev], p, memory_order_release);
-        } else {
-            p = NULL;
+    char *why = g.failed[dev] ? strdup(g.failed[dev]) : NULL;
+    pthread_mutex_unlock(&g.mu);
+    if (why) {
+        ck__err(CK_ERR_NO_DEVICE, "%s", why);
+        free(why);
+        return NULL;
+    }
+    ck_pool_options o = g.opts;
+    o.device = dev;
+    if (ck_pool_create(&p, &o) != CK_OK) {
+        pthread_mutex_lock(&g.mu);
+        if (!g.failed[dev]) {
             g.failed[dev] = strdup(ck_last_error());
             fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the "
-                            "CUDA driver\n", dev, g.failed[dev] ? g.failed[dev] : "out of memory");
+                            "CUDA driver\n", dev, ck_last_error());
         }
+        pthread_mutex_unlock(&g.mu);
+        return NULL;
     }
-    if (!p)
-        ck__err(CK_ERR_NO_DEVICE, "%s", g.failed[dev] ? g.failed[dev] : "no pool for this device");
-    pthread_mutex_unlock(&g.mu);
+    ck_pool *expect = NULL;
+    if (!atomic_compare_exchange_strong(&g.pools[dev], &expect, p)) {
+        ck_pool_destroy(p);
+        p = expect;
+    }
     return p;
 }
 

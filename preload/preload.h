@@ -35,6 +35,12 @@ typedef struct ckp_driver {
     ck_pfn_cuInit cuInit;
 } ckp_driver;
 
+/* lookup.c: the entry points we replace, by exported name, and our hook
+ * for a name (NULL if we do not replace it). */
+#define CKP_NHOOKS 21
+CKP_HIDDEN extern const char *const ckp_hook_names[CKP_NHOOKS];
+CKP_HIDDEN void *ckp_hook_by_name(const char *name);
+
 /* dlsym as the C library defines it (ours is a hook). */
 CKP_HIDDEN void *ckp_real_dlsym(void *handle, const char *name);
 /* The driver underneath, loaded on first use; never NULL (members may be). */
