@@ -8,7 +8,7 @@ PREFIX     ?= /usr/local
 CMAKE_FLAGS ?=
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: all deps build demo test test-all test-asan test-tsan fuzz bench install clean
+.PHONY: all deps build demo test test-all test-asan test-tsan test-browser fuzz bench install clean
 
 all: build
 
@@ -23,22 +23,27 @@ demo: build
 	@./scripts/demo.sh $(BUILD)
 
 test: build
-	@ctest --no-tests=error --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	@ctest --no-tests=error --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE browser
 
 # ASan+UBSan and TSan over every test (the host backend runs streams on
 # threads, so every test is threaded), then each fuzzer
-# for FUZZ_SECONDS.
-test-all: test test-asan test-tsan fuzz
+# for FUZZ_SECONDS, then the HTML report in headless Chromium.
+test-all: test test-asan test-tsan fuzz test-browser
 
 test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=address,undefined -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@ASAN_OPTIONS=detect_leaks=1 ctest --no-tests=error --test-dir build-asan --output-on-failure -j$(JOBS) -LE gpu
+	@ASAN_OPTIONS=detect_leaks=1 ctest --no-tests=error --test-dir build-asan --output-on-failure -j$(JOBS) -LE "gpu|browser"
 
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=thread -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
-	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -j$(JOBS) -LE "gpu|install"
+	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -j$(JOBS) -LE "gpu|install|browser"
+
+# Tests labelled "browser" need Chromium, a big package: installed here only.
+test-browser: build
+	@./scripts/install-deps.sh --browser
+	@ctest --no-tests=error --test-dir $(BUILD) --output-on-failure -L browser
 
 fuzz: deps
 	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCKALLOC_FUZZ=ON \

@@ -46,7 +46,8 @@ static void copy_out(void *dst, const void *src, size_t n) {
 }
 
 static ck_live_slot *slot_at(void *seg, int i) {
-    return (ck_live_slot *)((char *)seg + sizeof(ck_live_header) + (size_t)i * sizeof(ck_live_slot));
+    return (ck_live_slot *)((char *)seg + sizeof(ck_live_header) +
+                            (size_t)i * sizeof(ck_live_slot));
 }
 
 static uint64_t realtime_ns(void) {
@@ -183,9 +184,7 @@ static void slot_write_end(ck_live_slot *sl, uint64_t s) {
     atomic_store_explicit(&sl->seq, s + 2, memory_order_release);
 }
 
-/* A consistent copy of sl up to (not including) `request`; 0 on success,
- * -1 when the owner held its lock through every try (max_sleeps x 100 us). */
-static int slot_read(const ck_live_slot *sl, ck_live_slot *out, int max_sleeps) {
+int ck__live_slot_read(const ck_live_slot *sl, ck_live_slot *out, int max_sleeps) {
     for (int tries = 0;; tries++) {
         uint64_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
         if (!(s1 & 1)) {
@@ -213,7 +212,8 @@ static void at_prepare(void) {
         ck_live_slot tmp;
         /* Busy means another thread is inside a pool call: that pool is not
          * usable in the child anyway, any copy will do. */
-        if (slot_read(p->live, &tmp, 0) != 0) copy_out(&tmp, p->live, offsetof(ck_live_slot, request));
+        if (ck__live_slot_read(p->live, &tmp, 0) != 0)
+            copy_out(&tmp, p->live, offsetof(ck_live_slot, request));
         p->c_private = tmp.c;
     }
 }
@@ -280,6 +280,7 @@ void ck__live_attach(ck_pool *p) {
     /* The pool is not shared with other threads yet: switch it over. */
     p->live_served = req;
     p->live_next_seq = 0;
+    p->live_next_ns = 0;
     p->live_slot = i;
     p->live = sl;
     p->c = &sl->c;
@@ -329,6 +330,15 @@ static void top_insert(ck_live_top *top, uint64_t *n, const ck_block *b) {
 }
 
 void ck__live_serve(ck_pool *p) {
+    /* Pace the answers so that the walk takes at most ~1% of the owner's
+     * time, whatever the pool's size or the reader's rate: after a walk of
+     * T ns, the next waits 100 T. While it waits, the clock is read once per
+     * 64 pool calls (seq grows by 2 per call), not on every call. */
+    uint64_t t0 = ck__now_ns();
+    if (t0 < p->live_next_ns) {
+        p->live_next_seq = atomic_load_explicit(p->seq, memory_order_relaxed) + 2 * 64;
+        return;
+    }
     ck_live_slot *sl = p->live;
     uint64_t req = atomic_load_explicit(&sl->request, memory_order_relaxed);
     ck_live_top top[CK_LIVE_TOP];
@@ -345,12 +355,8 @@ void ck__live_serve(ck_pool *p) {
     ck__cnt_set(&sl->top_ns, realtime_ns());
     atomic_store_explicit(&sl->served, req, memory_order_release);
     p->live_served = req;
-    /* Pace the answers so that the walk costs at most ~1% of the owner's
-     * time whatever the pool's size or the reader's rate: before the next
-     * one, let pass 32 pool calls (>= 30 ns each) per element walked (a few
-     * ns each). seq grows by 2 per call. */
-    uint64_t walked = (uint64_t)p->hmask + 1 + p->hcount;
-    p->live_next_seq = atomic_load_explicit(p->seq, memory_order_relaxed) + 2 * 32 * walked;
+    uint64_t t1 = ck__now_ns();
+    p->live_next_ns = t1 + 100 * (t1 - t0);
 }
 
 /* ==================================================== the reader side === */
@@ -492,7 +498,7 @@ int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t
         memset(lp, 0, sizeof *lp);
         lp->slot = i;
         /* ~100 ms of a held lock, then report the pool as busy. */
-        if (slot_read(sl, &copy, 1000) != 0) {
+        if (ck__live_slot_read(sl, &copy, 1000) != 0) {
             lp->busy = 1;
             out->npools++;
             continue;

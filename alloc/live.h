@@ -39,14 +39,16 @@ typedef struct ck_counters {
 /* Single writer (the lock holder), readers in other processes: the writer's
  * stores are relaxed atomics (a plain mov on x86), so a concurrent copy is a
  * race-free read of possibly mixed values that the seqlock then rejects. */
-static inline void ck__cnt_set(uint64_t *v, uint64_t x) { __atomic_store_n(v, x, __ATOMIC_RELAXED); }
+static inline void ck__cnt_set(uint64_t *v, uint64_t x) {
+    __atomic_store_n(v, x, __ATOMIC_RELAXED);
+}
 static inline void ck__cnt_inc(uint64_t *v) { ck__cnt_set(v, *v + 1); }
 
 #define CK_LIVE_MAGIC 0x0a6576696c616b63ull /* "ckalive\n" in little-endian bytes */
 #define CK_LIVE_VERSION 1u
 #define CK_LIVE_SLOTS 16
 #define CK_LIVE_TOP 16
-#define CK_LIVE_DIR "/dev/shm"     /* where glibc's shm_open puts "/ckalloc.<pid>" */
+#define CK_LIVE_DIR "/dev/shm" /* where glibc's shm_open puts "/ckalloc.<pid>" */
 #define CK_LIVE_PREFIX "ckalloc."
 
 typedef struct ck_live_top {
@@ -62,16 +64,16 @@ typedef struct ck_live_header {
     uint32_t nslots;      /* CK_LIVE_SLOTS */
     int32_t pid;
     uint32_t uid;
-    uint64_t start_time;  /* /proc/PID/stat field 22: tells a reused pid apart */
-    uint64_t created_ns;  /* CLOCK_REALTIME */
-    char cmdline[256];    /* /proc/self/cmdline, NULs as spaces, truncated */
+    uint64_t start_time; /* /proc/PID/stat field 22: tells a reused pid apart */
+    uint64_t created_ns; /* CLOCK_REALTIME */
+    char cmdline[256];   /* /proc/self/cmdline, NULs as spaces, truncated */
     uint64_t reserved[2];
 } ck_live_header;
 
 typedef struct ck_live_slot {
     /* Set by attach/detach (inside a seq window). */
-    uint64_t in_use;     /* 1 while a pool owns the slot */
-    uint64_t pool_id;    /* per-process serial of the pool, from 1 */
+    uint64_t in_use;  /* 1 while a pool owns the slot */
+    uint64_t pool_id; /* per-process serial of the pool, from 1 */
     int64_t device;
     char backend[16];
     uint64_t budget, total_mem;
@@ -116,9 +118,9 @@ typedef struct ck_live_pool {
     uint64_t budget, total_mem;
     ck_counters c;
     uint64_t largest_free;
-    uint64_t top_ns;   /* CLOCK_REALTIME of top[]; 0 = the owner never filled it */
-    int top_fresh;     /* the owner answered this read's request */
-    int busy;          /* the owner held its lock through every attempt: c is not set */
+    uint64_t top_ns; /* CLOCK_REALTIME of top[]; 0 = the owner never filled it */
+    int top_fresh;   /* the owner answered this read's request */
+    int busy;        /* the owner held its lock through every attempt: c is not set */
     uint32_t ntop;
     ck_live_top top[CK_LIVE_TOP];
 } ck_live_pool;
@@ -131,6 +133,11 @@ typedef struct ck_live_proc {
     int npools;
     ck_live_pool pools[CK_LIVE_SLOTS];
 } ck_live_proc;
+
+/* The seqlock read of one slot (everything before `request`), as
+ * ck__live_read does it: 0 with a consistent copy in out, or -1 when the
+ * owner held its lock through 64 spins and max_sleeps sleeps of 100 us. */
+int ck__live_slot_read(const ck_live_slot *sl, ck_live_slot *out, int max_sleeps);
 
 /* "/dev/shm/ckalloc.<pid>" into buf. */
 void ck__live_path(int pid, char *buf, size_t n);

@@ -59,12 +59,13 @@ static int grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first)
 
 /* ---------------------------------------------------------------- ring -- */
 
-/* One record of the recent-operations ring: a few stores, no branches, so
- * the cached alloc+free pair stays cheap. */
+/* One record of the recent-operations ring: a few stores, so the cached
+ * alloc+free pair stays cheap; the clock is read only by pools that will
+ * write snapshots. */
 static inline void ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t size,
                              ck_stream s) {
     ck_ring_rec *r = &p->ring[p->ring_n++ & (CK_RING_N - 1)];
-    r->tick = ck__ring_clock();
+    r->tick = p->ring_stamp ? ck__ring_clock() : 0;
     r->action = action;
     r->addr = addr;
     r->size = size;
@@ -1212,16 +1213,23 @@ uint64_t ck__largest_free(ck_pool *p) {
                     if (b->size > best) best = b->size;
                     continue;
                 }
-                /* Longest mapped run inside b. */
+                /* Longest mapped run inside b, walked by chunk index: the
+                 * unmapped tail of a region (tens of thousands of chunks)
+                 * then costs one load per chunk, not a division. */
                 ck_region *r = b->region;
-                uintptr_t a = b->addr, end = b->addr + b->size, run_start = a;
-                while (a < end) {
-                    ck_seg *g = r->chunk[chunk_of(p, r, a)];
-                    uintptr_t next = g ? g->va + g->size : r->va + (chunk_of(p, r, a) + 1) * p->gran;
+                uintptr_t end = b->addr + b->size, run_start = b->addr;
+                size_t c = chunk_of(p, r, b->addr), last = chunk_of(p, r, end - 1);
+                while (c <= last) {
+                    ck_seg *g = r->chunk[c];
+                    if (!g) {
+                        while (c <= last && !r->chunk[c]) c++;
+                        run_start = r->va + c * p->gran;
+                        continue;
+                    }
+                    uintptr_t next = g->va + g->size;
                     if (next > end) next = end;
-                    if (!g) run_start = next;
-                    else if (next - run_start > best) best = next - run_start;
-                    a = next;
+                    if (next - run_start > best) best = next - run_start;
+                    c = chunk_of(p, r, g->va + g->size);
                 }
             }
         }

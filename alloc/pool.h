@@ -88,7 +88,8 @@ struct ck_block {
 enum { CK_RING_ALLOC = 0, CK_RING_FREE = 1, CK_RING_ALLOC_FAIL = 2, CK_RING_MAP = 3, CK_RING_UNMAP = 4 };
 
 typedef struct ck_ring_rec {
-    uint64_t tick; /* ck__ring_clock(); snapshot.c turns it into ns */
+    uint64_t tick; /* ck__ring_clock(), or 0 when the pool does not stamp; snapshot.c
+                      turns it into ns */
     uint64_t addr, size, stream;
     int64_t allocated, reserved, physical; /* the pool's bytes after the op */
     uint64_t action;
@@ -96,7 +97,8 @@ typedef struct ck_ring_rec {
 
 /* A cheap timestamp for the ring: the TSC where there is one (a third of
  * clock_gettime's cost on a VM), calibrated against ck__now_ns when a
- * snapshot is written. */
+ * snapshot is written. Even so it is most of the ring's cost (~3 ns a
+ * record), so only pools with a snapshot path stamp their records. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
 static inline uint64_t ck__ring_clock(void) { return __rdtsc(); }
@@ -159,12 +161,14 @@ struct ck_pool {
     ck_live_slot *live;     /* NULL when private */
     uint64_t live_served;   /* the last reader request answered */
     uint64_t live_next_seq; /* answer no new request before seq reaches this */
+    uint64_t live_next_ns;  /* nor before this time (ck__now_ns) */
     int live_slot;
     _Atomic uint64_t seq_private;
     ck_counters c_private;
 
     /* recent operations (snapshot.c reads them under the lock) */
     uint64_t ring_n;                /* records ever pushed */
+    int ring_stamp;                 /* 1: records get a time (set by snapshot attach) */
     uint64_t ring_tick0, ring_ns0;  /* clock calibration taken at create */
     ck_ring_rec ring[CK_RING_N];
 };

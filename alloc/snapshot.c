@@ -228,7 +228,7 @@ static void put_pool(FILE *f, const snap_pool *sp) {
     for (size_t i = 0; i < sp->nring; i++) {
         const ck_ring_rec *r = &sp->ring[i];
         double since = (double)(int64_t)(r->tick - sp->tick0) * slope;
-        uint64_t t = since > 0 ? sp->ns0 + (uint64_t)since : sp->ns0;
+        uint64_t t = !r->tick ? 0 : since > 0 ? sp->ns0 + (uint64_t)since : sp->ns0;
         fprintf(f,
                 "%s\n{\"t_ns\":%" PRIu64 ",\"action\":\"%s\",\"addr\":\"0x%" PRIx64
                 "\",\"size\":%" PRIu64 ",\"stream\":\"0x%" PRIx64 "\",\"allocated\":%" PRId64
@@ -480,6 +480,7 @@ ck_status ck__snapshot_attach(ck_pool *p) {
     p->snapshot_path = strdup(path);
     if (!p->snapshot_path) return ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
     p->opts.snapshot_path = p->snapshot_path;
+    p->ring_stamp = 1; /* set before the pool is shared: no race */
     int sig = p->opts.snapshot_signal;
     if (sig < 0 || sig > 64)
         return ck__err(CK_ERR_INVALID, "ck_pool_create: snapshot_signal %d is not a signal", sig);

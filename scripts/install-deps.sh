@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages ckalloc builds and tests with, only those
 # missing. Run by `make demo` and `make test`; safe to run again.
+#   --browser   only chromium, for the HTML report test (`make test-all`)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config check libsubunit-dev libhwloc-dev libjemalloc-dev
       libyaml-dev libcjson-dev clang libclang-rt-14-dev valgrind)
+if [ "${1:-}" = "--browser" ]; then
+    pkgs=(chromium)
+elif [ $# -gt 0 ]; then
+    echo "usage: install-deps.sh [--browser]" >&2
+    exit 2
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

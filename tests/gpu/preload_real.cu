@@ -154,6 +154,7 @@ int main() {
     unsigned long long *bad_sync = bad + kStreams;
     long allocs = 1, frees = 0;
     unsigned long long bytes_checked = 0;
+    std::string malloc0;
 
     // ---- cudaMalloc / cudaFree, legacy default stream ----
     {
@@ -185,10 +186,12 @@ int main() {
         }
         for (void *p : ps)
             if (cuda_ok(cudaFree(p), "cudaFree")) frees++;
-        void *z = nullptr; // size 0: CUDA returns success and NULL (or an error); never a crash
-        if (cudaMalloc(&z, 0) == cudaSuccess && z) {
-            cudaFree(z);
-        }
+        // Size 0: whatever CUDA answers, the preloaded run must answer the
+        // same (the wrapper compares malloc0 between the two runs).
+        void *z = (void *)&z;
+        cudaError_t e0 = cudaMalloc(&z, 0);
+        malloc0 = std::string(cudaGetErrorName(e0)) + (z ? "/non-null" : "/null");
+        if (e0 == cudaSuccess && z) cudaFree(z);
         cudaGetLastError();
         cuda_ok(cudaFree(nullptr), "cudaFree(NULL)");
     }
@@ -316,12 +319,12 @@ int main() {
         if (c == '"' || c == '\\') c = '\'';
     printf("{\"test\":\"preload_real\",\"ok\":%s,\"failures\":%d,\"first_failure\":\"%s\","
            "\"device\":\"%s\",\"cc\":\"%d.%d\",\"runtime\":%d,\"driver\":%d,\"ld_preload\":\"%s\","
-           "\"ckalloc_in_process\":%s,\"allocs\":%ld,\"frees\":%ld,\"driver_api_blocks\":%d,"
+           "\"ckalloc_in_process\":%s,\"malloc0\":\"%s\",\"allocs\":%ld,\"frees\":%ld,\"driver_api_blocks\":%d,"
            "\"bytes_checked\":%llu,\"bad_bytes\":%llu,"
            "\"mem_free_start\":%zu,\"mem_total_start\":%zu,\"mem_free_busy\":%zu,"
            "\"mem_total_busy\":%zu,\"mem_free_end\":%zu,\"mem_total_end\":%zu,\"ms\":%.1f",
            g_fail.count ? "false" : "true", g_fail.count, first.c_str(), prop.name, prop.major,
-           prop.minor, rt, drv, pre_json.c_str(), ck.present ? "true" : "false", allocs, frees,
+           prop.minor, rt, drv, pre_json.c_str(), ck.present ? "true" : "false", malloc0.c_str(), allocs, frees,
            driver_blocks, bytes_checked, bad_bytes, free0, total0, free_mid, total_mid, free1,
            total1, ms);
     if (ck_read)

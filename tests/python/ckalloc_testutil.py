@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -103,9 +102,13 @@ def require_preload(testcase):
     return lib
 
 
-def torch_malloc(lib, size, device=0, stream=None):
-    p = lib.ckalloc_torch_malloc(size, device, stream)
-    return p
+def require_preload_path(testcase):
+    """Skip unless CKALLOC_LIBRARY names libckalloc_preload.so (without
+    loading it: for tests where loading must come later)."""
+    lib = library_under_test()
+    if not lib or not os.path.basename(lib).startswith("libckalloc_preload"):
+        testcase.skipTest("CKALLOC_LIBRARY is not libckalloc_preload.so (%s)" % lib)
+    return lib
 
 
 def round512(n):

@@ -73,8 +73,9 @@ static int get_uint(ctx *c, const cJSON *obj, const char *where, const char *key
     at_key(w, sizeof w, where, key);
     if (!cJSON_IsNumber(v)) return fail(c, w, "must be a number, not %s", type_name(v));
     double d = v->valuedouble;
-    if (!isfinite(d) || d < 0 || d != floor(d) || d > max)
-        return fail(c, w, "must be an integer from 0 to %.0f (got %g)", max, d);
+    if (!isfinite(d) || d < 0 || d != floor(d))
+        return fail(c, w, "must be a non-negative integer (got %g)", d);
+    if (d > max) return fail(c, w, "is too large (%g)", d);
     /* 2^64 itself is a double above UINT64_MAX: clamp the one value that rounds there. */
     *out = d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)d;
     return 0;
@@ -389,8 +390,14 @@ int ckstat_parse_snapshot(const char *buf, size_t len, const char *name, ckstat_
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     if (!root) {
         size_t off = end && end >= buf && end <= buf + len ? (size_t)(end - buf) : len;
-        return fail(&c, NULL, "not valid JSON (parse error at byte %zu of %zu%s)", off, len,
-                    off >= len ? ": the file looks truncated" : "");
+        /* A snapshot ends with '}': without one the file was cut short. */
+        size_t last = len;
+        while (last && (buf[last - 1] == ' ' || buf[last - 1] == '\n' || buf[last - 1] == '\r' ||
+                        buf[last - 1] == '\t'))
+            last--;
+        int cut = buf[0] == '{' && (last == 0 || buf[last - 1] != '}');
+        return fail(&c, NULL, "not valid JSON (parse error at byte %zu of %zu)%s", off, len,
+                    cut ? ": the file is truncated" : "");
     }
     int rc = -1;
     if (!cJSON_IsObject(root)) {
@@ -418,6 +425,10 @@ int ckstat_parse_snapshot(const char *buf, size_t len, const char *name, ckstat_
         !(cmd = get_str(&c, root, "", "cmdline")) ||
         get_double(&c, root, "", "taken_at", &out->taken_at))
         goto done;
+    if (out->taken_at >= 253402300800.0) { /* year 10000: not a time a snapshot was taken */
+        fail(&c, "taken_at", "is not a time (%g seconds since 1970)", out->taken_at);
+        goto done;
+    }
     out->pid = (int)pid;
     copy_str(out->cmd, sizeof out->cmd, cmd);
     copy_str(out->source, sizeof out->source, name);

@@ -26,7 +26,6 @@ Errors from the library raise ckalloc.Error, carrying the ck_status name
 
 import ctypes
 import glob
-import json as _json
 import os
 import sys
 import threading

@@ -68,7 +68,9 @@ def use(conf="budget=20G", library=None):
     Returns the CUDAPluggableAllocator.
     Raises RuntimeError when torch is missing, CUDA is already initialised,
     PYTORCH_CUDA_ALLOC_CONF selects another backend, or the library was
-    already loaded with a different CKALLOC_CONF."""
+    already loaded with a different CKALLOC_CONF. A conf the library cannot
+    parse ends the process (status 2, one line naming the key) when the
+    library loads, as under LD_PRELOAD."""
     global _allocator
     backend = _alloc_conf_backend()
     if backend is not None and backend != "native":
@@ -79,8 +81,9 @@ def use(conf="budget=20G", library=None):
         )
     if conf is not None and not isinstance(conf, str):
         raise TypeError("conf must be a string or None")
-    if _ck.is_loaded() or _ck._loaded_in_process():
-        lib = _ck.library()
+    loaded = _ck.is_loaded() or _ck._loaded_in_process() is not None
+    if loaded:
+        _ck.library()
         had = _ck.loaded_conf()
         if conf is not None and (had or "") != conf:
             raise RuntimeError(
@@ -88,8 +91,6 @@ def use(conf="budget=20G", library=None):
                 "CKALLOC_CONF=%r at load time; call use() before anything loads ckalloc, "
                 "or pass the same conf" % (conf, _ck.library_path(), had)
             )
-    elif conf is not None:
-        os.environ["CKALLOC_CONF"] = conf
     torch = _import_torch()
     if torch.cuda.is_initialized():
         raise RuntimeError(
@@ -97,6 +98,15 @@ def use(conf="budget=20G", library=None):
             "cannot change its allocator after the first CUDA allocation, so call use() "
             "first thing (before any tensor goes to the GPU)"
         )
+    mem = getattr(torch.cuda, "memory", None)
+    if not hasattr(mem, "CUDAPluggableAllocator") or not hasattr(mem, "change_current_allocator"):
+        raise RuntimeError(
+            "ckalloc.torch.use(): PyTorch %s has no torch.cuda.memory.CUDAPluggableAllocator "
+            "(PyTorch 2.0 or later); use the LD_PRELOAD set-up instead"
+            % getattr(torch, "__version__", "?")
+        )
+    if not loaded and conf is not None:
+        os.environ["CKALLOC_CONF"] = conf  # read by the library when it loads, just below
     lib = _ck._load(library)
     path = _ck.library_path()
     if path is None or not hasattr(lib, MALLOC_FN) or not hasattr(lib, FREE_FN):
@@ -105,8 +115,8 @@ def use(conf="budget=20G", library=None):
             "libckalloc_preload.so (set CKALLOC_LIBRARY or pass library=)"
             % (path or "the executable", MALLOC_FN, FREE_FN)
         )
-    alloc = torch.cuda.memory.CUDAPluggableAllocator(path, MALLOC_FN, FREE_FN)
-    torch.cuda.memory.change_current_allocator(alloc)
+    alloc = mem.CUDAPluggableAllocator(path, MALLOC_FN, FREE_FN)
+    mem.change_current_allocator(alloc)
     _allocator = alloc
     return alloc
 

@@ -1,0 +1,460 @@
+/* ckalloc-stat's printers: one report (a live process or a snapshot) or a
+ * list of them, as a table for a person, JSON, or Prometheus text. */
+#include "internal.h"
+#include "stat.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void ckstat_report_free(ckstat_report *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->npools && r->pools; i++) {
+        free(r->pools[i].timeline);
+        free(r->pools[i].tags);
+    }
+    free(r->pools);
+    r->pools = NULL;
+    r->npools = 0;
+}
+
+static int is_live(const ckstat_report *r) { return strcmp(r->source, "live") == 0; }
+
+/* largest_free of a live pool is only known once its owner answered a request. */
+static int largest_free_known(const ckstat_report *r, const ckstat_pool *p) {
+    return !is_live(r) || p->top_age_s >= 0 || p->top_fresh;
+}
+
+static uint64_t ucur(const ck_stat *s) { return s->current < 0 ? 0 : (uint64_t)s->current; }
+static uint64_t upeak(const ck_stat *s) { return s->peak < 0 ? 0 : (uint64_t)s->peak; }
+
+/* reserved / allocated; NAN when nothing is allocated. */
+static double ratio(uint64_t reserved, uint64_t allocated) {
+    return allocated ? (double)reserved / (double)allocated : NAN;
+}
+
+static const char *bytes(uint64_t v, char *buf, size_t n) { return ck__fmt_bytes(v, buf, n); }
+
+static void fmt_time(double t, char *buf, size_t n) {
+    time_t s = (time_t)t;
+    struct tm tm;
+    if (!localtime_r(&s, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm)) snprintf(buf, n, "?");
+}
+
+/* ---- table ------------------------------------------------------------------ */
+
+static void row_bytes(FILE *f, const char *name, const ck_stat *s) {
+    char a[32], b[32];
+    fprintf(f, "  %-16s %14s %14s\n", name, bytes(ucur(s), a, sizeof a),
+            bytes(upeak(s), b, sizeof b));
+}
+
+static void row_count(FILE *f, const char *name, const ck_stat *s) {
+    fprintf(f, "  %-16s %14" PRId64 " %14" PRId64 "\n", name, s->current, s->peak);
+}
+
+static void fmt_ratio(double v, char *buf, size_t n) {
+    if (isnan(v)) snprintf(buf, n, "-");
+    else snprintf(buf, n, "%.3f", v);
+}
+
+static void table_top(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
+    if (is_live(r)) {
+        char age[64];
+        if (p->top_fresh) snprintf(age, sizeof age, "refreshed for this report");
+        else if (p->top_age_s >= 0)
+            snprintf(age, sizeof age, "as of %.1f s ago: the owner is idle", p->top_age_s);
+        else snprintf(age, sizeof age, "none yet");
+        fprintf(f, "\n  top allocations by size (%s)\n", age);
+        if (!p->top_fresh && p->top_age_s < 0) {
+            fprintf(
+                f,
+                "    the owner has not refreshed the list: it made no ckalloc call since asked\n");
+            return;
+        }
+    } else {
+        fprintf(f, "\n  top allocations by size\n");
+    }
+    if (p->ntop == 0) {
+        fprintf(f, "    no live allocation\n");
+        return;
+    }
+    fprintf(f, "  %4s %12s %12s  %-18s %-18s %s\n", "#", "size", "requested", "address", "stream",
+            "tag");
+    for (int k = 0; k < p->ntop && k < CKSTAT_TOP; k++) {
+        const ckstat_top *t = &p->top[k];
+        char a[32], b[32], addr[32], stream[32];
+        snprintf(addr, sizeof addr, "0x%" PRIx64, t->addr);
+        snprintf(stream, sizeof stream, "0x%" PRIx64, t->stream);
+        fprintf(f, "  %4d %12s %12s  %-18s %-18s %s\n", k + 1, bytes(t->size, a, sizeof a),
+                bytes(t->requested, b, sizeof b), addr, stream, t->tag[0] ? t->tag : "-");
+    }
+}
+
+static void table_timeline(FILE *f, const ckstat_pool *p) {
+    if (!p->timeline || p->npoints == 0) return;
+    const ckstat_point *pt = p->timeline;
+    size_t n = p->npoints, peak = 0;
+    for (size_t i = 1; i < n; i++)
+        if (pt[i].live > pt[peak].live) peak = i;
+    char a[32];
+    fprintf(f, "\n  memory timeline (%zu points over %.3f s; live peaks at %s, t = %.3f s)\n", n,
+            pt[n - 1].t_s, bytes(pt[peak].live, a, sizeof a), pt[peak].t_s);
+    fprintf(f, "  %10s %14s %14s %14s\n", "t (s)", "live", "reserved", "physical");
+    /* At most 12 rows, evenly spaced, the last point included. */
+    size_t rows = n < 12 ? n : 12;
+    for (size_t k = 0; k < rows; k++) {
+        size_t i = rows == 1 ? 0 : k * (n - 1) / (rows - 1);
+        char l[32], r[32], ph[32];
+        fprintf(f, "  %10.3f %14s %14s %14s\n", pt[i].t_s, bytes(pt[i].live, l, sizeof l),
+                bytes(pt[i].reserved, r, sizeof r), bytes(pt[i].physical, ph, sizeof ph));
+    }
+}
+
+static void table_tags(FILE *f, const ckstat_pool *p) {
+    if (!p->tags || p->ntags == 0) return;
+    fprintf(f, "\n  live bytes by tag\n  %-32s %10s %14s\n", "tag", "count", "bytes");
+    for (size_t i = 0; i < p->ntags; i++) {
+        char b[32];
+        fprintf(f, "  %-32s %10" PRIu64 " %14s\n", p->tags[i].tag[0] ? p->tags[i].tag : "-",
+                p->tags[i].count, bytes(p->tags[i].bytes, b, sizeof b));
+    }
+}
+
+static void table_report(FILE *f, const ckstat_report *r) {
+    char when[64];
+    fmt_time(r->taken_at, when, sizeof when);
+    fprintf(f, "pid %d  %s\n", r->pid, r->cmd[0] ? r->cmd : "?");
+    if (is_live(r)) fprintf(f, "live, read at %s\n", when);
+    else fprintf(f, "snapshot %s, taken at %s\n", r->source, when);
+    if (r->npools == 0) fprintf(f, "\nno pool is published\n");
+    for (size_t i = 0; i < r->npools; i++) {
+        const ckstat_pool *p = &r->pools[i];
+        const ck_stats *s = &p->stats;
+        char a[32], b[32];
+        fprintf(f, "\npool %zu of %zu: device %d, %s backend, budget %s\n", i + 1, r->npools,
+                p->device, p->backend, bytes(s->budget, a, sizeof a));
+        fprintf(f, "  %-16s %14s %14s\n", "", "current", "peak");
+        row_bytes(f, "allocated", &s->allocated_bytes);
+        row_bytes(f, "reserved", &s->reserved_bytes);
+        row_bytes(f, "physical", &s->physical_bytes);
+        row_bytes(f, "requested", &s->requested_bytes);
+        fmt_ratio(ratio(ucur(&s->reserved_bytes), ucur(&s->allocated_bytes)), a, sizeof a);
+        fmt_ratio(ratio(upeak(&s->reserved_bytes), upeak(&s->allocated_bytes)), b, sizeof b);
+        fprintf(f, "  %-16s %14s %14s   reserved / allocated\n", "fragmentation", a, b);
+        row_count(f, "allocations", &s->allocation);
+        row_count(f, "segments", &s->segment);
+        if (largest_free_known(r, p))
+            fprintf(f, "  %-16s %14s %14s   largest mapped free range\n", "largest free",
+                    bytes(s->largest_free, a, sizeof a), "");
+        else
+            fprintf(f, "  %-16s %14s %14s   (the owner has not answered yet)\n", "largest free",
+                    "?", "");
+        fprintf(f, "  %-16s %14" PRIu64 " %14s   num_alloc_retries: had to unmap cached memory\n",
+                "OOM retries", s->num_alloc_retries, "");
+        fprintf(f, "  %-16s %14" PRIu64 " %14s   num_ooms: failed with CK_ERR_NOMEM\n", "OOMs",
+                s->num_ooms, "");
+        if (s->budget)
+            snprintf(b, sizeof b, "%.1f%%",
+                     100.0 * (double)ucur(&s->physical_bytes) / (double)s->budget);
+        else snprintf(b, sizeof b, "-");
+        fprintf(f, "  %-16s %14s %14s   physical now / budget\n", "budget",
+                bytes(s->budget, a, sizeof a), b);
+        if (!is_live(r) && (p->nsegments || p->nblocks))
+            fprintf(f, "  %-16s %14" PRIu64 " segments, %" PRIu64 " blocks in the file\n",
+                    "snapshot", p->nsegments, p->nblocks);
+        table_top(f, r, p);
+        table_timeline(f, p);
+        table_tags(f, p);
+    }
+}
+
+/* ---- JSON (one line per report) ------------------------------------------- */
+
+static void jstr(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void jnum(FILE *f, double v) {
+    if (isnan(v) || isinf(v)) fputs("null", f);
+    else fprintf(f, "%.6g", v);
+}
+
+static void jstat(FILE *f, const char *name, const ck_stat *s) {
+    fprintf(f,
+            ",\"%s\":{\"current\":%" PRId64 ",\"peak\":%" PRId64 ",\"allocated\":%" PRIu64
+            ",\"freed\":%" PRIu64 "}",
+            name, s->current, s->peak, s->allocated, s->freed);
+}
+
+static void json_pool(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
+    const ck_stats *s = &p->stats;
+    fprintf(f, "{\"device\":%d,\"backend\":", p->device);
+    jstr(f, p->backend);
+    fprintf(f, ",\"budget\":%" PRIu64, s->budget);
+    jstat(f, "allocated_bytes", &s->allocated_bytes);
+    jstat(f, "reserved_bytes", &s->reserved_bytes);
+    jstat(f, "physical_bytes", &s->physical_bytes);
+    jstat(f, "requested_bytes", &s->requested_bytes);
+    jstat(f, "active_bytes", &s->active_bytes);
+    jstat(f, "inactive_split_bytes", &s->inactive_split_bytes);
+    jstat(f, "mapped_bytes", &s->mapped_bytes);
+    jstat(f, "allocation", &s->allocation);
+    jstat(f, "segment", &s->segment);
+    jstat(f, "active", &s->active);
+    jstat(f, "inactive_split", &s->inactive_split);
+    fprintf(f,
+            ",\"num_alloc_retries\":%" PRIu64 ",\"num_ooms\":%" PRIu64 ",\"num_map_calls\":%" PRIu64
+            ",\"num_unmap_calls\":%" PRIu64 ",\"num_create_calls\":%" PRIu64
+            ",\"num_release_calls\":%" PRIu64,
+            s->num_alloc_retries, s->num_ooms, s->num_map_calls, s->num_unmap_calls,
+            s->num_create_calls, s->num_release_calls);
+    if (largest_free_known(r, p)) fprintf(f, ",\"largest_free\":%" PRIu64, s->largest_free);
+    else fputs(",\"largest_free\":null", f);
+    fputs(",\"fragmentation\":", f);
+    jnum(f, ratio(ucur(&s->reserved_bytes), ucur(&s->allocated_bytes)));
+    fputs(",\"fragmentation_peak\":", f);
+    jnum(f, ratio(upeak(&s->reserved_bytes), upeak(&s->allocated_bytes)));
+    if (is_live(r)) {
+        fprintf(f, ",\"top_fresh\":%s,\"top_age_s\":", p->top_fresh ? "true" : "false");
+        if (p->top_fresh) fputs("0", f);
+        else jnum(f, p->top_age_s >= 0 ? p->top_age_s : NAN);
+    } else {
+        fprintf(f, ",\"nsegments\":%" PRIu64 ",\"nblocks\":%" PRIu64, p->nsegments, p->nblocks);
+    }
+    fputs(",\"top\":[", f);
+    for (int k = 0; k < p->ntop && k < CKSTAT_TOP; k++) {
+        const ckstat_top *t = &p->top[k];
+        fprintf(f,
+                "%s{\"addr\":\"0x%" PRIx64 "\",\"size\":%" PRIu64 ",\"requested\":%" PRIu64
+                ",\"stream\":\"0x%" PRIx64 "\",\"tag\":",
+                k ? "," : "", t->addr, t->size, t->requested, t->stream);
+        if (t->tag[0]) jstr(f, t->tag);
+        else fputs("null", f);
+        fputc('}', f);
+    }
+    fputc(']', f);
+    if (p->timeline && p->npoints) {
+        fputs(",\"timeline\":[", f);
+        for (size_t i = 0; i < p->npoints; i++) {
+            const ckstat_point *pt = &p->timeline[i];
+            fprintf(f,
+                    "%s{\"t_s\":%.6f,\"live\":%" PRIu64 ",\"reserved\":%" PRIu64
+                    ",\"physical\":%" PRIu64 "}",
+                    i ? "," : "", pt->t_s, pt->live, pt->reserved, pt->physical);
+        }
+        fputc(']', f);
+    }
+    if (p->tags && p->ntags) {
+        fputs(",\"tags\":[", f);
+        for (size_t i = 0; i < p->ntags; i++) {
+            fputs(i ? ",{\"tag\":" : "{\"tag\":", f);
+            jstr(f, p->tags[i].tag);
+            fprintf(f, ",\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", p->tags[i].count,
+                    p->tags[i].bytes);
+        }
+        fputc(']', f);
+    }
+    fputc('}', f);
+}
+
+static void json_report(FILE *f, const ckstat_report *r) {
+    fprintf(f, "{\"pid\":%d,\"cmd\":", r->pid);
+    jstr(f, r->cmd);
+    fputs(",\"source\":", f);
+    jstr(f, r->source);
+    fprintf(f, ",\"taken_at\":%.3f,\"pools\":[", r->taken_at);
+    for (size_t i = 0; i < r->npools; i++) {
+        if (i) fputc(',', f);
+        json_pool(f, r, &r->pools[i]);
+    }
+    fputs("]}", f);
+}
+
+/* ---- Prometheus text exposition ------------------------------------------- */
+
+typedef enum { M_GAUGE, M_COUNTER } mtype;
+
+typedef struct metric {
+    const char *name, *help;
+    mtype type;
+    /* 1 and *v set, or 0 when the pool has no value for it */
+    int (*get)(const ckstat_report *r, const ckstat_pool *p, double *v);
+} metric;
+
+#define GET(fn, expr)                                                                              \
+    static int fn(const ckstat_report *r, const ckstat_pool *p, double *v) {                       \
+        (void)r;                                                                                   \
+        const ck_stats *s = &p->stats;                                                             \
+        *v = (double)(expr);                                                                       \
+        return 1;                                                                                  \
+    }
+GET(g_alloc, s->allocated_bytes.current)
+GET(g_alloc_pk, s->allocated_bytes.peak)
+GET(g_res, s->reserved_bytes.current)
+GET(g_res_pk, s->reserved_bytes.peak)
+GET(g_phys, s->physical_bytes.current)
+GET(g_phys_pk, s->physical_bytes.peak)
+GET(g_req, s->requested_bytes.current)
+GET(g_req_pk, s->requested_bytes.peak)
+GET(g_active, s->active_bytes.current)
+GET(g_isplit, s->inactive_split_bytes.current)
+GET(g_mapped, s->mapped_bytes.current)
+GET(g_budget, s->budget)
+GET(g_nalloc, s->allocation.current)
+GET(g_nseg, s->segment.current)
+GET(g_allocs, s->allocation.allocated)
+GET(g_frees, s->allocation.freed)
+GET(g_retries, s->num_alloc_retries)
+GET(g_ooms, s->num_ooms)
+GET(g_maps, s->num_map_calls)
+GET(g_unmaps, s->num_unmap_calls)
+#undef GET
+
+static int g_lfree(const ckstat_report *r, const ckstat_pool *p, double *v) {
+    *v = (double)p->stats.largest_free;
+    return largest_free_known(r, p);
+}
+
+static int g_frag(const ckstat_report *r, const ckstat_pool *p, double *v) {
+    (void)r;
+    *v = ratio(ucur(&p->stats.reserved_bytes), ucur(&p->stats.allocated_bytes));
+    return !isnan(*v);
+}
+
+static const metric metrics[] = {
+    {"ckalloc_allocated_bytes", "Bytes in live allocations (sizes rounded up to 512 B).", M_GAUGE,
+     g_alloc},
+    {"ckalloc_peak_allocated_bytes", "Peak of ckalloc_allocated_bytes.", M_GAUGE, g_alloc_pk},
+    {"ckalloc_reserved_bytes", "Bytes mapped in the pool's segments.", M_GAUGE, g_res},
+    {"ckalloc_peak_reserved_bytes", "Peak of ckalloc_reserved_bytes.", M_GAUGE, g_res_pk},
+    {"ckalloc_physical_bytes",
+     "Physical memory the pool holds, mapped or cached (what the budget caps).", M_GAUGE, g_phys},
+    {"ckalloc_peak_physical_bytes", "Peak of ckalloc_physical_bytes.", M_GAUGE, g_phys_pk},
+    {"ckalloc_requested_bytes", "Bytes asked for by live allocations.", M_GAUGE, g_req},
+    {"ckalloc_peak_requested_bytes", "Peak of ckalloc_requested_bytes.", M_GAUGE, g_req_pk},
+    {"ckalloc_active_bytes", "Live bytes plus freed bytes waiting for other streams.", M_GAUGE,
+     g_active},
+    {"ckalloc_inactive_split_bytes", "Free bytes inside small-block pages that hold live blocks.",
+     M_GAUGE, g_isplit},
+    {"ckalloc_mapped_bytes", "Bytes of the pool's address space backed by physical memory.",
+     M_GAUGE, g_mapped},
+    {"ckalloc_budget_bytes", "Cap on ckalloc_physical_bytes.", M_GAUGE, g_budget},
+    {"ckalloc_largest_free_bytes",
+     "Largest fully mapped free range, as of the owner's last answer.", M_GAUGE, g_lfree},
+    {"ckalloc_fragmentation_ratio", "Reserved bytes / allocated bytes.", M_GAUGE, g_frag},
+    {"ckalloc_live_allocations", "Live allocations.", M_GAUGE, g_nalloc},
+    {"ckalloc_segments", "Mapped segments.", M_GAUGE, g_nseg},
+    {"ckalloc_allocs_total", "Allocations made.", M_COUNTER, g_allocs},
+    {"ckalloc_frees_total", "Allocations freed.", M_COUNTER, g_frees},
+    {"ckalloc_alloc_retries_total",
+     "Allocations that had to unmap cached memory first (num_alloc_retries).", M_COUNTER,
+     g_retries},
+    {"ckalloc_ooms_total", "Allocations that failed with CK_ERR_NOMEM (num_ooms).", M_COUNTER,
+     g_ooms},
+    {"ckalloc_map_calls_total", "Backend map calls.", M_COUNTER, g_maps},
+    {"ckalloc_unmap_calls_total", "Backend unmap calls.", M_COUNTER, g_unmaps},
+};
+
+/* Labels pid and device; pool too when one process has two pools on one
+ * device (samples must differ in their labels). */
+static void prom_labels(FILE *f, const ckstat_report *r, size_t i) {
+    int dev = r->pools[i].device, shared = 0;
+    for (size_t k = 0; k < r->npools; k++)
+        if (k != i && r->pools[k].device == dev) shared = 1;
+    fprintf(f, "{pid=\"%d\",device=\"%d\"", r->pid, dev);
+    if (shared) fprintf(f, ",pool=\"%zu\"", i);
+    fputc('}', f);
+}
+
+static void prom_value(FILE *f, double v) {
+    if (v == floor(v) && fabs(v) < 9.007199254740992e15) fprintf(f, " %.0f\n", v);
+    else fprintf(f, " %.6g\n", v);
+}
+
+static void prometheus(FILE *f, const ckstat_report *r, size_t n) {
+    for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
+        const metric *mt = &metrics[m];
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", mt->name, mt->help, mt->name,
+                mt->type == M_GAUGE ? "gauge" : "counter");
+        for (size_t k = 0; k < n; k++)
+            for (size_t i = 0; i < r[k].npools; i++) {
+                double v;
+                if (!mt->get(&r[k], &r[k].pools[i], &v)) continue;
+                fputs(mt->name, f);
+                prom_labels(f, &r[k], i);
+                prom_value(f, v);
+            }
+    }
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+void ckstat_print(FILE *out, const ckstat_report *r, ckstat_fmt fmt) {
+    switch (fmt) {
+    case CKSTAT_JSON:
+        json_report(out, r);
+        fputc('\n', out);
+        break;
+    case CKSTAT_PROMETHEUS: prometheus(out, r, 1); break;
+    default: table_report(out, r); break;
+    }
+}
+
+static void sum_pools(const ckstat_report *r, uint64_t *alloc, uint64_t *res, uint64_t *phys,
+                      uint64_t *peak_res) {
+    *alloc = *res = *phys = *peak_res = 0;
+    for (size_t i = 0; i < r->npools; i++) {
+        const ck_stats *s = &r->pools[i].stats;
+        *alloc += ucur(&s->allocated_bytes);
+        *res += ucur(&s->reserved_bytes);
+        *phys += ucur(&s->physical_bytes);
+        *peak_res += upeak(&s->reserved_bytes);
+    }
+}
+
+void ckstat_print_list(FILE *out, const ckstat_report *r, size_t n, ckstat_fmt fmt) {
+    if (fmt == CKSTAT_JSON) {
+        fputc('[', out);
+        for (size_t k = 0; k < n; k++) {
+            if (k) fputc(',', out);
+            json_report(out, &r[k]);
+        }
+        fputs("]\n", out);
+        return;
+    }
+    if (fmt == CKSTAT_PROMETHEUS) {
+        prometheus(out, r, n);
+        return;
+    }
+    if (n == 0) {
+        fprintf(out, "no process is using ckalloc (no live %s/%s<pid> segment)\n", "/dev/shm",
+                "ckalloc.");
+        return;
+    }
+    fprintf(out, "%-8s %-28s %5s %12s %12s %12s %14s\n", "PID", "COMMAND", "POOLS", "ALLOCATED",
+            "RESERVED", "PHYSICAL", "PEAK RESERVED");
+    for (size_t k = 0; k < n; k++) {
+        uint64_t a, rs, ph, pk;
+        sum_pools(&r[k], &a, &rs, &ph, &pk);
+        /* The program's name without its directory, then its arguments. */
+        const char *c = r[k].cmd[0] ? r[k].cmd : "?";
+        const char *sp = strchr(c, ' '), *base = c;
+        for (const char *q = c; *q && q != sp; q++)
+            if (*q == '/' && q[1] && q + 1 != sp) base = q + 1;
+        char cmd[29], b1[32], b2[32], b3[32], b4[32];
+        snprintf(cmd, sizeof cmd, "%.28s", base);
+        fprintf(out, "%-8d %-28s %5zu %12s %12s %12s %14s\n", r[k].pid, cmd, r[k].npools,
+                bytes(a, b1, sizeof b1), bytes(rs, b2, sizeof b2), bytes(ph, b3, sizeof b3),
+                bytes(pk, b4, sizeof b4));
+    }
+}
