@@ -164,7 +164,6 @@ typedef CUresult (*ck_pfn_cuMemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_
 typedef CUresult (*ck_pfn_cuMemsetD8Async)(CUdeviceptr dst, unsigned char uc, size_t n,
                                            CUstream s);
 
-
 /* Used only by the interposition library (preload/). */
 typedef CUresult (*ck_pfn_cuMemAlloc_v2)(CUdeviceptr *dptr, size_t bytesize);
 typedef CUresult (*ck_pfn_cuMemFree_v2)(CUdeviceptr dptr);
