@@ -4,16 +4,23 @@
  * One segment per process, /dev/shm/ckalloc.<pid> (shm_open "/ckalloc.<pid>",
  * mode 0600), created at the first pool with live=1 and removed when the last
  * such pool is destroyed or the process exits. It holds a header and
- * CK_LIVE_SLOTS slots, one per pool. A pool's counters live in its slot
- * (zero copy: ck_pool.c points there), so publishing costs the owner nothing
- * but a sequence counter bumped to odd when the pool lock is taken and back to
- * even when it is released (a seqlock). A reader copies the slot and keeps the
- * copy only if the counter was even and unchanged around it.
+ * CK_LIVE_SLOTS slots, one per pool.
  *
- * The top-16 list of live blocks and largest_free cost a walk, so the owner
- * fills them only when asked: a reader adds 1 to `request`; the owner sees
- * request != served when it next releases the lock, fills them, and sets
- * served = request.
+ * Hot part: a pool's counters live in its slot (zero copy: pool.c points
+ * p->c there), so publishing costs the owner only a sequence counter bumped
+ * to odd when the pool lock is taken and back to even when it is released (a
+ * seqlock). A reader copies the counters and keeps the copy if seq was even
+ * and unchanged around it. That works while the owner is idle or allocates
+ * in bursts; against an owner that takes its lock every ~50 ns it rarely
+ * succeeds, since the copy itself takes longer than that.
+ *
+ * Answers: then the reader asks. It adds to `request` (the low half asks for
+ * the counters, the top-16 list of live blocks and largest_free, which cost a
+ * walk; the high half for the counters only). The owner sees request !=
+ * served when it next releases its lock, writes a consistent copy of its
+ * counters (and, if asked, the walk's results) into the answer area under a
+ * second seqlock, `aseq`, which it writes only when answering, and sets
+ * served. The owner paces walks so that they take at most ~1% of its time.
  *
  * Layout rules: every field is 8-byte sized or padded, slots are 64-byte
  * aligned, and any change to ck_live_header, ck_live_slot or ck_counters must
@@ -45,11 +52,17 @@ static inline void ck__cnt_set(uint64_t *v, uint64_t x) {
 static inline void ck__cnt_inc(uint64_t *v) { ck__cnt_set(v, *v + 1); }
 
 #define CK_LIVE_MAGIC 0x0a6576696c616b63ull /* "ckalive\n" in little-endian bytes */
-#define CK_LIVE_VERSION 1u
+#define CK_LIVE_VERSION 2u                  /* 2: the answer area with its own seqlock */
 #define CK_LIVE_SLOTS 16
 #define CK_LIVE_TOP 16
 #define CK_LIVE_DIR "/dev/shm" /* where glibc's shm_open puts "/ckalloc.<pid>" */
 #define CK_LIVE_PREFIX "ckalloc."
+
+/* The halves of `request` and `served`. */
+#define CK_LIVE_ASK_TOP 1ull              /* counters, top list, largest_free */
+#define CK_LIVE_ASK_COUNTERS (1ull << 32) /* counters only */
+#define CK_LIVE_TOP_PART(v) ((uint32_t)(v))
+#define CK_LIVE_COUNTERS_PART(v) ((uint32_t)((v) >> 32))
 
 typedef struct ck_live_top {
     uint64_t addr, size, requested, stream;
@@ -78,12 +91,17 @@ typedef struct ck_live_slot {
     char backend[16];
     uint64_t budget, total_mem;
     uint64_t reserved0;
-    /* Written under the pool lock. Odd seq: an update is under way. */
+    /* Hot: written under the pool lock. Odd seq: an update is under way. */
     _Alignas(64) _Atomic uint64_t seq;
-    _Atomic uint64_t served; /* the last request the owner answered */
+    uint64_t reserved1;
     ck_counters c;
-    uint64_t largest_free; /* as of top_ns */
-    uint64_t top_ns;       /* CLOCK_REALTIME when top[] was filled; 0 = never */
+    /* Answers: written by the owner when it answers. Odd aseq: writing. */
+    _Alignas(64) _Atomic uint64_t aseq;
+    _Atomic uint64_t served; /* the request value last answered, per half */
+    ck_counters ac;          /* the counters at the last answer */
+    uint64_t answer_ns;      /* CLOCK_REALTIME of the last answer; 0 = never */
+    uint64_t largest_free;   /* as of top_ns */
+    uint64_t top_ns;         /* CLOCK_REALTIME when top[] was filled; 0 = never */
     uint64_t ntop;
     ck_live_top top[CK_LIVE_TOP];
     /* Written by readers only, on a line of its own. */
@@ -93,12 +111,12 @@ typedef struct ck_live_slot {
 /* ---- the owner (live.c; called by pool.c) ---- */
 
 /* Publish p (opts.live=1) in this process's segment; on any failure (no
- * /dev/shm, no free slot) p keeps its private counters. */
+ * /dev/shm, no free slot, the name taken) p keeps its private counters. */
 void ck__live_attach(ck_pool *p);
 /* Take p out of the segment (its counters move back into the pool); the
  * segment is removed with its last pool. */
 void ck__live_detach(ck_pool *p);
-/* Lock held: answer a reader's request (top list, largest_free). */
+/* Lock held, request != served: answer the request. */
 void ck__live_serve(ck_pool *p);
 
 /* ---- the reader (live.c; used by ckalloc-stat, the tests and the bench) ---- */
@@ -119,8 +137,9 @@ typedef struct ck_live_pool {
     ck_counters c;
     uint64_t largest_free;
     uint64_t top_ns; /* CLOCK_REALTIME of top[]; 0 = the owner never filled it */
-    int top_fresh;   /* the owner answered this read's request */
-    int busy;        /* the owner held its lock through every attempt: c is not set */
+    int top_fresh;   /* the owner answered this read's request for the top list */
+    int answered;    /* c is the owner's answer (the direct copy kept failing) */
+    int busy;        /* the owner kept its lock and did not answer: c is not set */
     uint32_t ntop;
     ck_live_top top[CK_LIVE_TOP];
 } ck_live_pool;
@@ -134,9 +153,9 @@ typedef struct ck_live_proc {
     ck_live_pool pools[CK_LIVE_SLOTS];
 } ck_live_proc;
 
-/* The seqlock read of one slot (everything before `request`), as
- * ck__live_read does it: 0 with a consistent copy in out, or -1 when the
- * owner held its lock through 64 spins and max_sleeps sleeps of 100 us. */
+/* The direct seqlock read of a slot's hot part (in_use .. c), as
+ * ck__live_read tries it first: 0 with a consistent copy in out, or -1 when
+ * seq moved through 64 tries and then max_sleeps tries 100 us apart. */
 int ck__live_slot_read(const ck_live_slot *sl, ck_live_slot *out, int max_sleeps);
 
 /* "/dev/shm/ckalloc.<pid>" into buf. */
@@ -145,9 +164,10 @@ void ck__live_path(int pid, char *buf, size_t n);
 int ck__live_start_time(int pid, uint64_t *out);
 
 /* Read pid's segment. top_wait_ms >= 0 also asks the owner for its top list
- * and waits up to that long for the answer; < 0 reads the counters only.
- * Returns CK_LIVE_*; on IGNORED/ERROR/NONE `why` (may be NULL) gets one line,
- * e.g. "/dev/shm/ckalloc.12: process 12 is gone (stale segment)". */
+ * and waits up to that long for the answer; < 0 reads the counters only
+ * (asking the owner for them, waiting up to 200 ms, only when the direct
+ * copy keeps failing). Returns CK_LIVE_*; on IGNORED/ERROR/NONE `why` (may be
+ * NULL) gets one line, e.g. "/dev/shm/ckalloc.12: process 12 is gone (...)". */
 int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t whyn);
 
 /* Every /dev/shm/ckalloc.<pid>, in pid order: fn gets the result of

@@ -13,12 +13,16 @@
  *                   period through ck__live_read asking for the top list,
  *                   exactly what `ckalloc-stat -p PID` does per refresh
  *   live1_counters  the same with counters only (what the process list reads)
+ *   live1_wakeup    the same reader process waking every period but reading
+ *                   nothing: what a 1 kHz wakeup next to the trainer costs
+ *                   on this machine, whatever it does
  * The reader is a forked process, as ckalloc-stat is: a reader thread inside
  * the trainer would unmap its mapping in the trainer's own address space on
  * every read, and the TLB shootdowns would hit the trainer, which a separate
  * process never does. Each figure is the median over rounds of ns per pair;
  * the ratios compare medians. noise_pct is the spread (interquartile range /
- * median) of the live1 rounds: a ratio within it is not measurable. */
+ * median) of the live1 rounds: a ratio within it is not measurable. The
+ * read protocol's own cost is the reader's ratio against live1_wakeup. */
 #include "ckalloc/ckalloc.h"
 #include "live.h"
 
@@ -64,8 +68,10 @@ typedef struct shared {
 
 static int ctl[2], ack[2];
 
-static void reader_read(shared *sh, int parent, int top) {
+static void reader_read(shared *sh, int parent, int mode) {
     static ck_live_proc proc;
+    if (mode == 3) return; /* wake-up only */
+    int top = mode == 2;
     char why[512];
     uint64_t t0 = now_ns();
     int rc = ck__live_read(parent, top ? 200 : -1, &proc, why, sizeof why);
@@ -83,8 +89,8 @@ static void reader_read(shared *sh, int parent, int top) {
     if (k < MAXLAT) sh->lat_ns[k] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
 }
 
-/* Commands on ctl: 'T' read with top lists, 'C' counters only, 'S' stop,
- * 'Q' quit. Each command is acknowledged on ack once in effect (for T and
+/* Commands on ctl: 'T' read with top lists, 'C' counters only, 'W' wake up
+ * and read nothing, 'S' stop, 'Q' quit. Each command is acknowledged on ack once in effect (for T and
  * C: after a first read, counters only: the owner is waiting for the ack and
  * could not answer a top-list request). */
 static void reader_main(shared *sh, int parent, long period_ns) {
@@ -102,7 +108,7 @@ static void reader_main(shared *sh, int parent, long period_ns) {
         if (n > 0) {
             char c;
             if (read(ctl[0], &c, 1) != 1 || c == 'Q') _exit(0);
-            mode = c == 'T' ? 2 : c == 'C' ? 1 : 0;
+            mode = c == 'T' ? 2 : c == 'C' ? 1 : c == 'W' ? 3 : 0;
             if (mode) {
                 reader_read(sh, parent, 0);
                 next = now_ns() + (uint64_t)period_ns;
@@ -119,7 +125,7 @@ static void reader_main(shared *sh, int parent, long period_ns) {
             struct pollfd q = {ctl[0], POLLIN, 0};
             if (poll(&q, 1, 0) > 0) continue;
         }
-        reader_read(sh, parent, mode == 2);
+        reader_read(sh, parent, mode);
         next += (uint64_t)period_ns;
         if (next < now_ns()) next = now_ns() + (uint64_t)period_ns;
     }
@@ -266,8 +272,10 @@ int main(int argc, char **argv) {
     close(ctl[0]);
     close(ack[1]);
 
-    enum { LIVE0, LIVE1, READER, COUNTERS, NCONF };
-    static const char *const names[NCONF] = {"live0", "live1", "live1_reader", "live1_counters"};
+    enum { LIVE0, LIVE1, READER, COUNTERS, WAKEUP, NCONF };
+    static const char *const names[NCONF] = {"live0", "live1", "live1_reader", "live1_counters",
+                                              "live1_wakeup"};
+    static const char cmd[NCONF] = {0, 0, 'T', 'C', 'W'};
     double *ns[NCONF];
     for (int c = 0; c < NCONF; c++) {
         ns[c] = calloc((size_t)rounds, sizeof(double));
@@ -279,19 +287,19 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++) {
         for (int k = 0; k < NCONF; k++) {
             int c = (r + k) % NCONF;
-            if (c == READER || c == COUNTERS) command(c == READER ? 'T' : 'C');
+            if (cmd[c]) command(cmd[c]);
             long reads0 = atomic_load(&sh->reads), fresh0 = atomic_load(&sh->fresh);
             ns[c][r] = run_pairs(c == LIVE0 ? pb : pa, pairs);
             if (c == READER) {
                 reads_top += atomic_load(&sh->reads) - reads0;
                 fresh_top += atomic_load(&sh->fresh) - fresh0;
             }
-            if (c == READER || c == COUNTERS) command('S');
+            if (cmd[c]) command('S');
         }
         if (verbose)
-            fprintf(stderr,
-                    "round %2d: live0 %.1f  live1 %.1f  reader %.1f  counters %.1f ns/pair\n", r,
-                    ns[LIVE0][r], ns[LIVE1][r], ns[READER][r], ns[COUNTERS][r]);
+            fprintf(stderr, "round %2d: live0 %.1f  live1 %.1f  reader %.1f  counters %.1f"
+                            "  wakeup %.1f ns/pair\n",
+                    r, ns[LIVE0][r], ns[LIVE1][r], ns[READER][r], ns[COUNTERS][r], ns[WAKEUP][r]);
     }
     if (write(ctl[1], "Q", 1) != 1) perror("bench_live");
     waitpid(child, NULL, 0);
@@ -319,12 +327,14 @@ int main(int argc, char **argv) {
            "\"reader\":\"forked process, ck__live_read every %ld us\"",
            mach, rounds, pairs, period_us);
     for (int c = 0; c < NCONF; c++) printf(",\"pair_ns_%s\":%.1f", names[c], med[c]);
-    printf(",\"ratio_reader_vs_no_reader\":%.3f,\"ratio_counters_reader_vs_no_reader\":%.3f"
-           ",\"ratio_live1_vs_live0\":%.3f,\"noise_pct\":%.1f",
-           r_reader, r_counters, r_live, spread);
-    printf(",\"reader_reads\":%ld,\"reader_reads_top\":%ld,\"reader_top_fresh\":%ld,\"reader_"
-           "failed\":%ld"
-           ",\"reader_busy\":%ld,\"reader_read_us_median\":%.1f",
+    printf(",\"ratio_reader_vs_no_reader\":%.3f,\"ratio_counters_reader_vs_no_reader\":%.3f",
+           r_reader, r_counters);
+    printf(",\"ratio_wakeup_vs_no_reader\":%.3f,\"ratio_reader_vs_wakeup\":%.3f"
+           ",\"ratio_counters_reader_vs_wakeup\":%.3f",
+           med[WAKEUP] / med[LIVE1], med[READER] / med[WAKEUP], med[COUNTERS] / med[WAKEUP]);
+    printf(",\"ratio_live1_vs_live0\":%.3f,\"noise_pct\":%.1f", r_live, spread);
+    printf(",\"reader_reads\":%ld,\"reader_reads_top\":%ld,\"reader_top_fresh\":%ld"
+           ",\"reader_failed\":%ld,\"reader_busy\":%ld,\"reader_read_us_median\":%.1f",
            (long)atomic_load(&sh->reads), reads_top, fresh_top, (long)atomic_load(&sh->failed),
            (long)atomic_load(&sh->busy), lat_med_us);
     /* The target: a reader every millisecond costs nothing measurable, i.e.

@@ -72,9 +72,9 @@ static void *reader_main(void *v) {
 
 /* A read that asks for the top list, answered by this thread's pool calls
  * (as a trainer's allocations would answer it). */
-static void read_with_owner(ck_pool *p, reader_arg *a) {
+static void read_with_owner_wait(ck_pool *p, reader_arg *a, int wait_ms) {
     memset(a, 0, sizeof *a);
-    a->wait_ms = 5000;
+    a->wait_ms = wait_ms;
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, reader_main, a), 0);
     while (!__atomic_load_n(&a->done, __ATOMIC_ACQUIRE)) {
@@ -84,6 +84,8 @@ static void read_with_owner(ck_pool *p, reader_arg *a) {
     pthread_join(t, NULL);
     ck_assert_msg(a->rc == CK_LIVE_OK, "rc %d: %s", a->rc, a->why);
 }
+
+static void read_with_owner(ck_pool *p, reader_arg *a) { read_with_owner_wait(p, a, 5000); }
 
 static const size_t sizes[] = {3 * MiB + 5, 7 * MiB, 512, 4000, 64 * KiB, 5 * MiB, 100 * KiB};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
@@ -253,6 +255,42 @@ START_TEST(t_more_pools_than_slots) {
     for (int i = 0; i < CK_LIVE_SLOTS + 2; i++)
         if (i != 3) ASSERT_OK(ck_pool_destroy(p[i]));
     ck_assert(!exists(seg_path(getpid())));
+}
+END_TEST
+
+/* An owner whose hot part never holds still (here: seq left odd, as if a
+ * write never ended) answers with a copy taken under its lock instead. */
+START_TEST(t_answer_when_direct_copy_fails) {
+    ck_pool *p = host_pool(NULL);
+    void *a, *b;
+    ASSERT_OK(ck_malloc(p, &a, 3 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, &b, 5000, NULL));
+    atomic_fetch_add(p->seq, 1);
+    reader_arg r;
+    read_with_owner_wait(p, &r, -1); /* counters only */
+    ck_stats st = stats_of(p);
+    const ck_live_pool *lp = &r.proc.pools[0];
+    ck_assert_int_eq(r.proc.npools, 1);
+    ck_assert_int_eq(lp->busy, 0);
+    ck_assert_int_eq(lp->answered, 1);
+    ck_assert_str_eq(lp->backend, "host");
+    ck_assert_int_eq(lp->c.allocated_bytes.current, st.allocated_bytes.current);
+    ck_assert_int_eq(lp->c.allocation.current, 2);
+    ck_assert_int_eq(lp->c.requested_bytes.current, 3 * MiB + 5000);
+    ck_assert_int_eq(lp->top_fresh, 0);
+
+    read_with_owner_wait(p, &r, 5000); /* with the top list */
+    lp = &r.proc.pools[0];
+    ck_assert_int_eq(lp->answered, 1);
+    ck_assert_int_eq(lp->top_fresh, 1);
+    ck_assert_uint_eq(lp->ntop, 2);
+    ck_assert_uint_eq(lp->top[0].size, 3 * MiB);
+    ck_assert_uint_eq(lp->top[1].requested, 5000);
+    atomic_fetch_sub(p->seq, 1);
+    ck_assert_int_eq(read_self(-1)->pools[0].answered, 0);
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_free(p, b, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
 }
 END_TEST
 
@@ -460,6 +498,38 @@ START_TEST(t_stale_segments_ignored) {
 }
 END_TEST
 
+/* A segment with our own name at the first pool: replaced if an earlier
+ * process with our pid left it, kept if it may be live (another copy of
+ * ckalloc in this process); then the pool stays private. */
+START_TEST(t_own_name_taken) {
+    const char *path = seg_path(getpid());
+    uint64_t start;
+    ck_assert_int_eq(ck__live_start_time(getpid(), &start), 0);
+    ck_live_header h = fake_header(getpid(), start + 1);
+    write_seg(path, &h, SEG_SIZE, 0600);
+    ck_pool *p = host_pool(NULL);
+    const ck_live_proc *proc = read_self(-1);
+    ck_assert_int_eq(proc->npools, 1);
+    ck_assert_uint_eq(proc->start_time, start);
+    ASSERT_OK(ck_pool_destroy(p));
+    ck_assert(!exists(path));
+
+    h = fake_header(getpid(), start);
+    write_seg(path, &h, SEG_SIZE, 0600);
+    p = host_pool(NULL);
+    void *a;
+    ASSERT_OK(ck_malloc(p, &a, MiB, NULL));
+    proc = read_self(-1);
+    ck_assert_str_eq(proc->cmdline, h.cmdline); /* still the other one's */
+    ck_assert_int_eq(proc->npools, 0);
+    ck_assert_int_eq(stats_of(p).allocated_bytes.current, MiB);
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+    ck_assert(exists(path)); /* not ours to remove */
+    unlink(path);
+}
+END_TEST
+
 START_TEST(t_foreign_segments_ignored) {
     /* Names of pids no process has (above the kernel's pid limit), distinct
      * per test process. */
@@ -606,10 +676,12 @@ int main(void) {
     tcase_add_test(tc, t_segment_mode_and_lifetime);
     tcase_add_test(tc, t_live_zero_publishes_nothing);
     tcase_add_test(tc, t_more_pools_than_slots);
+    tcase_add_test(tc, t_answer_when_direct_copy_fails);
     tcase_add_test(tc, t_busy_owner);
     tcase_add_test(tc, t_removed_at_exit);
     tcase_add_test(tc, t_fork_child_keeps_parent_segment);
     tcase_add_test(tc, t_stale_segments_ignored);
+    tcase_add_test(tc, t_own_name_taken);
     tcase_add_test(tc, t_foreign_segments_ignored);
     tcase_add_test(tc, t_largest_free_matches_reference);
     tcase_add_test(tc, t_start_time);

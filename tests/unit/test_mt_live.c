@@ -82,7 +82,7 @@ typedef struct reader {
     int via_segment;   /* 1: ck__live_read; 0: ck__live_slot_read on p->live */
     atomic_long reads; /* polled by the main thread */
     atomic_int failed;
-    long busy, fresh_tops;
+    long busy, fresh_tops, answered;
     char err[768];
 } reader;
 
@@ -119,6 +119,7 @@ static void *reader_main(void *v) {
                              (unsigned long long)lp->top[k].requested, SIZE);
             if (lp->ntop > CK_LIVE_TOP) snprintf(r->err, sizeof r->err, "ntop %u", lp->ntop);
             r->fresh_tops += lp->top_fresh;
+            r->answered += lp->answered;
         } else {
             if (ck__live_slot_read(r->pool->live, copy, 1000) != 0) {
                 r->busy++;
@@ -183,10 +184,10 @@ START_TEST(t_readers_never_see_torn_counters) {
         ck_assert_int_eq(w[i].failed, 0);
         pairs += w[i].pairs;
     }
-    printf(
-        "mt_live: %ld alloc+free pairs; segment reader %ld reads (%ld busy, %ld fresh top lists); "
-        "in-process reader %ld reads (%ld busy)\n",
-        pairs, (long)r[0].reads, r[0].busy, r[0].fresh_tops, (long)r[1].reads, r[1].busy);
+    printf("mt_live: %ld alloc+free pairs; segment reader %ld reads (%ld answered by the owner, "
+           "%ld busy, %ld fresh top lists); in-process reader %ld reads (%ld busy)\n",
+           pairs, (long)r[0].reads, r[0].answered, r[0].busy, r[0].fresh_tops, (long)r[1].reads,
+           r[1].busy);
     for (int i = 0; i < 2; i++) ck_assert_msg(!r[i].err[0], "reader %d: %s", i, r[i].err);
     ck_assert_int_ge(atomic_load(&r[0].reads), 200);
     ck_assert_int_ge(atomic_load(&r[1].reads), 2000);

@@ -400,6 +400,14 @@ int ckstat_parse_snapshot(const char *buf, size_t len, const char *name, ckstat_
                     cut ? ": the file is truncated" : "");
     }
     int rc = -1;
+    /* A snapshot is renamed into place whole: anything after it is damage. */
+    while (end && end < buf + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+        end++;
+    if (end && end < buf + len) {
+        fail(&c, NULL, "not valid JSON (unexpected data after the end, at byte %zu of %zu)",
+             (size_t)(end - buf), len);
+        goto done;
+    }
     if (!cJSON_IsObject(root)) {
         fail(&c, NULL, "not a ckalloc snapshot (the top level is %s, not an object)",
              type_name(root));
