@@ -7,6 +7,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,11 +444,12 @@ static int check_header(const char *path, int pid, const struct stat *st, const 
     return CK_LIVE_OK;
 }
 
-int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t whyn) {
-    memset(out, 0, sizeof *out);
+int ck__live_open(int pid, ck_live_reader *r, char *why, size_t whyn) {
+    memset(r, 0, sizeof *r);
     if (why && whyn) why[0] = '\0';
-    char path[96];
-    ck__live_path(pid, path, sizeof path);
+    r->pid = pid;
+    ck__live_path(pid, r->path, sizeof r->path);
+    const char *path = r->path;
     struct stat st;
     if (lstat(path, &st) != 0) {
         if (errno == ENOENT) {
@@ -494,28 +497,80 @@ int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t
         close(fd);
         return rc;
     }
-    void *m = mmap(NULL, SEG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* Populated at once: one fault instead of one per page. */
+    void *m = mmap(NULL, SEG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     close(fd);
-    if (m == MAP_FAILED) {
-        WHY("%s: cannot map: %s", path, strerror(errno));
+    r->copy = malloc(CK_LIVE_SLOTS * sizeof(ck_live_slot));
+    if (m == MAP_FAILED || !r->copy) {
+        WHY("%s: cannot map: %s", path, m == MAP_FAILED ? strerror(errno) : "out of memory");
+        if (m != MAP_FAILED) munmap(m, SEG_SIZE);
+        free(r->copy);
+        r->copy = NULL;
         return CK_LIVE_ERROR;
     }
-    out->pid = pid;
-    out->uid = h.uid;
-    out->start_time = h.start_time;
-    out->created_ns = h.created_ns;
-    memcpy(out->cmdline, h.cmdline, sizeof out->cmdline);
+    r->map = m;
+    r->ino = (uint64_t)st2.st_ino;
+    r->dev = (uint64_t)st2.st_dev;
+    r->h = h;
+    r->checked_ns = ck__now_ns();
+    return CK_LIVE_OK;
+}
+
+void ck__live_close(ck_live_reader *r) {
+    if (r->map) munmap(r->map, SEG_SIZE);
+    free(r->copy);
+    r->map = NULL;
+    r->copy = NULL;
+}
+
+/* Is r still the segment of a running process? Each call costs one
+ * kill(pid, 0); the name (replaced when the owner's pools went and came
+ * back) and the start time (a reused pid) are checked every 250 ms. */
+static int still_valid(ck_live_reader *r, char *why, size_t whyn) {
+    if (kill(r->pid, 0) != 0 && errno == ESRCH) {
+        WHY("%s: process %d exited", r->path, r->pid);
+        return CK_LIVE_NONE;
+    }
+    uint64_t now = ck__now_ns();
+    if (now - r->checked_ns < 250 * 1000000ull) return CK_LIVE_OK;
+    r->checked_ns = now;
+    struct stat st;
+    if (lstat(r->path, &st) != 0 || (uint64_t)st.st_ino != r->ino ||
+        (uint64_t)st.st_dev != r->dev) {
+        int pid = r->pid;
+        ck__live_close(r);
+        return ck__live_open(pid, r, why, whyn);
+    }
+    uint64_t start;
+    if (ck__live_start_time(r->pid, &start) != 0) {
+        WHY("%s: process %d exited", r->path, r->pid);
+        return CK_LIVE_NONE;
+    }
+    if (start != r->h.start_time) {
+        WHY("%s: pid %d was reused (stale)", r->path, r->pid);
+        return CK_LIVE_IGNORED;
+    }
+    return CK_LIVE_OK;
+}
+
+int ck__live_snapshot(ck_live_reader *r, int top_wait_ms, ck_live_proc *out, char *why,
+                      size_t whyn) {
+    memset(out, 0, sizeof *out);
+    if (why && whyn) why[0] = '\0';
+    int rc = r->map ? still_valid(r, why, whyn) : CK_LIVE_ERROR;
+    if (rc != CK_LIVE_OK) return rc;
+    void *m = r->map;
+    ck_live_slot *copy = r->copy;
+    out->pid = r->pid;
+    out->uid = r->h.uid;
+    out->start_time = r->h.start_time;
+    out->created_ns = r->h.created_ns;
+    memcpy(out->cmdline, r->h.cmdline, sizeof out->cmdline);
     out->cmdline[sizeof out->cmdline - 1] = '\0';
 
     /* 1. A direct copy of each pool's hot part. 2. Questions to the owner:
      * the top list if wanted, the counters if the direct copy kept failing
      * (an owner busy allocating). 3. Its answers. */
-    ck_live_slot *copy = malloc(CK_LIVE_SLOTS * sizeof *copy);
-    if (!copy) {
-        munmap(m, SEG_SIZE);
-        WHY("%s: out of memory", path);
-        return CK_LIVE_ERROR;
-    }
     int used[CK_LIVE_SLOTS] = {0}, hot_ok[CK_LIVE_SLOTS] = {0};
     uint64_t ask[CK_LIVE_SLOTS] = {0}, req[CK_LIVE_SLOTS] = {0};
     int asked = 0;
@@ -538,9 +593,10 @@ int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t
     uint64_t top_deadline = t0 + (top_wait_ms > 0 ? (uint64_t)top_wait_ms : 0) * 1000000u;
     uint64_t cnt_deadline = t0 + 200 * 1000000ull;
     if (cnt_deadline < top_deadline) cnt_deadline = top_deadline;
-    /* The owner answers at its next unlock: spin briefly, then sleep. */
-    for (int spins = 0; asked; spins++) {
-        uint64_t now = spins < 500 ? t0 : ck__now_ns();
+    /* The owner answers at its next unlock. Never spin: on a small machine
+     * the reader may share the owner's CPU and would hold it off. */
+    for (int k = 0; asked; k++) {
+        uint64_t now = ck__now_ns();
         int waiting = 0;
         for (int i = 0; i < CK_LIVE_SLOTS; i++) {
             if (!ask[i]) continue;
@@ -555,13 +611,8 @@ int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t
                 waiting = 1;
         }
         if (!waiting) break; /* all answered, or past their deadlines */
-        if (spins < 500) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sleep_us(100);
-        }
+        if (k < 3) sched_yield();
+        else sleep_us(100);
     }
     for (int i = 0; i < CK_LIVE_SLOTS; i++) {
         if (!used[i]) continue;
@@ -605,9 +656,17 @@ int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t
                 lp->top[k].tag[sizeof lp->top[k].tag - 1] = '\0';
         }
     }
-    free(copy);
-    munmap(m, SEG_SIZE);
     return CK_LIVE_OK;
+}
+
+int ck__live_read(int pid, int top_wait_ms, ck_live_proc *out, char *why, size_t whyn) {
+    ck_live_reader r;
+    memset(out, 0, sizeof *out);
+    int rc = ck__live_open(pid, &r, why, whyn);
+    if (rc != CK_LIVE_OK) return rc;
+    rc = ck__live_snapshot(&r, top_wait_ms, out, why, whyn);
+    ck__live_close(&r);
+    return rc;
 }
 
 static int cmp_int(const void *a, const void *b) {

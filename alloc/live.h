@@ -163,7 +163,29 @@ void ck__live_path(int pid, char *buf, size_t n);
 /* Field 22 of /proc/PID/stat (start time in clock ticks). 0 on success. */
 int ck__live_start_time(int pid, uint64_t *out);
 
-/* Read pid's segment. top_wait_ms >= 0 also asks the owner for its top list
+/* A reader kept across reads (ckalloc-stat --watch): open validates pid's
+ * segment and maps it; each snapshot then costs a kill(pid, 0) and the copy
+ * (the name and the start time are checked again every 250 ms, and the
+ * segment reopened if the owner's pools went and came back). */
+typedef struct ck_live_reader {
+    int pid;
+    char path[96];
+    void *map;
+    ck_live_slot *copy; /* scratch, one per slot */
+    uint64_t ino, dev, checked_ns;
+    ck_live_header h;
+} ck_live_reader;
+
+/* CK_LIVE_* as for ck__live_read; on success close it after use. */
+int ck__live_open(int pid, ck_live_reader *r, char *why, size_t whyn);
+/* CK_LIVE_OK, or CK_LIVE_NONE when the process exited, IGNORED when the pid
+ * was reused, with why set. top_wait_ms as for ck__live_read. */
+int ck__live_snapshot(ck_live_reader *r, int top_wait_ms, ck_live_proc *out, char *why,
+                      size_t whyn);
+void ck__live_close(ck_live_reader *r);
+
+/* Read pid's segment once (open, snapshot, close). top_wait_ms >= 0 also
+ * asks the owner for its top list
  * and waits up to that long for the answer; < 0 reads the counters only
  * (asking the owner for them, waiting up to 200 ms, only when the direct
  * copy keeps failing). Returns CK_LIVE_*; on IGNORED/ERROR/NONE `why` (may be

@@ -197,6 +197,24 @@ assert len(rs) == 3 and all(r["pools"][0]["allocated_bytes"]["current"] == int(s
 assert rs[0]["taken_at"] + 0.15 <= rs[2]["taken_at"], "reports not 0.1 s apart"' "$W/w.json" "$ALLOC"
 ]=])
 
+# The process exits during --watch: the tool says so and exits 1.
+ck_stat_test(stat_watch_owner_exits [=[
+start_demo watchexit
+P=$DEMO
+"$S" -p "$DEMO" --watch 0.1 -n 100 > "$W/we.txt" 2> "$W/we.err" &
+WATCH=$!
+sleep 0.5
+kill -TERM "$DEMO"
+wait "$DEMO"
+DEMO=""
+wait "$WATCH"
+RC=$?
+cat "$W/we.err"
+expect_rc $RC 1
+grep -q "^pid " "$W/we.txt" || exit 1
+grep -q "exited\|not using ckalloc\|no process" "$W/we.err"
+]=])
+
 # An owner that makes no call: the counters are still right, the top list
 # is not refreshed and the report says so.
 ck_stat_test(stat_idle_owner [=[

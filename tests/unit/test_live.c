@@ -45,6 +45,8 @@ static char *seg_path(int pid) {
 
 static int exists(const char *path) { return access(path, F_OK) == 0; }
 
+static ck_pool *child_pool; /* a forked child's pool, reachable at exit: not a leak */
+
 static ck_live_proc *read_self(int top_wait_ms) {
     static ck_live_proc proc;
     char why[512];
@@ -307,9 +309,64 @@ START_TEST(t_busy_owner) {
 }
 END_TEST
 
-/* ---- processes: exit and fork -------------------------------------------- */
+/* The reader kept open by ckalloc-stat --watch: it follows the owner's
+ * counters, finds the new segment when the pools went and came back, and
+ * says when the owner exited. */
+START_TEST(t_reader_handle) {
+    ck_pool *p = host_pool(NULL);
+    ck_live_reader r;
+    ck_live_proc proc;
+    char why[512];
+    ck_assert_int_eq(ck__live_open(getpid(), &r, why, sizeof why), CK_LIVE_OK);
+    void *a;
+    ASSERT_OK(ck_malloc(p, &a, 3 * MiB, NULL));
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(proc.npools, 1);
+    ck_assert_int_eq(proc.pools[0].c.allocated_bytes.current, 3 * MiB);
+    ASSERT_OK(ck_free(p, a, NULL));
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(proc.pools[0].c.allocated_bytes.current, 0);
+    ASSERT_OK(ck_pool_destroy(p));
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(proc.npools, 0);
+    p = host_pool(NULL);
+    ASSERT_OK(ck_malloc(p, &a, 5 * MiB, NULL));
+    usleep(300 * 1000); /* past the 250 ms between checks of the name */
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(proc.npools, 1);
+    ck_assert_int_eq(proc.pools[0].c.allocated_bytes.current, 5 * MiB);
+    ck__live_close(&r);
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
 
-static ck_pool *child_pool; /* reachable at exit: not a leak */
+    /* An owner that exits. */
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char c;
+        if (ck_pool_create_conf(&child_pool, "backend=host,host_mem=256M") != CK_OK) _exit(2);
+        if (write(go[1], "r", 1) != 1 || read(go[0], &c, 1) != 1) _exit(3);
+        exit(0);
+    }
+    char c;
+    ck_assert_int_eq(read(go[0], &c, 1), 1);
+    ck_assert_int_eq(ck__live_open(pid, &r, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
+    ck_assert_int_eq(proc.npools, 1);
+    ck_assert_int_eq(write(go[1], "x", 1), 1);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_NONE);
+    ck_assert_msg(strstr(why, "exited"), "%s", why);
+    ck__live_close(&r);
+    close(go[0]);
+    close(go[1]);
+}
+END_TEST
+
+/* ---- processes: exit and fork -------------------------------------------- */
 
 START_TEST(t_removed_at_exit) {
     pid_t pid = fork();
@@ -678,6 +735,7 @@ int main(void) {
     tcase_add_test(tc, t_more_pools_than_slots);
     tcase_add_test(tc, t_answer_when_direct_copy_fails);
     tcase_add_test(tc, t_busy_owner);
+    tcase_add_test(tc, t_reader_handle);
     tcase_add_test(tc, t_removed_at_exit);
     tcase_add_test(tc, t_fork_child_keeps_parent_segment);
     tcase_add_test(tc, t_stale_segments_ignored);

@@ -81,6 +81,11 @@ static int fill_report(const ck_live_proc *proc, ckstat_report *out, FILE *err) 
     return 0;
 }
 
+/* The reader stays open between calls for the same pid (--watch): a refresh
+ * then costs the owner's process nothing but the copy. */
+static ck_live_reader reader;
+static int reader_open;
+
 int ckstat_live_read(int pid, int wait_ms, ckstat_report *out, char *err, size_t errn) {
     memset(out, 0, sizeof *out);
     ck_live_proc *proc = malloc(sizeof *proc);
@@ -88,13 +93,28 @@ int ckstat_live_read(int pid, int wait_ms, ckstat_report *out, char *err, size_t
         snprintf(err, errn, "out of memory");
         return 1;
     }
-    char why[512];
-    int rc = ck__live_read(pid, wait_ms, proc, why, sizeof why);
+    char why[512] = "";
+    int rc = CK_LIVE_OK;
+    if (reader_open && reader.pid != pid) {
+        ck__live_close(&reader);
+        reader_open = 0;
+    }
+    if (!reader_open) {
+        rc = ck__live_open(pid, &reader, why, sizeof why);
+        reader_open = rc == CK_LIVE_OK;
+    }
+    if (rc == CK_LIVE_OK) rc = ck__live_snapshot(&reader, wait_ms, proc, why, sizeof why);
+    if (rc != CK_LIVE_OK && reader_open) {
+        ck__live_close(&reader);
+        reader_open = 0;
+    }
     int ret = 1;
     uint64_t start;
     if (rc == CK_LIVE_OK) {
         ret = fill_report(proc, out, stderr) == 0 ? 0 : 1;
         if (ret) snprintf(err, errn, "out of memory");
+    } else if (rc == CK_LIVE_NONE && strstr(why, "exited")) {
+        snprintf(err, errn, "%s", why); /* during --watch */
     } else if (rc == CK_LIVE_NONE && ck__live_start_time(pid, &start) != 0) {
         snprintf(err, errn, "no process %d", pid);
     } else if (rc == CK_LIVE_NONE) {
