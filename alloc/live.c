@@ -359,9 +359,10 @@ void ck__live_serve(ck_pool *p) {
     ck_live_slot *sl = p->live;
     uint64_t req = atomic_load_explicit(&sl->request, memory_order_relaxed);
     uint64_t served = p->live_served;
-    /* Walks are paced so that they take at most ~1% of the owner's time,
-     * whatever the pool's size or the reader's rate: after a walk of T ns the
-     * next waits 100 T. While a walk waits, the clock is read once per 64
+    /* Walks are paced so that they take at most ~0.1% of the owner's time,
+     * whatever the pool's size or the readers' rate: after a walk of T ns the
+     * next waits 1000 T (at most 1 s: a walk stretched by preemption must not
+     * shut readers out). While a walk waits, the clock is read once per 64
      * pool calls (seq grows by 2 per call), not on every call; a request for
      * the counters alone is answered meanwhile. */
     int walk = 0;
@@ -396,7 +397,8 @@ void ck__live_serve(ck_pool *p) {
     p->live_served = done;
     if (walk) {
         uint64_t t1 = ck__now_ns();
-        p->live_next_ns = t1 + 100 * (t1 - t0);
+        uint64_t pause = 1000 * (t1 - t0);
+        p->live_next_ns = t1 + (pause < 1000000000u ? pause : 1000000000u);
     }
 }
 

@@ -20,7 +20,7 @@
  * served when it next releases its lock, writes a consistent copy of its
  * counters (and, if asked, the walk's results) into the answer area under a
  * second seqlock, `aseq`, which it writes only when answering, and sets
- * served. The owner paces walks so that they take at most ~1% of its time.
+ * served. The owner paces walks so that they take at most ~0.1% of its time.
  *
  * Layout rules: every field is 8-byte sized or padded, slots are 64-byte
  * aligned, and any change to ck_live_header, ck_live_slot or ck_counters must

@@ -212,7 +212,7 @@ RC=$?
 cat "$W/we.err"
 expect_rc $RC 1
 grep -q "^pid " "$W/we.txt" || exit 1
-grep -q "exited\|not using ckalloc\|no process" "$W/we.err"
+grep -q "process $P exited" "$W/we.err"
 ]=])
 
 # An owner that makes no call: the counters are still right, the top list

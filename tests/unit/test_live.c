@@ -339,19 +339,24 @@ START_TEST(t_reader_handle) {
     ASSERT_OK(ck_free(p, a, NULL));
     ASSERT_OK(ck_pool_destroy(p));
 
-    /* An owner that exits. */
-    int go[2];
+    /* An owner that exits. One pipe each way: ready, then go. */
+    int ready[2], go[2];
+    ck_assert_int_eq(pipe(ready), 0);
     ck_assert_int_eq(pipe(go), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         char c;
+        close(ready[0]);
+        close(go[1]);
         if (ck_pool_create_conf(&child_pool, "backend=host,host_mem=256M") != CK_OK) _exit(2);
-        if (write(go[1], "r", 1) != 1 || read(go[0], &c, 1) != 1) _exit(3);
+        if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1) _exit(3);
         exit(0);
     }
+    close(ready[1]);
+    close(go[0]);
     char c;
-    ck_assert_int_eq(read(go[0], &c, 1), 1);
+    ck_assert_int_eq(read(ready[0], &c, 1), 1);
     ck_assert_int_eq(ck__live_open(pid, &r, why, sizeof why), CK_LIVE_OK);
     ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_OK);
     ck_assert_int_eq(proc.npools, 1);
@@ -361,7 +366,7 @@ START_TEST(t_reader_handle) {
     ck_assert_int_eq(ck__live_snapshot(&r, -1, &proc, why, sizeof why), CK_LIVE_NONE);
     ck_assert_msg(strstr(why, "exited"), "%s", why);
     ck__live_close(&r);
-    close(go[0]);
+    close(ready[0]);
     close(go[1]);
 }
 END_TEST
