@@ -43,6 +43,11 @@ typedef struct ck_counters {
     uint64_t num_map_calls, num_unmap_calls, num_create_calls, num_release_calls;
 } ck_counters;
 
+/* stats.c: the public stats for a set of counters (a pool's, or a copy read
+ * from the live segment by ckalloc-stat), so both map them one way. */
+void ck__stats_from_counters(const ck_counters *c, uint64_t budget, uint64_t largest_free,
+                             ck_stats *st);
+
 /* Single writer (the lock holder), readers in other processes: the writer's
  * stores are relaxed atomics (a plain mov on x86), so a concurrent copy is a
  * race-free read of possibly mixed values that the seqlock then rejects. */

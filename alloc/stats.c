@@ -18,10 +18,10 @@ void ck__stat_add(ck_stat *s, int64_t delta) {
     }
 }
 
-void ck__stats_fill(ck_pool *p, ck_stats *st) {
+void ck__stats_from_counters(const ck_counters *c, uint64_t budget, uint64_t largest_free,
+                             ck_stats *st) {
     memset(st, 0, sizeof *st);
     st->struct_size = sizeof *st;
-    const ck_counters *c = p->c;
     st->allocation = c->allocation;
     st->segment = c->segment;
     st->active = c->active;
@@ -39,8 +39,12 @@ void ck__stats_fill(ck_pool *p, ck_stats *st) {
     st->num_unmap_calls = c->num_unmap_calls;
     st->num_create_calls = c->num_create_calls;
     st->num_release_calls = c->num_release_calls;
-    st->budget = p->budget;
-    st->largest_free = ck__largest_free(p);
+    st->budget = budget;
+    st->largest_free = largest_free;
+}
+
+void ck__stats_fill(ck_pool *p, ck_stats *st) {
+    ck__stats_from_counters(p->c, p->budget, ck__largest_free(p), st);
 }
 
 CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
