@@ -13,6 +13,7 @@
  * the cost of malloc+free of the same size (warm cache), rotating through
  * sizes from 512 B to 32 MiB. */
 #include "backend.h"
+#include "bench_util.h"
 #include "ckalloc/ckalloc.h"
 
 #include <dlfcn.h>
@@ -30,15 +31,7 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define GiB ((size_t)1 << 30)
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what, ck_status st) {
     fprintf(stderr, "bench_alloc: %s: %s: %s\n", what, ck_status_str(st), ck_last_error());
@@ -47,20 +40,7 @@ static void die(const char *what, ck_status st) {
 
 /* ---- the workload ---------------------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
-static size_t mix_size(uint64_t *rng) {
-    uint64_t r = rng_next(rng) % 100, v = rng_next(rng);
-    if (r < 60) return 512 + (size_t)(v % (64 * KiB - 512 + 1));
-    if (r < 85) return 64 * KiB + (size_t)(v % (MiB - 64 * KiB + 1));
-    return 2 * MiB + (size_t)(v % (30 * MiB + 1));
-}
 
 enum { WINDOW = 64, WINDOW_MAX = 96 };
 
@@ -295,13 +275,7 @@ static uint64_t run_two_threads(const allocator *a, const trace *t1, const trace
     return dt;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
-static const size_t pair_sizes[] = {512, 4 * KiB, 64 * KiB, 300 * KiB, MiB, 4 * MiB, 32 * MiB};
-#define NPAIR (sizeof pair_sizes / sizeof pair_sizes[0])
 
 /* Median ns of one malloc+free pair over `batches` batches of `per` pairs,
  * with 64 blocks of the mix live; per_size[k] gets the median for size k. */
@@ -370,29 +344,6 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static void machine(char *out, size_t n) {
-    struct utsname u;
-    const char *arch = uname(&u) == 0 ? u.machine : "unknown";
-    char model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            if (strncmp(line, "model name", 10) == 0) {
-                char *c = strchr(line, ':');
-                if (c) {
-                    c++;
-                    while (*c == ' ' || *c == '\t') c++;
-                    c[strcspn(c, "\n")] = '\0';
-                    snprintf(model, sizeof model, "%s", c);
-                }
-                break;
-            }
-        }
-        fclose(f);
-    }
-    snprintf(out, n, "%s %s (%ld cpus)", arch, model, sysconf(_SC_NPROCESSORS_ONLN));
-}
 
 static void print_by_size(FILE *f, const char *key, const double *v) {
     fprintf(f, ",\"%s\":{", key);

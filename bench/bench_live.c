@@ -25,6 +25,7 @@
  * live1 rounds: a ratio within it is not measurable. On a machine with few
  * cores the reader's own CPU time competes with the trainer; the *_vs_wakeup
  * ratios take the bare wakeups out. */
+#include "bench_util.h"
 #include "ckalloc/ckalloc.h"
 #include "live.h"
 
@@ -41,14 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what) {
     fprintf(stderr, "bench_live: %s: %s\n", what, ck_last_error());
@@ -152,24 +146,9 @@ static void command(char c) {
 
 /* ---- the timed loop ------------------------------------------------------------ */
 
-static const size_t pair_sizes[] = {512, 4 * KiB, 64 * KiB, 300 * KiB, MiB, 4 * MiB, 32 * MiB};
-#define NPAIR (sizeof pair_sizes / sizeof pair_sizes[0])
 enum { WINDOW = 64 };
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
-static size_t mix_size(uint64_t *rng) {
-    uint64_t r = rng_next(rng) % 100, v = rng_next(rng);
-    if (r < 60) return 512 + (size_t)(v % (64 * KiB - 512 + 1));
-    if (r < 85) return 64 * KiB + (size_t)(v % (MiB - 64 * KiB + 1));
-    return 2 * MiB + (size_t)(v % (30 * MiB + 1));
-}
 
 /* A pool with 64 blocks of the mix live and every pair size cached once. */
 static ck_pool *make_pool(const char *conf, void **live) {
@@ -198,10 +177,6 @@ static double run_pairs(ck_pool *p, long pairs) {
     return (double)(now_ns() - t0) / (double)pairs;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int cmp_u32(const void *a, const void *b) {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -213,31 +188,6 @@ static double quantile(double *v, int n, double q) {
     return v[(int)(q * (n - 1) + 0.5)];
 }
 
-static void machine(char *out, size_t n) {
-    struct utsname u;
-    const char *arch = uname(&u) == 0 ? u.machine : "unknown";
-    char model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            if (strncmp(line, "model name", 10) == 0) {
-                char *c = strchr(line, ':');
-                if (c) {
-                    c++;
-                    while (*c == ' ' || *c == '\t') c++;
-                    c[strcspn(c, "\n")] = '\0';
-                    snprintf(model, sizeof model, "%s", c);
-                }
-                break;
-            }
-        }
-        fclose(f);
-    }
-    for (char *c = model; *c; c++)
-        if (*c == '"' || *c == '\\') *c = ' ';
-    snprintf(out, n, "%s %s (%ld cpus)", arch, model, sysconf(_SC_NPROCESSORS_ONLN));
-}
 
 int main(int argc, char **argv) {
     int rounds = 21, verbose = 0;

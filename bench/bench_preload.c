@@ -11,6 +11,7 @@
  * thread-local state), so this overstates the hook cost, if anything.
  *
  * Prints ONE JSON line. Usage: bench_preload [--rounds N] [--pairs N] */
+#include "bench_util.h"
 #include "ckalloc/ckalloc.h"
 #include "cuda_abi.h"
 
@@ -31,19 +32,10 @@ CUresult cuStreamCreate(CUstream *, unsigned int);
 int cudaMallocAsync(void **, size_t, CUstream);
 int cudaFreeAsync(void *, CUstream);
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
