@@ -22,19 +22,6 @@
 
 #define SEG_SIZE (sizeof(ck_live_header) + CK_LIVE_SLOTS * sizeof(ck_live_slot))
 
-/* TSan cannot start threads in the child of a threaded fork, and a host pool
- * starts one (its default stream): under TSan a child makes no new pool. */
-#if defined(__SANITIZE_THREAD__)
-#define CK_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CK_TSAN 1
-#endif
-#endif
-#ifndef CK_TSAN
-#define CK_TSAN 0
-#endif
-
 static char *seg_path(int pid) {
     static char buf[4][96];
     static int k;

@@ -18,19 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* TSan cannot start threads in the child of a threaded fork, and a host pool
- * starts one (its default stream): under TSan a child makes no pool. */
-#if defined(__SANITIZE_THREAD__)
-#define CK_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CK_TSAN 1
-#endif
-#endif
-#ifndef CK_TSAN
-#define CK_TSAN 0
-#endif
-
 /* A fresh empty directory; the caller frees the path (rm_dir removes it). */
 static char *temp_dir(void) {
     const char *t = getenv("TMPDIR");

@@ -10,6 +10,20 @@
 #define MiB ((size_t)1 << 20)
 #define GiB ((size_t)1 << 30)
 
+/* 1 in a ThreadSanitizer build. TSan cannot start threads in the child of a
+ * threaded fork, and a host pool starts one (its default stream): fork tests
+ * make no new pool in the child there. */
+#if defined(__SANITIZE_THREAD__)
+#define CK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CK_TSAN 1
+#endif
+#endif
+#ifndef CK_TSAN
+#define CK_TSAN 0
+#endif
+
 /* expr must give CK_OK; otherwise the test fails naming expr, the status and
  * the error sentence. */
 #define ASSERT_OK(expr)                                                                        \
