@@ -89,10 +89,9 @@ enum { cudaErrorInitializationError = 3 };
 
 static CUresult alloc_common(CUdeviceptr *dptr, size_t size, CUstream s, int is_async, int *ours) {
     ck_pool *p = NULL;
-    CUresult err;
     *ours = 0;
     if (!dptr || size == 0) return CUDA_ERROR_INVALID_VALUE;
-    if (ckp_route_alloc(&p, s, is_async, &err) == CKP_REAL) return CUDA_SUCCESS;
+    if (ckp_route_alloc(&p, s, is_async) == CKP_REAL) return CUDA_SUCCESS;
     *ours = 1;
     void *ptr = NULL;
     ck_status st = ck_malloc(p, &ptr, size, (ck_stream)s);

@@ -178,8 +178,7 @@ static int capturing(CUstream s) {
     return st != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
-ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async, CUresult *err) {
-    *err = CUDA_SUCCESS;
+ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async) {
     if (g.opts.backend == CK_BACKEND_HOST) return CKP_REAL; /* host pools are for the API */
     int dev, primary;
     if (current_device(&dev, &primary) != CUDA_SUCCESS || !primary) return CKP_REAL;

@@ -51,9 +51,9 @@ typedef enum ckp_route { CKP_OURS, CKP_REAL } ckp_route;
 
 /* The pool for the calling thread's current device, or CKP_REAL when the
  * call belongs to the driver: no pool can be had, the current context is not
- * the device's primary context, or the stream is capturing a graph. *err is
- * the driver error to return instead when neither applies. */
-CKP_HIDDEN ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async, CUresult *err);
+ * the device's primary context, or the stream is capturing a graph (the
+ * driver then gives its own answer, error or not). */
+CKP_HIDDEN ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async);
 
 /* Free ptr if one of our pools owns it: CKP_OURS with *err set (success, or
  * CUDA_ERROR_INVALID_VALUE for a double free or interior pointer), or
