@@ -1,7 +1,6 @@
-/* The exported CUDA entry points, and the two lookups programs use to reach
- * the driver without linking it: dlsym (how cudart and PyTorch load
- * cuGetProcAddress from libcuda.so.1) and cuGetProcAddress (how cudart and
- * cudaGetDriverEntryPoint get every other driver function).
+/* The exported CUDA entry points, and cuGetProcAddress (how cudart and
+ * cudaGetDriverEntryPoint get every driver function; the dlsym hook that
+ * hands cudart our cuGetProcAddress is in lookup.c).
  *
  * Each hook asks preload.c whether the call is ours (an allocation for the
  * current device's pool, a pointer one of our pools owns); anything else goes
@@ -9,7 +8,6 @@
 #include "preload.h"
 
 #include <dlfcn.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,11 +59,17 @@ const ckp_driver *ckp_driver_get(void) {
 
 /* The runtime underneath (a dynamically linked libcudart), for pointers and
  * calls that are not ours. */
-#define REAL_RT(type, name)                                      \
-    static type real_##name(void) {                              \
-        static type fn;                                          \
-        if (!fn) *(void **)&fn = ckp_real_dlsym(RTLD_NEXT, #name); \
-        return fn;                                               \
+#define REAL_RT(type, name)                                             \
+    static type real_##name(void) {                                     \
+        static _Atomic(void *) fn; /* racing threads store the same value */ \
+        void *f = atomic_load_explicit(&fn, memory_order_relaxed);      \
+        if (!f) {                                                       \
+            f = ckp_real_dlsym(RTLD_NEXT, #name);                       \
+            atomic_store_explicit(&fn, f, memory_order_relaxed);        \
+        }                                                               \
+        type t;                                                         \
+        *(void **)&t = f;                                               \
+        return t;                                                       \
     }
 
 typedef cudaError_t (*rt_malloc_t)(void **, size_t);
