@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 typedef struct ck_backend ck_backend;
+struct ck__plan; /* kernels/plan.h */
 
 /* An opaque physical allocation (CUmemGenericAllocationHandle on cuda). */
 typedef uint64_t ck_phys;
@@ -42,6 +43,10 @@ struct ck_backend_ops {
     ck_status (*event_query)(ck_backend *b, ck_event e);
     ck_status (*event_sync)(ck_backend *b, ck_event e);
     ck_status (*event_elapsed)(ck_backend *b, ck_event start, ck_event end, float *ms);
+    /* Queue a replay plan (kernels/plan.h) on s: the CPU reference on a host
+     * stream's worker, one kernel launch or cuBLASLt matmul on cuda. The plan
+     * is copied; the call never waits for the work. */
+    ck_status (*replay)(ck_backend *b, const struct ck__plan *plan, ck_stream s);
 };
 
 struct ck_backend {

@@ -12,6 +12,7 @@
  *   takes n / sim_bandwidth seconds; events carry the time of their stream.
  */
 #include "backend.h"
+#include "plan.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -24,7 +25,7 @@
 #define HOST_GRANULARITY (2 * CK_MiB)
 #define HOST_PHYS_MAGIC 0x636b706879730a01ull
 
-typedef enum { OP_COPY, OP_SET, OP_RECORD, OP_WAIT } op_kind;
+typedef enum { OP_COPY, OP_SET, OP_RECORD, OP_WAIT, OP_REPLAY } op_kind;
 
 struct host_event;
 
@@ -112,6 +113,13 @@ static void *stream_main(void *arg) {
             pthread_mutex_unlock(&hb->mu);
             if (op->kind == OP_COPY) memmove(op->dst, op->src, op->n);
             else memset(op->dst, op->value, op->n);
+            pthread_mutex_lock(&hb->mu);
+            if (hb->sim_clock) s->sim_ns += op_sim_cost(hb, op);
+            break;
+        case OP_REPLAY: /* dst is our copy of the plan; n its bytes moved */
+            pthread_mutex_unlock(&hb->mu);
+            ck__ref_run(op->dst);
+            free(op->dst);
             pthread_mutex_lock(&hb->mu);
             if (hb->sim_clock) s->sim_ns += op_sim_cost(hb, op);
             break;
@@ -394,6 +402,16 @@ static ck_status h_event_destroy(ck_backend *b, ck_event ev) {
 
 /* Queue a record (which starts a new generation of e) or a wait (for the
  * generation recorded last) on stream st. */
+/* The CPU reference on the stream's worker, in order with its copies. */
+static ck_status h_replay(ck_backend *b, const ck__plan *plan, ck_stream s) {
+    ck__plan *copy = malloc(sizeof *copy);
+    if (!copy) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing a replay");
+    *copy = *plan;
+    ck_status st = enqueue(hb_of(b), s, (host_op){.kind = OP_REPLAY, .dst = copy, .n = plan->bytes});
+    if (st != CK_OK) free(copy);
+    return st;
+}
+
 static ck_status enqueue_event_op(ck_backend *b, ck_stream st, ck_event ev, op_kind kind) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;
@@ -477,6 +495,7 @@ static const struct ck_backend_ops host_ops = {
     .unmap = h_unmap,
     .memcpy_async = h_memcpy,
     .memset_async = h_memset,
+    .replay = h_replay,
     .stream_create = h_stream_create,
     .stream_destroy = h_stream_destroy,
     .stream_sync = h_stream_sync,

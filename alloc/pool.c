@@ -1246,6 +1246,45 @@ int ck__pool_contains(ck_pool *p, const void *ptr) {
     return in;
 }
 
+/* The block holding address a of region r (every byte of a region belongs
+ * to one hashed block that starts at or below it, on a 512-byte boundary).
+ * Probing down finds small blocks and nearby starts at once; a start far
+ * below is found walking the region's large blocks from its end. */
+static ck_block *block_holding(const ck_pool *p, const ck_region *r, uintptr_t a) {
+    uintptr_t q = a & ~(uintptr_t)(CK_ROUND - 1);
+    for (int probes = 0; probes < 4096 && q >= r->va; probes++, q -= CK_ROUND) {
+        ck_block *b = hash_find(p, q);
+        if (b) return b;
+    }
+    for (ck_block *b = r->last; b; b = b->prev)
+        if (b->addr <= a) return b->is_page ? NULL : b; /* a page's small blocks are all hashed */
+    return NULL;
+}
+
+int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
+    uintptr_t a = (uintptr_t)ptr;
+    pool_lock(p);
+    int res = 0;
+    ck_region *r = region_of(p, a);
+    if (r) {
+        ck_block *b = block_holding(p, r, a);
+        res = -1;
+        if (!b || b->state != BLK_LIVE) *why = "is not inside a live allocation (freed, or never allocated)";
+        else if (n > b->size || a - b->addr > b->size - n) *why = "runs past the end of its allocation";
+        else {
+            res = 1;
+            for (size_t i = chunk_of(p, r, a), e = chunk_of(p, r, a + n - 1); i <= e; i++)
+                if (!r->chunk[i]) {
+                    res = -1;
+                    *why = "is not resident (its pages are unmapped)";
+                    break;
+                }
+        }
+    }
+    pool_unlock(p);
+    return res;
+}
+
 void ck__pool_stream_gone(ck_pool *p, ck_stream s) {
     pool_lock(p);
     ck__pool_forget_stream(p, s);

@@ -188,6 +188,10 @@ void ck__pool_forget_stream(ck_pool *p, ck_stream s);
 /* For the interposition library (each takes the lock): 1 if ptr lies in one
  * of the pool's VA regions; forget a stream its owner is about to destroy. */
 int ck__pool_contains(ck_pool *p, const void *ptr);
+/* Where [ptr, ptr+n) lies: 0 outside the pool's address space, 1 inside one
+ * live allocation whose pages are all mapped, -1 otherwise with *why set to
+ * a phrase ("is not inside a live allocation", ...). n > 0. */
+int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why);
 void ck__pool_stream_gone(ck_pool *p, ck_stream s);
 
 /* stats.c: the stats of p (lock held), and the one emitter for a copy of them. */
