@@ -51,7 +51,8 @@ static void run_ew(const ck__plan *plan) {
     float v[CK_VEC];
     for (int64_t i0 = 0; i0 < plan->n; i0 += CK_VEC) {
         int cnt = plan->n - i0 < CK_VEC ? (int)(plan->n - i0) : CK_VEC;
-        for (int j = 0; j < cnt; j++) v[j] = plan->x ? ck__load(plan->x, plan->x_dtype, i0 + j) : 0.0f;
+        for (int j = 0; j < cnt; j++)
+            v[j] = plan->x ? ck__load(plan->x, plan->x_dtype, i0 + j) : 0.0f;
         apply_steps(plan, 0, v, i0, cnt);
         store_chunk(plan, v, i0, cnt);
     }
@@ -139,7 +140,8 @@ static void run_linear(const ck__plan *plan) {
         for (int64_t o = 0; o < nn; o++) {
             double acc = 0.0;
             for (int64_t t = 0; t < k; t++)
-                acc += (double)ck__load(plan->x, dt, i * k + t) * (double)ck__load(plan->w, dt, o * k + t);
+                acc += (double)ck__load(plan->x, dt, i * k + t) *
+                       (double)ck__load(plan->w, dt, o * k + t);
             if (plan->b) acc += (double)ck__load(plan->b, dt, o);
             ck__store(plan->out, plan->out_dtype, i * nn + o, (float)acc);
         }
@@ -148,19 +150,10 @@ static void run_linear(const ck__plan *plan) {
 
 void ck__ref_run(const ck__plan *plan) {
     switch (plan->kind) {
-    case CK_PLAN_EW:
-        run_ew(plan);
-        break;
-    case CK_PLAN_NORM:
-        run_norm(plan);
-        break;
-    case CK_PLAN_ROPE:
-        run_rope(plan);
-        break;
-    case CK_PLAN_LINEAR:
-        run_linear(plan);
-        break;
-    default:
-        break;
+    case CK_PLAN_EW: run_ew(plan); break;
+    case CK_PLAN_NORM: run_norm(plan); break;
+    case CK_PLAN_ROPE: run_rope(plan); break;
+    case CK_PLAN_LINEAR: run_linear(plan); break;
+    default: break;
     }
 }

@@ -70,12 +70,12 @@ static const ck_op_info ops[CK_OP_COUNT] = {
     [CK_OP_RMSNORM] = {CK_OP_RMSNORM, "rmsnorm", CK_OPC_ROWWISE, 2, 1, {"x", "weight"}, "eps",
                        "x: [..., C], normalised over its last dim; weight (optional): [C]; "
                        "the result has x's shape",
-                       FLOAT_IO "; statistics in f32", TOL_NORM, 4, 0, 1, 1},
+                       FLOAT_IO "; statistics in f32 (double in the CPU reference)", TOL_NORM, 4, 0, 1, 1},
     [CK_OP_LAYERNORM] = {CK_OP_LAYERNORM, "layernorm", CK_OPC_ROWWISE, 3, 1,
                          {"x", "weight", "bias"}, "eps",
                          "x: [..., C], normalised over its last dim; weight and bias "
                          "(optional): [C]; the result has x's shape",
-                         FLOAT_IO "; statistics in f32", TOL_NORM, 8, 0, 1, 1},
+                         FLOAT_IO "; statistics in f32 (double in the CPU reference)", TOL_NORM, 8, 0, 1, 1},
     [CK_OP_ROPE] = {CK_OP_ROPE, "rope", CK_OPC_STANDALONE, 2, 2, {"x", "positions"}, "base",
                     "x: [tokens, heads, head_dim] or [batch, tokens, heads, head_dim], head_dim "
                     "even and at most 512; positions: x's leading dims ([tokens] or [batch, "
@@ -476,7 +476,8 @@ static ck_status check(const ck_recipe *r, checked *c, ck__plan *plan) {
     if (plan) {
         pl.out_dtype = (int32_t)c->out.dtype;
         pl.n = c->out_n;
-        pl.rows = c->out_n / pl.cols;
+        /* rope's rows are tokens: its rows of cols are spread over heads */
+        pl.rows = c->out_n / pl.cols / (pl.kind == CK_PLAN_ROPE ? pl.heads : 1);
         *plan = pl;
     }
     return CK_OK;

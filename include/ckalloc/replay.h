@@ -12,9 +12,12 @@
  * shape and dtype rules and its cost per output element; the cost model reads
  * its numbers through ck_recipe_cost and nothing else hard-codes them.
  *
- * Tensors are contiguous and row-major. All arithmetic is in fp32 (norm
+ * Tensors are contiguous and row-major. The GPU kernels compute in fp32 (norm
  * statistics and GEMM accumulation included); fp16 and bf16 values are
- * converted exactly on load and rounded to nearest-even on store.
+ * converted exactly on load and rounded to nearest-even on store. The CPU
+ * reference does the same element-wise math in fp32 but sums norm statistics
+ * and dot products in double, as an oracle; each op's tolerance
+ * (ck_op_info.tolerance) bounds the difference.
  */
 #ifndef CKALLOC_REPLAY_H
 #define CKALLOC_REPLAY_H
@@ -60,7 +63,7 @@ typedef enum ck_op {
     CK_OP_LAYERNORM,      /* (x - mean) / sqrt(var + eps) * weight + bias, per row */
     CK_OP_ROPE,           /* rotary embedding, LLaMA rotate-half form */
     CK_OP_DROPOUT_MASK,   /* the keep mask of dropout(seed, offset, p), u8 */
-    CK_OP_DROPOUT,        /* x * mask / (1 - p) with the same mask */
+    CK_OP_DROPOUT,        /* x * mask * (float)(1 / (1 - p)) with the same mask */
     CK_OP_LINEAR,         /* y = x W^T (+ b), through cuBLASLt on a GPU */
     CK_OP_COUNT
 } ck_op;
