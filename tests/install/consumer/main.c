@@ -1,5 +1,7 @@
-/* Uses only the installed header and library: a host pool, one allocation. */
+/* Uses only the installed headers and library: a host pool, one allocation,
+ * one replay op (relu in place). */
 #include <ckalloc/ckalloc.h>
+#include <ckalloc/replay.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,11 +11,21 @@ int main(void) {
         fprintf(stderr, "consumer: %s\n", ck_last_error());
         return 1;
     }
-    void *x;
-    if (ck_malloc(p, &x, 4096, NULL) != CK_OK) return 1;
-    memset(x, 7, 4096);
+    float *x;
+    if (ck_malloc(p, (void **)&x, 4096, NULL) != CK_OK) return 1;
+    for (int i = 0; i < 1024; i++) x[i] = (float)(i - 512);
+    ck_recipe r;
+    ck_recipe_init(&r);
+    int64_t shape[] = {1024};
+    ck_recipe_step(&r, CK_OP_RELU, CK_DTYPE_F32)->in[0] =
+        ck_recipe_input(&r, x, CK_DTYPE_F32, 1, shape);
+    if (ck_replay(p, &r, x, 4096, NULL) != CK_OK || ck_stream_synchronize(p, NULL) != CK_OK) {
+        fprintf(stderr, "consumer: %s\n", ck_last_error());
+        return 1;
+    }
+    if (x[0] != 0.0f || x[1023] != 511.0f) return 1;
     if (ck_free(p, x, NULL) != CK_OK || ck_pool_destroy(p) != CK_OK) return 1;
     if (strcmp(ck_version(), "0.1.0") != 0) return 1;
-    printf("consumer ok: ckalloc %s\n", ck_version());
+    printf("consumer ok: ckalloc %s, %s\n", ck_version(), ck_op_get(CK_OP_RELU)->name);
     return 0;
 }
