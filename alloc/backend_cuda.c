@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "cuda_abi.h"
 #include "internal.h"
+#include "launch.h" /* kernels/: replay plans, launched by kernels/launch.c */
 
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -61,6 +62,12 @@ typedef struct cuda_fns {
     CK_CUDA_SYMBOLS(X)
 #undef X
     ck_pfn_cuEventElapsedTime cuEventElapsedTime; /* _v2 where the driver has it */
+    /* Replay only, so resolved when present: a driver without them still
+     * backs a pool, and replay says what is missing. */
+    ck_pfn_cuModuleLoadData cuModuleLoadData;
+    ck_pfn_cuModuleGetFunction cuModuleGetFunction;
+    ck_pfn_cuModuleUnload cuModuleUnload;
+    ck_pfn_cuLaunchKernel cuLaunchKernel;
 } cuda_fns;
 
 typedef struct cuda_backend {
@@ -70,6 +77,7 @@ typedef struct cuda_backend {
     CUdevice dev;
     CUcontext ctx;
     int fd_handles; /* request POSIX fd handles; atomic: create may clear it */
+    ck__gpu *gpu;   /* replay: the kernel module and cuBLASLt, loaded on first use */
 } cuda_backend;
 
 static cuda_backend *cb(ck_backend *b) { return (cuda_backend *)b; }
@@ -109,6 +117,10 @@ static const char *resolve(void *lib, cuda_fns *fn) {
         *(void **)&fn->cuEventElapsedTime = dlsym(lib, "cuEventElapsedTime");
     if (!fn->cuEventElapsedTime)
         return "cuEventElapsedTime";
+    *(void **)&fn->cuModuleLoadData = dlsym(lib, "cuModuleLoadData");
+    *(void **)&fn->cuModuleGetFunction = dlsym(lib, "cuModuleGetFunction");
+    *(void **)&fn->cuModuleUnload = dlsym(lib, "cuModuleUnload");
+    *(void **)&fn->cuLaunchKernel = dlsym(lib, "cuLaunchKernel");
     return NULL;
 }
 
@@ -385,12 +397,39 @@ static ck_status cuda_event_elapsed(ck_backend *b, ck_event start, ck_event end,
     CU_CALL(c, cuEventElapsedTime, ms, (CUevent)start, (CUevent)end);
 }
 
+/* ---- replay ------------------------------------------------------------ */
+
+/* One kernel launch (or one cuBLASLt matmul) on s, in our context; the
+ * module is loaded at the first call (kernels/launch.c). */
+static ck_status cuda_replay(ck_backend *b, const struct ck__plan *plan, ck_stream s) {
+    cuda_backend *c = cb(b);
+    CUcontext prev;
+    ck_status st = ctx_enter(c, &prev);
+    if (st != CK_OK)
+        return st;
+    st = ck__gpu_replay(c->gpu, plan, (CUstream)s);
+    ctx_leave(c, prev);
+    return st;
+}
+
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void cuda_destroy(ck_backend *b) {
     cuda_backend *c = cb(b);
     if (!c)
         return;
+    if (c->gpu) {
+        /* cuModuleUnload and cublasLtDestroy need our context current; a
+         * pool that never replayed makes no driver call here. */
+        CUcontext prev;
+        if (ck__gpu_has_driver_state(c->gpu) && ctx_enter(c, &prev) == CK_OK) {
+            ck__gpu_free(c->gpu, 1);
+            ctx_leave(c, prev);
+        } else {
+            ck__gpu_free(c->gpu, 0);
+        }
+        c->gpu = NULL;
+    }
     c->fn.cuDevicePrimaryCtxRelease_v2(c->dev);
     dlclose(c->lib);
     free(c);
@@ -418,6 +457,7 @@ static const struct ck_backend_ops cuda_ops = {
     .event_query = cuda_event_query,
     .event_sync = cuda_event_sync,
     .event_elapsed = cuda_event_elapsed,
+    .replay = cuda_replay,
 };
 
 /* Everything after the primary context is retained; on failure the caller
@@ -510,6 +550,19 @@ ck_status ck__backend_cuda_create(const ck_pool_options *opts, ck_backend **out)
     c->base.name = "cuda";
     c->base.device = ordinal;
     st = setup_device(c);
+    if (st == CK_OK) {
+        ck__gpu_fns gf = {
+            .cuModuleLoadData = c->fn.cuModuleLoadData,
+            .cuModuleGetFunction = c->fn.cuModuleGetFunction,
+            .cuModuleUnload = c->fn.cuModuleUnload,
+            .cuLaunchKernel = c->fn.cuLaunchKernel,
+            .cuDeviceGetAttribute = c->fn.cuDeviceGetAttribute,
+            .cuGetErrorString = c->fn.cuGetErrorString,
+        };
+        c->gpu = ck__gpu_new(&gf, c->dev); /* no driver call: loads at the first replay */
+        if (!c->gpu)
+            st = ck__err(CK_ERR_NOMEM, "out of host memory creating the cuda backend");
+    }
     if (st != CK_OK) {
         c->fn.cuDevicePrimaryCtxRelease_v2(c->dev);
         goto fail_lib;

@@ -32,6 +32,8 @@ typedef int CUdevice;
 typedef struct CUctx_st *CUcontext;
 typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
+typedef struct CUmod_st *CUmodule;   /* replay kernels (kernels/launch.c) */
+typedef struct CUfunc_st *CUfunction;
 typedef unsigned long long CUdeviceptr;
 typedef unsigned long long CUmemGenericAllocationHandle;
 
@@ -43,10 +45,16 @@ enum {
     CUDA_ERROR_NOT_INITIALIZED = 3,
     CUDA_ERROR_NO_DEVICE = 100,
     CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
     CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_NO_BINARY_FOR_GPU = 209,
+    CUDA_ERROR_INVALID_PTX = 218,
+    CUDA_ERROR_JIT_COMPILER_NOT_FOUND = 221,
+    CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222,
     CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_NOT_READY = 600,
+    CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
     CUDA_ERROR_ILLEGAL_STATE = 401,
     CUDA_ERROR_NOT_PERMITTED = 800,
     CUDA_ERROR_NOT_SUPPORTED = 801,
@@ -60,6 +68,9 @@ enum {
 /* CUdevice_attribute */
 typedef int CUdevice_attribute;
 enum {
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
     CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102,
     CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED = 103
 };
@@ -163,6 +174,16 @@ typedef CUresult (*ck_pfn_cuEventElapsedTime)(float *ms, CUevent start, CUevent 
 typedef CUresult (*ck_pfn_cuMemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
 typedef CUresult (*ck_pfn_cuMemsetD8Async)(CUdeviceptr dst, unsigned char uc, size_t n,
                                            CUstream s);
+/* The replay kernels (kernels/launch.c): a fatbin embedded in the library,
+ * loaded into the primary context at the first replay. */
+typedef CUresult (*ck_pfn_cuModuleLoadData)(CUmodule *module, const void *image);
+typedef CUresult (*ck_pfn_cuModuleGetFunction)(CUfunction *fn, CUmodule module, const char *name);
+typedef CUresult (*ck_pfn_cuModuleUnload)(CUmodule module);
+typedef CUresult (*ck_pfn_cuLaunchKernel)(CUfunction f, unsigned int grid_x, unsigned int grid_y,
+                                          unsigned int grid_z, unsigned int block_x,
+                                          unsigned int block_y, unsigned int block_z,
+                                          unsigned int shared_bytes, CUstream s, void **params,
+                                          void **extra);
 
 /* Used only by the interposition library (preload/). */
 typedef CUresult (*ck_pfn_cuMemAlloc_v2)(CUdeviceptr *dptr, size_t bytesize);

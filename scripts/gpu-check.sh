@@ -15,7 +15,11 @@
 #     (ckalloc.torch.use), with `ckalloc-stat -p PID` run on the preload run
 #     while it trains; the final losses must match plain within 1e-4
 #     (relative);
-#  5. bench_cuda_alloc, when built.
+#  5. bench_cuda_alloc, when built;
+#  6. the replay kernels: tests/gpu/gpu_replay (run by step 2, and under
+#     memcheck by step 3) under compute-sanitizer --tool racecheck, then
+#     bench_replay (kernels vs a device-to-device copy) and
+#     bench/bench_replay_torch.py (the fused chain vs PyTorch eager).
 #
 # Every result is one JSON line (each with a "check" key), printed and
 # written to bench/results/gpu-<device>.jsonl, and to $OUT/gpu-check.jsonl
@@ -107,18 +111,25 @@ emit "$(json check=ctest_gpu rc=$rc ok=$([ $rc -eq 0 ] && echo true || echo fals
 san=$(command -v compute-sanitizer || true)
 [ -n "$san" ] || [ ! -x /usr/local/cuda/bin/compute-sanitizer ] || san=/usr/local/cuda/bin/compute-sanitizer
 sanitize() { # NAME CMD...: memcheck one program
-    local name=$1
-    shift
-    "$san" --tool memcheck --error-exitcode 99 --target-processes all "$@" >"$logs/san-$name.log" 2>&1
+    sanitize_tool memcheck "$@"
+}
+sanitize_tool() { # TOOL NAME CMD...: one compute-sanitizer tool over one program
+    local tool=$1 name=$2 log
+    shift 2
+    log=$logs/san-$name.log
+    [ "$tool" = memcheck ] || log=$logs/san-$tool-$name.log
+    # CK_REPLAY_QUICK: gpu_replay's small sizes (instrumented kernels are slow)
+    CK_REPLAY_QUICK=1 "$san" --tool "$tool" --error-exitcode 99 --target-processes all "$@" \
+        >"$log" 2>&1
     local rc=$?
-    keep_log "$logs/san-$name.log"
+    keep_log "$log"
     local errs
-    errs=$(grep -oE "ERROR SUMMARY: [0-9]+" "$logs/san-$name.log" | tail -1 | grep -oE "[0-9]+$")
+    errs=$(grep -oE "ERROR SUMMARY: [0-9]+" "$log" | tail -1 | grep -oE "[0-9]+$")
     local ok=false
     if [ $rc -eq 0 ] || { [ $rc -eq 77 ] && [ "${errs:-0}" = 0 ]; }; then ok=true; fi
-    emit "$(json check=compute_sanitizer binary="$name" rc=$rc errors="${errs:-null}" ok=$ok \
-        skipped=$([ $rc -eq 77 ] && echo true || echo false))"
-    [ $ok = true ] || { status=1; tail -40 "$logs/san-$name.log" >&2; }
+    emit "$(json check=compute_sanitizer tool="$tool" binary="$name" rc=$rc errors="${errs:-null}" \
+        ok=$ok skipped=$([ $rc -eq 77 ] && echo true || echo false))"
+    [ $ok = true ] || { status=1; tail -40 "$log" >&2; }
 }
 if [ -z "$san" ]; then
     emit "$(json check=compute_sanitizer skipped=true reason="compute-sanitizer not found")"
@@ -127,6 +138,10 @@ else
         [ -f "$b" ] && [ -x "$b" ] || continue
         sanitize "$(basename "$b")" "$b"
     done
+    # The norm kernels share partial sums through shared memory: racecheck.
+    if [ -x "$build/tests/gpu/gpu_replay" ]; then
+        sanitize_tool racecheck gpu_replay "$build/tests/gpu/gpu_replay"
+    fi
     if [ -x "$build/tests/gpu/preload_real" ] && [ -f "$lib" ]; then
         # Appended to whatever the sanitizer itself puts in LD_PRELOAD.
         sanitize preload_real+LD_PRELOAD sh -c \
@@ -164,6 +179,39 @@ if [ -x "$build/bench/bench_cuda_alloc" ]; then
         case $line in "{"*) emit "$line" ;; esac
     done <"$logs/bench_cuda.jsonl"
     [ $rc -eq 0 ] || [ $rc -eq 77 ] || emit "$(json check=bench_cuda_alloc rc=$rc ok=false)"
+fi
+
+# ---- 6. replay kernels: bandwidth against a copy, and against PyTorch ----
+bench_lines() { # CHECK FILE: each JSON line of FILE, with a "check" key
+    while IFS= read -r line; do
+        case $line in
+        "{"*) emit "$(printf '%s' "$line" | "$py" -c 'import json,sys
+o = json.loads(sys.stdin.read()); print(json.dumps(dict({"check": sys.argv[1]}, **o)))' "$1")" ;;
+        esac
+    done <"$2"
+}
+if [ -x "$build/bench/gpu/bench_replay" ]; then
+    "$build/bench/gpu/bench_replay" >"$logs/bench_replay.jsonl" 2>"$logs/bench_replay.log"
+    rc=$?
+    keep_log "$logs/bench_replay.log"
+    bench_lines bench_replay "$logs/bench_replay.jsonl"
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+        status=1
+        emit "$(json check=bench_replay rc=$rc ok=false)"
+        tail -20 "$logs/bench_replay.log" >&2
+    fi
+fi
+if [ -f "$build/libckalloc.so" ]; then
+    "$py" bench/bench_replay_torch.py --lib "$build/libckalloc.so" \
+        >"$logs/bench_replay_torch.jsonl" 2>"$logs/bench_replay_torch.log"
+    rc=$?
+    keep_log "$logs/bench_replay_torch.log"
+    bench_lines bench_replay_torch "$logs/bench_replay_torch.jsonl"
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+        status=1
+        emit "$(json check=bench_replay_torch rc=$rc ok=false)"
+        tail -20 "$logs/bench_replay_torch.log" >&2
+    fi
 fi
 
 emit "$(json check=summary ok=$([ $status -eq 0 ] && echo true || echo false) results="$results")"

@@ -32,6 +32,17 @@
  *   CKFAKECUDA_NOT_READY=N     a recorded event answers CUDA_ERROR_NOT_READY
  *                              to its first N queries (until a synchronize)
  *   CKFAKECUDA_CAPTURING=1     every stream reports an active graph capture
+ *   CKFAKECUDA_CC=NN           compute capability reported (default 90); below
+ *                              80 cuModuleLoadData answers NO_BINARY_FOR_GPU
+ *   CKFAKECUDA_SMS=N           multiprocessor count (default 132)
+ *   CKFAKECUDA_FAIL_LAUNCH=N   the Nth cuLaunchKernel fails (once; code as
+ *                              above, default LAUNCH_OUT_OF_RESOURCES)
+ *
+ * Replay kernels: cuModuleLoadData accepts an image that starts with the
+ * fatbin magic (0xBA55ED50) and knows the kernels kernels/launch.h names;
+ * cuLaunchKernel runs nothing but records each launch (kernel, grid, block,
+ * shared bytes, stream and a copy of the ck__plan its one parameter points
+ * to) for ckfake_launch_get, and counts it.
  *
  * For the preload tests it also implements the classic allocator
  * (cuMemAlloc_v2/cuMemFree_v2, cuMemAllocAsync/cuMemFreeAsync, plain malloc
@@ -43,6 +54,7 @@
  * to the older name is what CI runs.
  */
 #include "cuda_abi.h"
+#include "launch.h" /* the replay kernels' names and their ck__plan parameter */
 
 #include <errno.h>
 #include <stdio.h>
@@ -131,6 +143,8 @@ static int g_no_vmm;
 static uint64_t g_not_ready;
 static int g_capturing;
 static __thread CUcontext tl_ctx;
+static int g_cc = 90, g_sms = 132;
+static uint64_t g_fail_launch, g_calls_launch;
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -298,6 +312,9 @@ FK_API CUresult cuInit(unsigned int flags) {
     g_no_vmm = env_u64("CKFAKECUDA_NO_VMM", 0) != 0;
     g_not_ready = env_u64("CKFAKECUDA_NOT_READY", 0);
     g_capturing = env_u64("CKFAKECUDA_CAPTURING", 0) != 0;
+    g_cc = (int)env_u64("CKFAKECUDA_CC", 90);
+    g_sms = (int)env_u64("CKFAKECUDA_SMS", 132);
+    g_fail_launch = env_u64("CKFAKECUDA_FAIL_LAUNCH", 0);
     g_calls_create = g_calls_map = g_calls_access = 0;
     for (int i = 0; i < FK_MAX_DEV; i++)
         g_ctx[i].dev = i;
@@ -369,6 +386,9 @@ FK_API CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attr, CUdevice 
         case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
             *pi = g_fd_handles != 0;
             break;
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = g_cc / 10; break;
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = g_cc % 10; break;
+        case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = g_sms; break;
         default: *pi = 0; break;
         }
     }
@@ -1114,6 +1134,195 @@ FK_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_versio
     return cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, NULL);
 }
 
+
+/* ---- modules and kernel launches (the replay kernels) ------------------ */
+
+#define FK_MAGIC_MODULE 0x66616b656d6f6431ull
+#define FK_FATBIN_MAGIC 0xBA55ED50u
+#define FK_MAX_LAUNCHES 4096 /* recorded; later launches are only counted */
+
+static const char *const fk_kernel_names[] = {CK_KERNEL_EW, CK_KERNEL_NORM, CK_KERNEL_ROPE};
+#define FK_NKERNELS (sizeof fk_kernel_names / sizeof fk_kernel_names[0])
+
+struct CUfunc_st {
+    struct CUmod_st *mod;
+    const char *name;
+};
+
+struct CUmod_st {
+    uint64_t magic;
+    struct CUfunc_st fn[FK_NKERNELS];
+    struct CUmod_st *next;
+};
+
+typedef struct fk_launch {
+    const char *name;
+    unsigned grid[3], block[3], shmem;
+    CUstream stream;
+    unsigned char params[sizeof(ck__plan)];
+} fk_launch;
+
+static struct CUmod_st *g_modules;
+static unsigned long g_n_modules, g_module_loads, g_n_launches;
+static fk_launch *g_launches; /* the first FK_MAX_LAUNCHES since the last reset */
+
+static CUresult module_load(CUmodule *mod, const void *image) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!mod || !image)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint32_t magic;
+    memcpy(&magic, image, sizeof magic);
+    if (magic != FK_FATBIN_MAGIC)
+        return CUDA_ERROR_INVALID_IMAGE;
+    if (g_cc < 80) /* the library's fatbin has nothing below sm_80 */
+        return CUDA_ERROR_NO_BINARY_FOR_GPU;
+    struct CUmod_st *m = calloc(1, sizeof *m);
+    if (!m)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    m->magic = FK_MAGIC_MODULE;
+    for (size_t i = 0; i < FK_NKERNELS; i++) {
+        m->fn[i].mod = m;
+        m->fn[i].name = fk_kernel_names[i];
+    }
+    m->next = g_modules;
+    g_modules = m;
+    g_n_modules++;
+    g_module_loads++;
+    *mod = m;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuModuleLoadData(CUmodule *mod, const void *image) { LOCKED(module_load(mod, image)); }
+
+static int module_ok(CUmodule m) {
+    for (struct CUmod_st *p = g_modules; p; p = p->next)
+        if (p == m)
+            return 1;
+    return 0;
+}
+
+static CUresult module_get_function(CUfunction *fn, CUmodule m, const char *name) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!fn || !name)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!module_ok(m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    for (size_t i = 0; i < FK_NKERNELS; i++)
+        if (strcmp(name, m->fn[i].name) == 0) {
+            *fn = &m->fn[i];
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+FK_API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule m, const char *name) {
+    LOCKED(module_get_function(fn, m, name));
+}
+
+static CUresult module_unload(CUmodule m) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (struct CUmod_st **pp = &g_modules; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            m->magic = 0;
+            free(m);
+            g_n_modules--;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_HANDLE;
+}
+
+FK_API CUresult cuModuleUnload(CUmodule m) { LOCKED(module_unload(m)); }
+
+static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                              unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
+                              void **extra) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!f || !module_ok(f->mod))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!stream_ok(s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    /* Every replay kernel takes one ck__plan, passed through params. */
+    if (!params || !params[0] || extra)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!gx || !gy || !gz || !bx || !by || !bz || (uint64_t)bx * by * bz > 1024 ||
+        gy > 65535 || gz > 65535 || shmem > 48 * 1024)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (g_fail_launch && ++g_calls_launch == g_fail_launch)
+        return g_fail_code ? g_fail_code : CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
+    if (g_n_launches < FK_MAX_LAUNCHES) {
+        if (!g_launches && !(g_launches = calloc(FK_MAX_LAUNCHES, sizeof *g_launches)))
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        fk_launch *l = &g_launches[g_n_launches];
+        l->name = f->name;
+        l->grid[0] = gx;
+        l->grid[1] = gy;
+        l->grid[2] = gz;
+        l->block[0] = bx;
+        l->block[1] = by;
+        l->block[2] = bz;
+        l->shmem = shmem;
+        l->stream = s;
+        memcpy(l->params, params[0], sizeof l->params);
+    }
+    g_n_launches++;
+    return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                               unsigned int bx, unsigned int by, unsigned int bz,
+                               unsigned int shmem, CUstream s, void **params, void **extra) {
+    LOCKED(launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra));
+}
+
+/* Launch i (0 = the first since the last ckfake_launch_reset): its kernel's
+ * name (copied into name, name_cap bytes), grid, block, shared bytes,
+ * stream, and up to params_cap bytes of its ck__plan (*params_len gets the
+ * plan's size). Any out-pointer may be NULL. Returns 0, or -1 when there is
+ * no such launch on record. */
+FK_API int ckfake_launch_get(unsigned long i, char *name, size_t name_cap, unsigned grid[3],
+                             unsigned block[3], unsigned *shmem, void **stream, void *params,
+                             size_t params_cap, size_t *params_len) {
+    pthread_mutex_lock(&g_mu);
+    int ok = i < g_n_launches && i < FK_MAX_LAUNCHES && g_launches;
+    if (ok) {
+        const fk_launch *l = &g_launches[i];
+        if (name && name_cap)
+            snprintf(name, name_cap, "%s", l->name);
+        if (grid)
+            memcpy(grid, l->grid, sizeof l->grid);
+        if (block)
+            memcpy(block, l->block, sizeof l->block);
+        if (shmem)
+            *shmem = l->shmem;
+        if (stream)
+            *stream = l->stream;
+        if (params)
+            memcpy(params, l->params, params_cap < sizeof l->params ? params_cap : sizeof l->params);
+        if (params_len)
+            *params_len = sizeof l->params;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return ok ? 0 : -1;
+}
+
+/* Forget the recorded launches (ckfake_launches counts from 0 again). */
+FK_API void ckfake_launch_reset(void) {
+    pthread_mutex_lock(&g_mu);
+    free(g_launches);
+    g_launches = NULL;
+    g_n_launches = 0;
+    pthread_mutex_unlock(&g_mu);
+}
+
 /* ---- counters for tests ------------------------------------------------ */
 
 #define FK_COUNTER(name, var)         \
@@ -1136,6 +1345,11 @@ FK_COUNTER(ckfake_ctx_refs, (unsigned long)g_ctx[0].refs)
 FK_COUNTER(ckfake_memalloc_live, g_n_allocs)
 FK_COUNTER(ckfake_memalloc_calls, g_alloc_calls)
 FK_COUNTER(ckfake_memfree_calls, g_free_calls)
+/* Replay kernels: modules loaded now, cuModuleLoadData successes ever, and
+ * kernel launches since the last ckfake_launch_reset. */
+FK_COUNTER(ckfake_live_modules, g_n_modules)
+FK_COUNTER(ckfake_module_loads, g_module_loads)
+FK_COUNTER(ckfake_launches, g_n_launches)
 
 /* Our definitions must match the ABI the backend calls through. */
 #define FK_SIG(name) \
@@ -1182,3 +1396,7 @@ FK_SIG(cuStreamBeginCapture_v2)
 FK_SIG(cuStreamEndCapture)
 FK_SIG(cuGetProcAddress_v2)
 FK_SIG(cuGetProcAddress)
+FK_SIG(cuModuleLoadData)
+FK_SIG(cuModuleGetFunction)
+FK_SIG(cuModuleUnload)
+FK_SIG(cuLaunchKernel)

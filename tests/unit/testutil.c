@@ -36,7 +36,8 @@ void fake_cuda_env(void) {
         "CKFAKECUDA_DEVICES",    "CKFAKECUDA_TOTAL_MEM",   "CKFAKECUDA_FAIL_CREATE",
         "CKFAKECUDA_FAIL_MAP",   "CKFAKECUDA_FAIL_ACCESS", "CKFAKECUDA_FAIL_CODE",
         "CKFAKECUDA_FD_HANDLES", "CKFAKECUDA_NO_VMM",      "CKFAKECUDA_NOT_READY",
-        "CKFAKECUDA_CAPTURING",
+        "CKFAKECUDA_CAPTURING",  "CKFAKECUDA_CC",          "CKFAKECUDA_SMS",
+        "CKFAKECUDA_FAIL_LAUNCH",
     };
     setenv("CKALLOC_CUDA_LIB", CK_FAKECUDA_LIB, 1);
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
