@@ -18,6 +18,8 @@
 #include <string.h>
 
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #define CK_HD __host__ __device__ __forceinline__
 #else
 #include <math.h>
@@ -60,7 +62,8 @@ typedef struct ck__plan {
     int32_t vec;       /* 1: every pointer 16-byte aligned, and cols % CK_VEC == 0
                           where rows matter (norms, rope, broadcast operands) */
     int64_t n;         /* output elements */
-    int64_t rows, cols;/* n = rows * cols; cols is the last dim */
+    int64_t rows, cols;/* n = rows * cols, cols the last dim (rope: rows are tokens and
+                          n = rows * heads * cols; linear: rows = m, cols = nn) */
     void *out;
     /* The first step's running input: x (gate for the GLUs, a for add/mul).
      * NULL for dropout_mask, which reads nothing. */
@@ -137,8 +140,18 @@ CK_HD uint16_t ck__f32_to_f16(float f) {
     return (uint16_t)(sign | (r >> 13));
 }
 
-/* v rounded to dtype and widened back: what storing and reloading gives. */
+/* v rounded to dtype and widened back: what storing and reloading gives. On
+ * the GPU the hardware's conversions (round to nearest even, subnormals kept,
+ * overflow to inf: the same rule) do it in one instruction; a NaN takes the
+ * code below, which keeps its payload. */
 CK_HD float ck__round(float v, int32_t dtype) {
+#ifdef __CUDA_ARCH__
+    if (v == v) {
+        if (dtype == CK_DTYPE_F16) return __half2float(__float2half_rn(v));
+        if (dtype == CK_DTYPE_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+        return v;
+    }
+#endif
     if (dtype == CK_DTYPE_F16) return ck__f16_to_f32(ck__f32_to_f16(v));
     if (dtype == CK_DTYPE_BF16) return ck__bf16_to_f32(ck__f32_to_bf16(v));
     return v;
@@ -202,7 +215,8 @@ CK_HD float ck__relu(float x) { return x > 0.0f ? x : (x != x ? x : 0.0f); /* Na
 
 /* Apply an element-wise step to v[0..cnt), the elements i0 .. i0+cnt-1 of
  * the output; a[] and b[] hold the step's src[0] and src[1] values for the
- * same elements (unused by unary ops). Rounds every result to the step's
+ * same elements (unused by unary ops; b is for an element-wise op with two
+ * operands besides the running value, which no op has yet). Rounds every result to the step's
  * dtype. The caller handles norms, RoPE and linear. */
 CK_HD void ck__ew_step(const ck__pstep *s, float *v, const float *a, const float *b, uint64_t i0,
                        int cnt) {
