@@ -125,10 +125,7 @@ static const char *resolve(void *lib, cuda_fns *fn) {
 }
 
 static const char *cu_str(const cuda_fns *fn, CUresult r) {
-    const char *s = NULL;
-    if (fn->cuGetErrorString && fn->cuGetErrorString(r, &s) != CUDA_SUCCESS)
-        s = NULL;
-    return s ? s : "unrecognized error code";
+    return ck__cu_error_string(fn->cuGetErrorString, r);
 }
 
 /* CK_ERR_BACKEND naming the call and the driver's words for r. */

@@ -400,8 +400,6 @@ static ck_status h_event_destroy(ck_backend *b, ck_event ev) {
     return CK_OK;
 }
 
-/* Queue a record (which starts a new generation of e) or a wait (for the
- * generation recorded last) on stream st. */
 /* The CPU reference on the stream's worker, in order with its copies. */
 static ck_status h_replay(ck_backend *b, const ck__plan *plan, ck_stream s) {
     ck__plan *copy = malloc(sizeof *copy);
@@ -412,6 +410,8 @@ static ck_status h_replay(ck_backend *b, const ck__plan *plan, ck_stream s) {
     return st;
 }
 
+/* Queue a record (which starts a new generation of e) or a wait (for the
+ * generation recorded last) on stream st. */
 static ck_status enqueue_event_op(ck_backend *b, ck_stream st, ck_event ev, op_kind kind) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;

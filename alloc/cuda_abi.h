@@ -8,21 +8,6 @@
 
 #ifdef __cuda_cuda_h__
 #error "cuda_abi.h stands in for cuda.h; include one or the other"
-
-/* Used only by the interposition library (preload/). */
-typedef CUresult (*ck_pfn_cuMemAlloc_v2)(CUdeviceptr *dptr, size_t bytesize);
-typedef CUresult (*ck_pfn_cuMemFree_v2)(CUdeviceptr dptr);
-typedef CUresult (*ck_pfn_cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytesize, CUstream s);
-typedef CUresult (*ck_pfn_cuMemFreeAsync)(CUdeviceptr dptr, CUstream s);
-typedef CUresult (*ck_pfn_cuCtxGetDevice)(CUdevice *dev);
-typedef CUresult (*ck_pfn_cuCtxSynchronize)(void);
-typedef CUresult (*ck_pfn_cuStreamBeginCapture_v2)(CUstream s, int mode);
-typedef CUresult (*ck_pfn_cuStreamEndCapture)(CUstream s, void **graph);
-typedef CUresult (*ck_pfn_cuGetProcAddress_v2)(const char *symbol, void **pfn, int cuda_version,
-                                              unsigned long long flags, int *status);
-typedef CUresult (*ck_pfn_cuGetProcAddress)(const char *symbol, void **pfn, int cuda_version,
-                                           unsigned long long flags);
-
 #endif
 
 #include <stddef.h>
@@ -145,6 +130,13 @@ typedef CUresult (*ck_pfn_cuDevicePrimaryCtxRelease_v2)(CUdevice dev);
 typedef CUresult (*ck_pfn_cuCtxSetCurrent)(CUcontext ctx);
 typedef CUresult (*ck_pfn_cuCtxGetCurrent)(CUcontext *ctx);
 typedef CUresult (*ck_pfn_cuGetErrorString)(CUresult err, const char **str);
+/* The driver's name for r, or a fixed phrase when it has none (or no
+ * cuGetErrorString). */
+static inline const char *ck__cu_error_string(ck_pfn_cuGetErrorString get, CUresult r) {
+    const char *s = NULL;
+    if (get && get(r, &s) != 0) s = NULL;
+    return s ? s : "unrecognized error code";
+}
 typedef CUresult (*ck_pfn_cuMemGetInfo_v2)(size_t *free_bytes, size_t *total_bytes);
 typedef CUresult (*ck_pfn_cuMemAddressReserve)(CUdeviceptr *ptr, size_t size, size_t alignment,
                                                CUdeviceptr addr, unsigned long long flags);

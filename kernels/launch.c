@@ -74,10 +74,7 @@ void ck__gpu_free(ck__gpu *g, int driver) {
 }
 
 static const char *cu_str(const ck__gpu *g, CUresult r) {
-    const char *s = NULL;
-    if (g->fn.cuGetErrorString && g->fn.cuGetErrorString(r, &s) != CUDA_SUCCESS)
-        s = NULL;
-    return s ? s : "unrecognized error code";
+    return ck__cu_error_string(g->fn.cuGetErrorString, r);
 }
 
 #ifdef CKALLOC_HAVE_KERNELS
@@ -227,7 +224,7 @@ ck_status ck__gpu_replay(ck__gpu *g, const ck__plan *plan, CUstream s) {
             return ck__err(CK_ERR_INVALID, "rope: head_dim %lld is odd or above %d",
                            (long long)plan->cols, CK_ROPE_MAX_DIM);
         int64_t per_row = plan->cols / 2 / ck__rope_width(plan);
-        threads = ck__rope_tokens(plan) * (plan->heads / ck__rope_heads_per_item(plan)) * per_row;
+        threads = plan->rows * (plan->heads / ck__rope_heads_per_item(plan)) * per_row;
         name = CK_KERNEL_ROPE;
         break;
     }

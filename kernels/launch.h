@@ -49,15 +49,8 @@ CK_HD int ck__rope_width(const ck__plan *p) {
  * way, else one (short sequences with many heads). */
 #define CK_ROPE_MIN_ITEMS 65536
 
-/* RoPE positions (tokens): pos has one entry per [batch, token], and
- * n = tokens * heads * cols. (registry.c sets rows to the same number;
- * this derives it from n, which every plan kind fills the same way.) */
-CK_HD int64_t ck__rope_tokens(const ck__plan *p) {
-    return p->heads > 0 && p->cols > 0 ? p->n / ((int64_t)p->heads * p->cols) : 0;
-}
-
 CK_HD int64_t ck__rope_heads_per_item(const ck__plan *p) {
-    int64_t items = ck__rope_tokens(p) * (p->cols / 2 / ck__rope_width(p));
+    int64_t items = p->rows * (p->cols / 2 / ck__rope_width(p)); /* rows: tokens */
     return items >= CK_ROPE_MIN_ITEMS || p->heads <= 1 ? (p->heads > 0 ? p->heads : 1) : 1;
 }
 

@@ -110,9 +110,8 @@ static void run_norm(const ck__plan *plan) {
 
 static void run_rope(const ck__plan *plan) {
     const int64_t cols = plan->cols, half = cols / 2, heads = plan->heads;
-    /* Token rows from n, not plan->rows: n = rows * cols counts every head's
-     * row, while pos has one entry per token (per [batch, token] pair). */
-    const int64_t tokens = plan->n / (heads * cols);
+    /* rope's rows are tokens (per [batch, token] pair), one entry of pos each */
+    const int64_t tokens = plan->rows;
     for (int64_t r = 0; r < tokens; r++) {
         int64_t p = plan->pos_dtype == CK_DTYPE_I64 ? ((const int64_t *)plan->pos)[r]
                                                     : (int64_t)((const int32_t *)plan->pos)[r];

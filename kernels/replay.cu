@@ -435,7 +435,7 @@ template <int W> CK_DEV void store_any(void *p, int32_t dtype, int64_t i, const 
 template <int W> CK_DEV void rope_run(const ck__plan &p) {
     const int64_t cols = p.cols, half = cols / 2, per_row = half / W;
     const int64_t hpi = ck__rope_heads_per_item(&p), groups = p.heads / hpi;
-    const int64_t items = ck__rope_tokens(&p) * groups * per_row;
+    const int64_t items = p.rows * groups * per_row; /* rope's rows are tokens */
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t it = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; it < items; it += stride) {
         const int64_t t = it / per_row, r = t / groups;
