@@ -5,7 +5,6 @@
 #include "internal.h"
 #include "testutil.h"
 
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,18 +13,6 @@
 static void setup(void) {
     fake_cuda_env();
     ck__clear_error();
-}
-
-/* A counter exported by the fake (ckfake_live_handles, ...). */
-static unsigned long fake_counter(const char *name) {
-    void *lib = dlopen(CK_FAKECUDA_LIB, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(lib != NULL, "dlopen %s: %s", CK_FAKECUDA_LIB, dlerror());
-    unsigned long (*fn)(void);
-    *(void **)&fn = dlsym(lib, name);
-    ck_assert_msg(fn != NULL, "fake lib lacks %s", name);
-    unsigned long v = fn();
-    dlclose(lib);
-    return v;
 }
 
 static void assert_no_leaks(void) {
@@ -450,14 +437,10 @@ END_TEST
 
 START_TEST(t_context_restored) {
     /* Ops make the primary context current only for their own calls. */
-    void *lib = dlopen(CK_FAKECUDA_LIB, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_ptr_nonnull(lib);
     int (*get_cur)(void **);
     int (*set_cur)(void *);
-    *(void **)&get_cur = dlsym(lib, "cuCtxGetCurrent");
-    *(void **)&set_cur = dlsym(lib, "cuCtxSetCurrent");
-    ck_assert_ptr_nonnull(get_cur);
-    ck_assert_ptr_nonnull(set_cur);
+    *(void **)&get_cur = fake_sym("cuCtxGetCurrent");
+    *(void **)&set_cur = fake_sym("cuCtxSetCurrent");
     ck_backend *b = make_backend();
     ck_assert_int_eq(set_cur(NULL), 0);
     uintptr_t va;
@@ -467,7 +450,6 @@ START_TEST(t_context_restored) {
     ck_assert_ptr_null(cur);
     ASSERT_OK(OPS(b)->unreserve(b, va, 2 * MiB));
     OPS(b)->destroy(b);
-    dlclose(lib);
     assert_no_leaks();
 }
 END_TEST

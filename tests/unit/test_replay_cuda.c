@@ -19,7 +19,6 @@
 #include "launch.h"
 #include "plan.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,24 +26,6 @@
 
 #define NO_CUBLASLT "/nonexistent/ckalloc-test/libcublasLt.so.13"
 #define FAKE_SMS 132
-
-/* The fake's accessors. The handle is kept for the whole run, so the
- * library (and its records) stays loaded between pools. */
-static void *fake_sym(const char *name) {
-    static void *lib;
-    if (!lib)
-        lib = dlopen(CK_FAKECUDA_LIB, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(lib != NULL, "dlopen %s: %s", CK_FAKECUDA_LIB, dlerror());
-    void *f = dlsym(lib, name);
-    ck_assert_msg(f != NULL, "fake lib lacks %s", name);
-    return f;
-}
-
-static unsigned long fake_counter(const char *name) {
-    unsigned long (*fn)(void);
-    *(void **)&fn = fake_sym(name);
-    return fn();
-}
 
 typedef struct launch {
     char name[64];

@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -41,6 +42,21 @@ void fake_cuda_env(void) {
     };
     setenv("CKALLOC_CUDA_LIB", CK_FAKECUDA_LIB, 1);
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
+}
+
+void *fake_sym(const char *name) {
+    static void *lib;
+    if (!lib) lib = dlopen(CK_FAKECUDA_LIB, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(lib != NULL, "dlopen %s: %s", CK_FAKECUDA_LIB, dlerror());
+    void *f = dlsym(lib, name);
+    ck_assert_msg(f != NULL, "fake lib lacks %s", name);
+    return f;
+}
+
+unsigned long fake_counter(const char *name) {
+    unsigned long (*fn)(void);
+    *(void **)&fn = fake_sym(name);
+    return fn();
 }
 
 char *temp_path(const char *prefix) {

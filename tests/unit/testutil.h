@@ -45,6 +45,13 @@ ck_stats stats_of(ck_pool *p);
  * CKFAKECUDA_* setting, so a test starts from the fake's defaults. */
 void fake_cuda_env(void);
 
+/* An entry point of the fake libcuda (ckfake_launch_get, cuCtxGetCurrent,
+ * ...); the test fails if it has none. The library stays loaded for the
+ * whole run, so its records survive between pools. */
+void *fake_sym(const char *name);
+/* A counter the fake exports (ckfake_live_handles, ckfake_launches, ...). */
+unsigned long fake_counter(const char *name);
+
 /* A new empty file $TMPDIR/<prefix>_XXXXXX (or under /tmp); the caller frees
  * the returned path and unlinks the file. */
 char *temp_path(const char *prefix);
