@@ -13,6 +13,7 @@
  *   memory nodes), so ckalloc never maps memory while a graph is captured. */
 #include "preload.h"
 
+#include "ckalloc/preload.h" /* the public declarations of what this file exports */
 #include "pool.h"
 
 #include <pthread.h>

@@ -1,7 +1,11 @@
 /* ckalloc: a caching GPU allocator on the CUDA virtual memory API.
  *
- * One header, C99. Every call returns a ck_status; on failure
- * ck_last_error() returns a sentence (thread-local) saying what was wrong.
+ * The core API: pools, allocation, stats, snapshots, streams and events.
+ * ckalloc/replay.h adds the replay ops and ckalloc/preload.h the entry points
+ * of libckalloc_preload.so. The headers are C99 and C++ (extern "C", nothing
+ * C-only), so C, C++ and CUDA (.cu) sources include them alike. Every call
+ * returns a ck_status; on failure ck_last_error() returns a sentence
+ * (thread-local) saying what was wrong.
  *
  * A pool owns one backend ("cuda" or "host"), a virtual address range per
  * device and the physical chunks mapped into it. Memory handed out by a pool
@@ -66,12 +70,15 @@ CK_API const char *ck_last_error(void);
 
 typedef struct ck_pool ck_pool;
 
-/* Streams and events. On the cuda backend a ck_stream is a CUstream
- * (cudaStream_t) and may be passed in directly; NULL is the legacy default
- * stream. On the host backend streams are worker threads created with
- * ck_stream_create on the same pool. */
-typedef struct ck_stream_opaque *ck_stream;
-typedef struct ck_event_opaque *ck_event;
+/* Streams and events. ck_stream is the same type as CUstream and
+ * cudaStream_t (struct CUstream_st *), and ck_event the same as CUevent and
+ * cudaEvent_t (struct CUevent_st *), so C, C++ and CUDA code pass theirs in
+ * without a cast. On the cuda backend they are the driver's handles; NULL is
+ * the legacy default stream. On the host backend streams are worker threads
+ * and events are the backend's own, both created with ck_stream_create /
+ * ck_event_create on the same pool (NULL is that pool's default stream). */
+typedef struct CUstream_st *ck_stream;
+typedef struct CUevent_st *ck_event;
 
 typedef enum ck_backend_kind {
     CK_BACKEND_AUTO = 0, /* cuda when a device is present, else host */
@@ -124,6 +131,13 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * parse on this thread; ck_pool_create copies them (trace, snapshot). */
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf);
 
+/* Create a pool from *opts (NULL = the defaults of ck_pool_options_init) and
+ * store it in *out. opts->struct_size must be set (ck_pool_options_init sets
+ * it): a caller built against an older, shorter struct gets defaults for the
+ * fields it lacks. Fails with CK_ERR_INVALID for bad options, CK_ERR_NO_DEVICE
+ * when backend=cuda finds no driver or device, CK_ERR_BACKEND when the
+ * address space cannot be reserved, CK_ERR_IO when the trace cannot be opened;
+ * *out is left unchanged on failure. String fields are copied. */
 CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts);
 
 /* ck_pool_options_init + ck_options_parse + ck_pool_create. conf NULL reads
@@ -149,7 +163,10 @@ CK_API ck_status ck_malloc(ck_pool *pool, void **ptr, size_t size, ck_stream str
 
 /* Free ptr, ordered on stream: the block is reusable at once by work on
  * stream, and by other streams once stream (and every stream given to
- * ck_record_stream) has passed this point. */
+ * ck_record_stream) has passed this point. A NULL ptr is CK_OK and does
+ * nothing, as with free() and cudaFree(). A pointer the pool did not hand out
+ * is CK_ERR_NOT_OWNED, one already freed CK_ERR_DOUBLE_FREE; neither changes
+ * anything. */
 CK_API ck_status ck_free(ck_pool *pool, void *ptr, ck_stream stream);
 
 /* Say that ptr is also used by work on stream, so that freeing it waits for
@@ -230,18 +247,29 @@ CK_API ck_status ck_snapshot_write(ck_pool *pool, const char *path);
 
 /* ---- streams, events, copies (both backends) --------------------------- */
 
+/* Create a stream on the pool's backend and store it in *out: on the cuda
+ * backend a CUstream with default flags (as cudaStreamCreate makes), on the
+ * host backend a worker thread. Order it after other streams with events. */
 CK_API ck_status ck_stream_create(ck_pool *pool, ck_stream *out);
 /* Waits for the stream's work, then destroys it. */
 CK_API ck_status ck_stream_destroy(ck_pool *pool, ck_stream stream);
+/* Block the calling thread until all work queued on stream has completed.
+ * NULL is the default stream. */
 CK_API ck_status ck_stream_synchronize(ck_pool *pool, ck_stream stream);
 /* Work queued on stream after this waits for event's recorded work. */
 CK_API ck_status ck_stream_wait_event(ck_pool *pool, ck_stream stream, ck_event event);
 
+/* Create an event (with timing) on the pool's backend and store it in *out.
+ * An event never recorded counts as completed. */
 CK_API ck_status ck_event_create(ck_pool *pool, ck_event *out);
+/* Destroy event; work already waiting on it is not affected. */
 CK_API ck_status ck_event_destroy(ck_pool *pool, ck_event event);
+/* Capture the work queued on stream so far: the event completes when that
+ * work has. Recording again replaces what the event captured. */
 CK_API ck_status ck_event_record(ck_pool *pool, ck_event event, ck_stream stream);
 /* CK_OK when the recorded work has completed, CK_ERR_NOT_READY if not. */
 CK_API ck_status ck_event_query(ck_pool *pool, ck_event event);
+/* Block the calling thread until the event's recorded work has completed. */
 CK_API ck_status ck_event_synchronize(ck_pool *pool, ck_event event);
 /* Milliseconds between two completed events (simulated time on a host pool
  * with sim_clock=1). */
