@@ -980,6 +980,7 @@ static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **ou
 
 CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_free: pool is NULL");
+    if (!ptr) return CK_OK; /* like free(NULL) and cudaFree(NULL): nothing to do */
     pool_lock(p);
     ck_block *b;
     ck_status st = live_block(p, ptr, "ck_free", &b);

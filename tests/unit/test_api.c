@@ -160,7 +160,6 @@ START_TEST(t_null_arguments) {
     ASSERT_FAILS(ck_malloc(NULL, &x, 16, NULL), CK_ERR_INVALID, "ck_malloc", "pool");
     ASSERT_FAILS(ck_malloc(p, NULL, 16, NULL), CK_ERR_INVALID, "ck_malloc", "ptr");
     ASSERT_FAILS(ck_free(NULL, x, NULL), CK_ERR_INVALID, "ck_free", "pool");
-    ASSERT_FAILS(ck_free(p, NULL, NULL), CK_ERR_INVALID, "ck_free", "NULL");
     ASSERT_FAILS(ck_record_stream(NULL, x, s), CK_ERR_INVALID, "ck_record_stream", "pool");
     ASSERT_FAILS(ck_record_stream(p, NULL, s), CK_ERR_INVALID, "ck_record_stream", "NULL");
     ASSERT_FAILS(ck_trim(NULL, NULL), CK_ERR_INVALID, "ck_trim", "pool");
@@ -217,6 +216,42 @@ START_TEST(t_null_arguments) {
     ASSERT_OK(ck_stream_destroy(p, s));
     ASSERT_OK(ck_pool_destroy(p));
     (void)q;
+}
+END_TEST
+
+/* ck_free(pool, NULL, stream) succeeds and does nothing, as free(NULL) and
+ * cudaFree(NULL) do, on the default stream and on a stream of the pool; a NULL
+ * pool is still CK_ERR_INVALID. */
+START_TEST(t_free_null_ptr) {
+    ck_pool *p = small_host_pool();
+    ck_stream s = NULL;
+    ASSERT_OK(ck_stream_create(p, &s));
+    void *x = NULL;
+    ASSERT_OK(ck_malloc(p, &x, 4096, s));
+    ck_stats before, after;
+    memset(&before, 0, sizeof before);
+    before.struct_size = sizeof before;
+    after = before;
+    ASSERT_OK(ck_get_stats(p, &before));
+
+    ck_status st = ck_free(p, NULL, NULL);
+    ck_assert_msg(st == CK_OK, "ck_free(p, NULL, NULL) gave %s (%s), expected CK_OK",
+                  ck_status_str(st), ck_last_error());
+    st = ck_free(p, NULL, s);
+    ck_assert_msg(st == CK_OK, "ck_free(p, NULL, s) gave %s (%s), expected CK_OK",
+                  ck_status_str(st), ck_last_error());
+
+    /* Nothing was freed or counted: the live block is untouched. */
+    ASSERT_OK(ck_get_stats(p, &after));
+    ck_assert_int_eq(after.allocation.current, before.allocation.current);
+    ck_assert_uint_eq(after.allocation.freed, before.allocation.freed);
+    ck_assert_int_eq(after.active.current, before.active.current);
+    ck_assert_int_eq(after.requested_bytes.current, 4096);
+
+    ASSERT_FAILS(ck_free(NULL, NULL, NULL), CK_ERR_INVALID, "ck_free", "pool");
+    ASSERT_OK(ck_free(p, x, s));
+    ASSERT_OK(ck_stream_destroy(p, s));
+    ASSERT_OK(ck_pool_destroy(p));
 }
 END_TEST
 
@@ -316,6 +351,7 @@ int main(void) {
     tcase_add_test(tc, t_last_error_thread_local);
     tcase_add_test(tc, t_errors_name_problem);
     tcase_add_test(tc, t_null_arguments);
+    tcase_add_test(tc, t_free_null_ptr);
     tcase_add_test(tc, t_destroy_null_pool);
     tcase_add_test(tc, t_backend_name_null_pool);
     tcase_add_test(tc, t_options_defaults);
