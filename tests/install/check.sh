@@ -1,15 +1,36 @@
 #!/bin/sh
-# Installs the build into a scratch prefix, then builds a consumer twice:
-# with find_package(ckalloc) and with pkg-config. Both must run.
+# Installs the build into a scratch prefix, then builds the consumers twice:
+# with find_package(ckalloc) and with pkg-config. Each must run:
+#   consumer          C, ckalloc::ckalloc / -lckalloc
+#   cxx_consumer      C++17 (-Wall -Wextra -Wpedantic -Werror), the same library
+#   preload_consumer  C++, ckalloc::preload / -lckalloc_preload, ckalloc/preload.h
 set -eu
 build=$1 src=$2 work=$1/install-test
+cxx=${CXX:-c++}
 rm -rf "$work"
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
+for h in ckalloc.h replay.h preload.h; do
+    [ -f "$work/prefix/include/ckalloc/$h" ] || { echo "install: include/ckalloc/$h not installed" >&2; exit 1; }
+done
 cmake -S "$src/consumer" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/cmake" >/dev/null
-LD_LIBRARY_PATH="$work/prefix/lib:${LD_LIBRARY_PATH:-}" "$work/cmake/consumer"
 libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -1)
-flags=$(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs ckalloc)
+libdir=$(dirname "$libdir")
+export LD_LIBRARY_PATH="$libdir:${LD_LIBRARY_PATH:-}"
+"$work/cmake/consumer"
+"$work/cmake/cxx_consumer"
+CKALLOC_CONF=backend=host,live=0 "$work/cmake/preload_consumer"
+
+flags=$(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs ckalloc)
+cflags=$(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags ckalloc)
 # shellcheck disable=SC2086
 cc -o "$work/pc-consumer" "$src/consumer/main.c" $flags
-LD_LIBRARY_PATH="$(dirname "$libdir"):${LD_LIBRARY_PATH:-}" "$work/pc-consumer"
+"$work/pc-consumer"
+# shellcheck disable=SC2086
+"$cxx" -std=c++17 -Wall -Wextra -Wpedantic -Werror -o "$work/pc-cxx-consumer" \
+    "$src/consumer/cxx_consumer.cpp" $flags
+"$work/pc-cxx-consumer"
+# shellcheck disable=SC2086
+"$cxx" -std=c++17 -Wall -Wextra -Wpedantic -Werror -o "$work/pc-preload-consumer" \
+    "$src/consumer/preload_consumer.cpp" $cflags -L"$libdir" -lckalloc_preload
+CKALLOC_CONF=backend=host,live=0 "$work/pc-preload-consumer"
