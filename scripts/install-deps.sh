@@ -4,8 +4,16 @@
 #   --browser   only chromium, for the HTML report test (`make test-all`)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config check libsubunit-dev libhwloc-dev libjemalloc-dev
-      libyaml-dev libcjson-dev clang libclang-rt-14-dev valgrind)
+# Each one is used by the build or the tests today:
+#   build-essential         gcc, g++ (README's C++ blocks, the C++ install consumers), make
+#   cmake, pkg-config       the build; pkg-config also finds check, cjson and jemalloc
+#   check, libsubunit-dev   the unit tests (Check links subunit on Debian)
+#   libcjson-dev            test_snapshot reads snapshots back with cJSON
+#   libjemalloc-dev         bench_alloc's malloc baseline (optional: libc without it)
+#   clang, libclang-rt-14-dev  `make fuzz` (libFuzzer under ASan+UBSan)
+#   python3                 the tool, stat, snapshot and Python package tests
+pkgs=(build-essential cmake pkg-config check libsubunit-dev libcjson-dev libjemalloc-dev
+      clang libclang-rt-14-dev python3)
 if [ "${1:-}" = "--browser" ]; then
     pkgs=(chromium)
 elif [ $# -gt 0 ]; then
