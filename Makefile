@@ -57,8 +57,10 @@ fuzz: deps
 	    tail -3 build-fuzz/$$n.log; \
 	done
 
+# Results go to $(BUILD)/bench-results.jsonl; SAVE=1 also updates the tracked
+# bench/results/host-latest.jsonl.
 bench: build
-	@./scripts/bench.sh $(BUILD)
+	@./scripts/bench.sh $(if $(filter 1 yes,$(SAVE)),--save) $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)

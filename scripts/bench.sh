@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Run every benchmark of a build and the trace-replay benchmark.
 #
-#   scripts/bench.sh [BUILD_DIR]      (default: build)
+#   scripts/bench.sh [--save] [BUILD_DIR]      (default: build)
 #
 # Prints one JSON line per result, each with a "bench" key, and writes the
-# same lines to bench/results/host-latest.jsonl (overwritten).
+# same lines to BUILD_DIR/bench-results.jsonl (overwritten; the build
+# directory is not tracked, so a run leaves the git tree clean). --save (make
+# bench SAVE=1) also copies them to bench/results/host-latest.jsonl, the
+# tracked record the README's numbers come from.
 #   - every built BUILD_DIR/bench/bench_* binary (host ones measure; CUDA
 #     ones print a skip line when there is no device), bench_live included
 #     (the cost of live statistics to the allocating thread, with a reader
@@ -15,6 +18,17 @@
 # Environment: BENCH_ARGS is passed to every bench_* binary (e.g. "--ops 50000").
 set -u -o pipefail
 
+save=0
+if [ "${1:-}" = --save ]; then
+    save=1
+    shift
+fi
+case ${1:-} in -*)
+    echo "usage: bench.sh [--save] [BUILD_DIR]" >&2
+    exit 2
+    ;;
+esac
+[ $# -le 1 ] || { echo "usage: bench.sh [--save] [BUILD_DIR]" >&2; exit 2; }
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) ;; *) build=$(pwd)/$build ;; esac
@@ -23,9 +37,8 @@ if [ ! -d "$build" ]; then
     exit 2
 fi
 
-out_dir=$root/bench/results
-out=$out_dir/host-latest.jsonl
-mkdir -p "$out_dir"
+out=$build/bench-results.jsonl
+saved=$root/bench/results/host-latest.jsonl
 : >"$out.tmp"
 status=0
 
@@ -47,8 +60,10 @@ for b in "$build"/bench/bench_*; do
     found=1
     name=$(basename "$b")
     # shellcheck disable=SC2086 # BENCH_ARGS is a word list on purpose
-    if ! res=$("$b" ${BENCH_ARGS:-} 2>/dev/null); then
-        emit "{\"bench\":\"$(json_escape "$name")\",\"error\":\"exited with status $?\"}"
+    res=$("$b" ${BENCH_ARGS:-} 2>/dev/null)
+    brc=$?
+    if [ $brc -ne 0 ]; then
+        emit "{\"bench\":\"$(json_escape "$name")\",\"error\":\"exited with status $brc\"}"
         status=1
         continue
     fi
@@ -102,4 +117,9 @@ fi
 
 mv "$out.tmp" "$out"
 echo "bench.sh: results in ${out#"$root"/}" >&2
+if [ $save = 1 ]; then
+    mkdir -p "$(dirname "$saved")"
+    cp "$out" "$saved.tmp" && mv "$saved.tmp" "$saved"
+    echo "bench.sh: saved to ${saved#"$root"/}" >&2
+fi
 exit $status
