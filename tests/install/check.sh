@@ -12,6 +12,21 @@ cmake --install "$build" --prefix "$work/prefix" >/dev/null
 for h in ckalloc.h replay.h preload.h; do
     [ -f "$work/prefix/include/ckalloc/$h" ] || { echo "install: include/ckalloc/$h not installed" >&2; exit 1; }
 done
+# Every installed header compiles alone, pedantically, in each C and C++
+# standard a trainer may use.
+for h in "$work"/prefix/include/ckalloc/*.h; do
+    name=ckalloc/$(basename "$h")
+    printf '#include <%s>\n#include <%s>\nint ck_header_check;\n' "$name" "$name" >"$work/h.c"
+    cp "$work/h.c" "$work/h.cpp"
+    for std in c99 c11 c17; do
+        cc -std=$std -Wall -Wextra -Wpedantic -Werror -I"$work/prefix/include" -c "$work/h.c" \
+            -o "$work/h.o" || { echo "install: $name does not compile as $std" >&2; exit 1; }
+    done
+    for std in c++11 c++17 c++20; do
+        "$cxx" -std=$std -Wall -Wextra -Wpedantic -Wold-style-cast -Werror -I"$work/prefix/include" \
+            -c "$work/h.cpp" -o "$work/h.o" || { echo "install: $name does not compile as $std" >&2; exit 1; }
+    done
+done
 cmake -S "$src/consumer" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/cmake" >/dev/null
 libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -1)
