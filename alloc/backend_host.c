@@ -267,7 +267,9 @@ static ck_status h_create(ck_backend *b, size_t size, ck_phys *out) {
     pthread_mutex_unlock(&hb->mu);
     if (!fits) {
         char a[32], t[32];
-        return ck__err(CK_ERR_NOMEM, "host backend: device memory exhausted (%s more of %s)",
+        return ck__err(CK_ERR_NOMEM,
+                       "host backend: host_mem, the simulated device size, is exhausted (%s more "
+                       "of %s)",
                        ck__fmt_bytes(size, a, sizeof a), ck__fmt_bytes(b->total_mem, t, sizeof t));
     }
     host_phys *p = malloc(sizeof *p);

@@ -711,19 +711,47 @@ static void pending_process(ck_pool *p, int wait) {
 
 static uint64_t live_bytes(const ck_pool *p) { return (uint64_t)p->c->allocated_bytes.current; }
 
+/* The limit p->budget stands for, named as the user knows it: the budget
+ * they set, else the device's memory (on the host backend the simulated
+ * device size, config key host_mem, which defaults to this machine's RAM). */
+static const char *limit_name(const ck_pool *p) {
+    if (p->opts.budget) return "the budget";
+    if (strcmp(p->be->name, "host") == 0)
+        return p->opts.host_mem ? "host_mem (the host backend's simulated device size)"
+                                : "host_mem (the host backend's simulated device size, by default "
+                                  "this machine's RAM)";
+    return "the device's memory";
+}
+
+/* Why a request of `size` found no room under p->budget: too big for the
+ * limit on its own, or the limit is full. */
+static const char *over_limit(const ck_pool *p, size_t size, char *buf, size_t n) {
+    char a[32], b[32];
+    const char *lim = limit_name(p);
+    if ((uint64_t)ck__align_up(size, p->gran) > p->budget)
+        snprintf(buf, n, "the request of %s exceeds %s, %s", ck__fmt_bytes(size, a, sizeof a), lim,
+                 ck__fmt_bytes(p->budget, b, sizeof b));
+    else
+        snprintf(buf, n, "%s is reached", lim);
+    return buf;
+}
+
 static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in) {
     char why[512];
     snprintf(why, sizeof why, "%s", why_in); /* why_in may be the error buffer itself */
-    char a[32], bud[32], live[32], cached[32], largest[32], phys[32];
+    char a[32], bud[32], live[32], cached[32], largest[32], phys[32], on[48];
+    if (s) snprintf(on, sizeof on, "stream %p", (void *)s);
+    else snprintf(on, sizeof on, "the default stream");
     uint64_t phys_now = (uint64_t)p->c->physical_bytes.current;
     uint64_t lv = live_bytes(p);
     uint64_t pend = (uint64_t)(p->c->active_bytes.current - p->c->allocated_bytes.current);
     uint64_t cache = phys_now > lv + pend ? phys_now - lv - pend : 0;
     return ck__err(CK_ERR_NOMEM,
-                   "out of memory: cannot allocate %s on stream %p (%s); budget %s, live %s in "
+                   "out of memory: cannot allocate %s on %s (%s); %s %s, live %s in "
                    "%lld allocations, cached %s (largest free range %s), physical %s, offloaded "
                    "0 B",
-                   ck__fmt_bytes(size, a, sizeof a), (void *)s, why,
+                   ck__fmt_bytes(size, a, sizeof a), on, why,
+                   p->opts.budget ? "budget" : "no budget set, limit",
                    ck__fmt_bytes(p->budget, bud, sizeof bud), ck__fmt_bytes(lv, live, sizeof live),
                    (long long)p->c->allocation.current, ck__fmt_bytes(cache, cached, sizeof cached),
                    ck__fmt_bytes(ck__largest_free(p), largest, sizeof largest),
@@ -861,8 +889,10 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         b = heap_find_mapped(p, size, s);
         if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
         need = b ? unmapped_bytes(p, b->region, b->addr, size) : (size_t)ck__align_up(size, p->gran);
-        if (!budget_room(p, need, b ? b->addr : 0, b ? size : 0))
-            return nomem(p, size, s, "the budget is reached");
+        if (!budget_room(p, need, b ? b->addr : 0, b ? size : 0)) {
+            char why[256];
+            return nomem(p, size, s, over_limit(p, size, why, sizeof why));
+        }
     }
     if (!b) {
         ck_status st = region_add(p, size, &b);

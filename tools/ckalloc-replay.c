@@ -3,10 +3,16 @@
  * traffic and time per operation.
  *
  * The whole trace is parsed into memory first so that ns_per_op measures the
- * allocator, not the CSV parser. The replay never touches the memory. */
+ * allocator, not the CSV parser. The replay never touches the memory, so on
+ * the host backend it simulates a device of DEFAULT_HOST_MEM (address space
+ * only) unless --conf sets host_mem: a trace from an 80 GB GPU replays on a
+ * laptop. --policy pytorch replays the same operations on a simulation of
+ * PyTorch's native caching allocator (replay/pytorch_sim.h) instead, --policy
+ * both on the two and prints them side by side. */
 #include "ckalloc/ckalloc.h"
 #include "internal.h"
 #include "trace.h"
+#include "pytorch_sim.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -15,17 +21,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXIT_ALLOC_FAILED 1 /* an allocation, the device or the pool failed */
 #define EXIT_BAD_INPUT 2
 
+/* The host backend's simulated device size when --conf sets no host_mem. */
+#define DEFAULT_HOST_MEM ((uint64_t)1 << 40)
+/* The project's targets, flagged in --policy both (see README, "Targets"). */
+#define TARGET_FRAGMENTATION 1.05
+#define TARGET_MAP_UNMAP_PER_OP 0.01
+
 static void usage(FILE *out) {
-    fputs("usage: ckalloc-replay [--conf STR] [--json] [--quiet] TRACE\n"
-          "  Replays an RMM-style allocation trace (Thread,Time,Action,Pointer,Size,Stream)\n"
-          "  on a new pool. The pool config is \"backend=host\" followed by --conf, e.g.\n"
-          "  --conf budget=8G or --conf backend=cuda,budget=20G.\n"
-          "  --json   print one JSON object with the results\n"
-          "  --quiet  print nothing but errors\n"
+    fputs("usage: ckalloc-replay [--conf STR] [--policy P] [--pace SEC] [--json] [--quiet] TRACE\n"
+          "  Replays an RMM-style allocation trace (Thread,Time,Action,Pointer,Size,Stream;\n"
+          "  TRACE - reads standard input) on a new pool. The pool config is\n"
+          "  \"backend=host,host_mem=1T\" followed by --conf, e.g. --conf budget=8G or\n"
+          "  --conf backend=cuda,budget=20G. The replay never touches the memory, so the\n"
+          "  host backend's 1 TiB simulated device costs address space only.\n"
+          "  --policy P  ckalloc (default); pytorch: PyTorch's native caching allocator,\n"
+          "              simulated; both: the two, side by side, targets flagged MISS\n"
+          "  --pace SEC  spread the replay over about SEC seconds, following the trace's\n"
+          "              timestamps, so that ckalloc-stat -p PID can watch it\n"
+          "  --json      print one JSON object with the results\n"
+          "  --quiet     print nothing but errors\n"
           "Exit: 0 every allocation succeeded, 1 some failed, 2 bad usage or bad input.\n",
           out);
 }
@@ -35,6 +54,7 @@ typedef struct op {
     uint64_t ptr;
     uint64_t size;
     uint64_t line;
+    uint64_t t_us; /* trace time, made monotonic, from the first record */
     uint32_t stream; /* index into the stream table */
     uint8_t action;
 } op;
@@ -166,10 +186,13 @@ static void map_del(ptr_map *m, slot *e) {
 
 /* ---- parsing ------------------------------------------------------------- */
 
-/* Reads and parses the whole trace. Returns 0, or prints FILE:LINE and
- * returns EXIT_BAD_INPUT. */
-static int load_trace(const char *path, ops_vec *ops, stream_tab *streams, uint64_t *input_failures) {
-    FILE *f = fopen(path, "r");
+/* Reads and parses the whole trace (path "-" = standard input, named
+ * "<stdin>" in messages). Returns 0, or prints FILE:LINE (or why the trace
+ * holds nothing to replay) and returns EXIT_BAD_INPUT. */
+static int load_trace(const char *path, const char *name, ops_vec *ops, stream_tab *streams,
+                      uint64_t *input_failures) {
+    int is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "r");
     if (!f) {
         fprintf(stderr, "ckalloc-replay: cannot open trace '%s': %s\n", path, strerror(errno));
         return EXIT_BAD_INPUT;
@@ -177,19 +200,33 @@ static int load_trace(const char *path, ops_vec *ops, stream_tab *streams, uint6
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    uint64_t lineno = 0;
+    uint64_t lineno = 0, records = 0;
+    uint64_t t_first = 0, t_prev = 0, t_add = 0;
     int rc = 0;
     while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         ck_trace_rec r;
         ck_trace_line_kind kind;
         if (ck__trace_parse_line(line, (size_t)len, &r, &kind) != CK_OK) {
-            fprintf(stderr, "%s:%" PRIu64 ": %s\n", path, lineno, ck_last_error());
+            fprintf(stderr, "%s:%" PRIu64 ": %s\n", name, lineno, ck_last_error());
             rc = EXIT_BAD_INPUT;
             break;
         }
         if (kind != CK_TRACE_LINE_RECORD)
             continue;
+        /* Time since the first record, never going back: a trace that
+         * passes midnight starts the clock again (HH:MM:SS), and rows of
+         * several threads can be a little out of order. */
+        uint64_t t = r.time_us + t_add;
+        if (records == 0)
+            t_first = t_prev = t;
+        if (t + 12ull * 3600 * 1000000 < t_prev) {
+            t_add += 24ull * 3600 * 1000000;
+            t += 24ull * 3600 * 1000000;
+        }
+        if (t > t_prev)
+            t_prev = t;
+        records++;
         if (r.action == CK_TRACE_ALLOC_FAIL) {
             (*input_failures)++;
             continue;
@@ -202,15 +239,24 @@ static int load_trace(const char *path, ops_vec *ops, stream_tab *streams, uint6
         o->ptr = r.ptr;
         o->size = r.size;
         o->line = lineno;
+        o->t_us = t_prev - t_first;
         o->stream = stream_index(streams, r.stream);
         o->action = (uint8_t)r.action;
     }
     if (!rc && ferror(f)) {
-        fprintf(stderr, "ckalloc-replay: cannot read trace '%s': %s\n", path, strerror(errno));
+        fprintf(stderr, "ckalloc-replay: cannot read trace '%s': %s\n", name, strerror(errno));
+        rc = EXIT_BAD_INPUT;
+    }
+    if (!rc && records == 0) {
+        fprintf(stderr, "%s: no allocation records to replay (%s)\n", name,
+                lineno == 0 ? "the trace is empty"
+                            : "only a header or blank lines; want rows of "
+                              "Thread,Time,Action,Pointer,Size,Stream");
         rc = EXIT_BAD_INPUT;
     }
     free(line);
-    fclose(f);
+    if (!is_stdin)
+        fclose(f);
     return rc;
 }
 
@@ -239,8 +285,9 @@ typedef struct results {
 
 static uint64_t stat_u(int64_t v) { return v < 0 ? 0 : (uint64_t)v; }
 
+/* extra: more ,"key":value members, or "". */
 static void print_json(FILE *out, const char *path, const results *r, const ck_stats *st,
-                       const char *backend, size_t nstreams) {
+                       const char *backend, size_t nstreams, const char *extra) {
     uint64_t peak_phys = stat_u(st->physical_bytes.peak);
     double frag = r->peak_live ? (double)peak_phys / (double)r->peak_live : 0.0;
     double mu = r->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)r->ops : 0.0;
@@ -255,14 +302,17 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
             ",\"peak_physical_bytes\":%" PRIu64 ",\"fragmentation\":%.4f,\"map_calls\":%" PRIu64
             ",\"unmap_calls\":%" PRIu64 ",\"map_unmap_per_op\":%.6f,\"ns_per_op\":%.1f"
             ",\"num_ooms\":%" PRIu64 ",\"num_alloc_retries\":%" PRIu64 ",\"budget\":%" PRIu64
-            "}\n",
+            "%s}\n",
             backend, nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
             r->unmatched_frees, r->zero_size_allocs, r->duplicate_allocs, r->peak_live, peak_phys,
             frag, st->num_map_calls, st->num_unmap_calls, mu, ns, st->num_ooms,
-            st->num_alloc_retries, st->budget);
+            st->num_alloc_retries, st->budget, extra);
 }
 
-static void print_human(FILE *out, const char *path, const results *r, const ck_stats *st) {
+/* budget_set: the user set the budget; else st->budget is the device's size
+ * (on the host backend host_mem, the simulated one). */
+static void print_human(FILE *out, const char *path, const results *r, const ck_stats *st,
+                        int budget_set, const char *backend) {
     char a[32], b[32], c[32];
     uint64_t peak_phys = stat_u(st->physical_bytes.peak);
     double frag = r->peak_live ? (double)peak_phys / (double)r->peak_live : 0.0;
@@ -273,15 +323,20 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
             "ops            %" PRIu64 " (allocs %" PRIu64 ", frees %" PRIu64 ", failures %" PRIu64
             ", unmatched frees %" PRIu64 ", input failures %" PRIu64 ")\n",
             r->ops, r->allocs, r->frees, r->failures, r->unmatched_frees, r->input_failures);
-    fprintf(out, "peak live      %s\npeak physical  %s (fragmentation %.4f)\nbudget         %s\n",
-            ck__fmt_bytes(r->peak_live, a, sizeof a), ck__fmt_bytes(peak_phys, b, sizeof b), frag,
-            ck__fmt_bytes(st->budget, c, sizeof c));
+    fprintf(out, "peak live      %s\npeak physical  %s (fragmentation %.4f)\n",
+            ck__fmt_bytes(r->peak_live, a, sizeof a), ck__fmt_bytes(peak_phys, b, sizeof b), frag);
+    if (budget_set)
+        fprintf(out, "budget         %s\n", ck__fmt_bytes(st->budget, c, sizeof c));
+    else
+        fprintf(out, "budget         none set (the limit is %s %s)\n",
+                strcmp(backend, "host") == 0 ? "host_mem, the simulated device," : "the device,",
+                ck__fmt_bytes(st->budget, c, sizeof c));
     fprintf(out, "map / unmap    %" PRIu64 " / %" PRIu64 " (%.6f per op)\n", st->num_map_calls,
             st->num_unmap_calls, mu);
     fprintf(out, "time           %.1f ns per op\n\n", ns);
 }
 
-/* ---- main ---------------------------------------------------------------- */
+/* ---- replay -------------------------------------------------------------- */
 
 static double now_s(void) {
     struct timespec ts;
@@ -289,22 +344,341 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* What the replay runs on: ckalloc's pool or the PyTorch simulation. Both
+ * calls return 0, or -1 with a sentence in err. */
+typedef struct allocator {
+    int (*alloc)(void *ctx, uint64_t size, uint32_t stream, void **out, char *err, size_t errn);
+    int (*free)(void *ctx, void *p, uint32_t stream, char *err, size_t errn);
+    void *ctx;
+} allocator;
+
+typedef struct ck_ctx {
+    ck_pool *pool;
+    const stream_tab *streams;
+} ck_ctx;
+
+static int ck_alloc_cb(void *ctx, uint64_t size, uint32_t stream, void **out, char *err,
+                       size_t errn) {
+    ck_ctx *c = ctx;
+    if (ck_malloc(c->pool, out, (size_t)size, c->streams->streams[stream]) == CK_OK)
+        return 0;
+    snprintf(err, errn, "%s", ck_last_error());
+    return -1;
+}
+
+static int ck_free_cb(void *ctx, void *p, uint32_t stream, char *err, size_t errn) {
+    ck_ctx *c = ctx;
+    if (ck_free(c->pool, p, c->streams->streams[stream]) == CK_OK)
+        return 0;
+    snprintf(err, errn, "%s", ck_last_error());
+    return -1;
+}
+
+static int pt_alloc_cb(void *ctx, uint64_t size, uint32_t stream, void **out, char *err,
+                       size_t errn) {
+    return pt_sim_malloc(ctx, size, stream, out, err, errn);
+}
+
+static int pt_free_cb(void *ctx, void *p, uint32_t stream, char *err, size_t errn) {
+    (void)stream, (void)err, (void)errn;
+    pt_sim_free(ctx, p);
+    return 0;
+}
+
+/* What a replay leaves live: freed by replay_release once the stats are read. */
+typedef struct leftovers {
+    ptr_map live;
+    /* Blocks whose traced address was allocated again without a free in
+     * between (a trace that lost rows): kept live, freed at the end. */
+    slot *orphans;
+    size_t norphans;
+} leftovers;
+
+/* Replays ops on al. The first failed allocation and the first failed free
+ * are reported as NAME:LINE unless quiet_errors. pace > 0 spreads the
+ * operations over about pace seconds of wall time by the trace's
+ * timestamps (evenly when they are all equal); time asleep is not counted
+ * in res->seconds. Returns the number of failed frees. */
+static int replay_ops(const ops_vec *ops, const allocator *al, const char *name, double pace,
+                      int quiet_errors, results *res, leftovers *lo) {
+    char err[1024];
+    memset(lo, 0, sizeof *lo);
+    map_grow(&lo->live);
+    uint64_t live_bytes = 0;
+    int free_errors = 0;
+    uint64_t span = ops->n ? ops->v[ops->n - 1].t_us : 0;
+    double slept = 0;
+
+    double t0 = now_s();
+    for (size_t i = 0; i < ops->n; i++) {
+        const op *o = &ops->v[i];
+        if (pace > 0) {
+            double frac = span ? (double)o->t_us / (double)span : (double)i / (double)ops->n;
+            double wait = t0 + pace * frac - now_s();
+            if (wait > 0.0005) {
+                struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+                double before = now_s();
+                nanosleep(&ts, NULL);
+                slept += now_s() - before;
+            }
+        }
+        if (o->action == CK_TRACE_ALLOC) {
+            if (o->size == 0) {
+                res->zero_size_allocs++; /* RMM hands out nullptr; nothing to replay */
+                continue;
+            }
+            res->allocs++;
+            void *p = NULL;
+            if (al->alloc(al->ctx, o->size, o->stream, &p, err, sizeof err) != 0) {
+                if (res->failures++ == 0 && !quiet_errors)
+                    fprintf(stderr, "%s:%" PRIu64 ": allocation of %" PRIu64 " bytes failed: %s\n",
+                            name, o->line, o->size, err);
+                continue;
+            }
+            live_bytes += o->size;
+            if (live_bytes > res->peak_live)
+                res->peak_live = live_bytes;
+            slot *old = map_find(&lo->live, o->ptr);
+            if (old) {
+                res->duplicate_allocs++;
+                lo->orphans = xrealloc(lo->orphans, (lo->norphans + 1) * sizeof *lo->orphans);
+                lo->orphans[lo->norphans++] = *old;
+                old->ptr = p;
+                old->size = o->size;
+                old->stream = o->stream;
+            } else {
+                slot e = {.key = o->ptr, .ptr = p, .size = o->size, .stream = o->stream};
+                map_put(&lo->live, &e);
+            }
+        } else {
+            slot *e = map_find(&lo->live, o->ptr);
+            if (!e) {
+                res->unmatched_frees++;
+                continue;
+            }
+            if (al->free(al->ctx, e->ptr, o->stream, err, sizeof err) != 0) {
+                if (free_errors++ == 0 && !quiet_errors)
+                    fprintf(stderr, "%s:%" PRIu64 ": free failed: %s\n", name, o->line, err);
+            }
+            res->frees++;
+            live_bytes -= e->size;
+            map_del(&lo->live, e);
+        }
+    }
+    res->seconds = now_s() - t0 - slept;
+    res->ops = ops->n;
+    return free_errors;
+}
+
+/* Free what the trace left live so the allocator ends empty. */
+static void replay_release(const allocator *al, leftovers *lo) {
+    char err[1024];
+    for (size_t i = 0; i < lo->live.cap; i++)
+        if (lo->live.s[i].used)
+            al->free(al->ctx, lo->live.s[i].ptr, lo->live.s[i].stream, err, sizeof err);
+    for (size_t i = 0; i < lo->norphans; i++)
+        al->free(al->ctx, lo->orphans[i].ptr, lo->orphans[i].stream, err, sizeof err);
+    free(lo->live.s);
+    free(lo->orphans);
+    memset(lo, 0, sizeof *lo);
+}
+
+/* One replay on a fresh PyTorch simulation capped at limit (0 = none). */
+static void run_pytorch(const ops_vec *ops, const char *name, uint64_t limit, double pace,
+                        int quiet_errors, results *res, pt_sim_stats *st) {
+    pt_sim *sim = pt_sim_new(limit);
+    if (!sim) {
+        fputs("ckalloc-replay: out of host memory\n", stderr);
+        exit(EXIT_ALLOC_FAILED);
+    }
+    allocator al = {pt_alloc_cb, pt_free_cb, sim};
+    leftovers lo;
+    memset(res, 0, sizeof *res);
+    replay_ops(ops, &al, name, pace, quiet_errors, res, &lo);
+    pt_sim_get_stats(sim, st);
+    replay_release(&al, &lo);
+    pt_sim_destroy(sim);
+}
+
+/* ---- the PyTorch policy's output ------------------------------------------ */
+
+static void print_pytorch_json(FILE *out, const char *name, const results *r,
+                               const pt_sim_stats *st, size_t nstreams) {
+    double frag = r->peak_live ? (double)st->peak_reserved_bytes / (double)r->peak_live : 0.0;
+    fputs("{\"trace\":", out);
+    json_str(out, name);
+    fprintf(out,
+            ",\"policy\":\"pytorch\",\"backend\":\"sim\",\"streams\":%zu,\"ops\":%" PRIu64
+            ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 ",\"failures\":%" PRIu64
+            ",\"input_failures\":%" PRIu64 ",\"unmatched_frees\":%" PRIu64
+            ",\"zero_size_allocs\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
+            ",\"peak_live_bytes\":%" PRIu64 ",\"peak_reserved_bytes\":%" PRIu64
+            ",\"peak_allocated_bytes\":%" PRIu64 ",\"fragmentation\":%.4f"
+            ",\"segment_allocs\":%" PRIu64 ",\"segment_frees\":%" PRIu64
+            ",\"num_alloc_retries\":%" PRIu64 ",\"num_ooms\":%" PRIu64 ",\"limit\":%" PRIu64 "}\n",
+            nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
+            r->unmatched_frees, r->zero_size_allocs, r->duplicate_allocs, r->peak_live,
+            st->peak_reserved_bytes, st->peak_allocated_bytes, frag, st->segment_allocs,
+            st->segment_frees, st->num_alloc_retries, st->num_ooms, st->limit);
+}
+
+static void print_pytorch_human(FILE *out, const char *name, const results *r,
+                                const pt_sim_stats *st) {
+    char a[32], b[32], c[32];
+    double frag = r->peak_live ? (double)st->peak_reserved_bytes / (double)r->peak_live : 0.0;
+    fprintf(out, "trace          %s\n", name);
+    fprintf(out, "policy         PyTorch's native caching allocator, simulated (no device)\n");
+    fprintf(out,
+            "ops            %" PRIu64 " (allocs %" PRIu64 ", frees %" PRIu64 ", failures %" PRIu64
+            ", unmatched frees %" PRIu64 ", input failures %" PRIu64 ")\n",
+            r->ops, r->allocs, r->frees, r->failures, r->unmatched_frees, r->input_failures);
+    fprintf(out, "peak live      %s\npeak reserved  %s (%.4f x peak live)\n",
+            ck__fmt_bytes(r->peak_live, a, sizeof a),
+            ck__fmt_bytes(st->peak_reserved_bytes, b, sizeof b), frag);
+    if (st->limit)
+        fprintf(out, "limit          %s (%" PRIu64 " cache flushes, %" PRIu64 " out of memory)\n",
+                ck__fmt_bytes(st->limit, c, sizeof c), st->num_alloc_retries, st->num_ooms);
+    else
+        fprintf(out, "limit          none\n");
+    fprintf(out, "cudaMalloc     %" PRIu64 " (cudaFree %" PRIu64 ")\n", st->segment_allocs,
+            st->segment_frees);
+}
+
+/* ---- --policy both: the two side by side ------------------------------------ */
+
+typedef struct comparison {
+    uint64_t ck_peak, pt_peak, peak_live;
+    double ck_frag, pt_frag, ck_mu;
+    uint64_t ck_fail, pt_fail_capped, allocs, budget;
+    int budget_set;
+    int miss_frag, miss_mu, miss_peak, miss_fail;
+} comparison;
+
+static void compare(const results *ck, const ck_stats *st, const results *pt,
+                    const pt_sim_stats *pst, const results *ptc, int budget_set, comparison *c) {
+    memset(c, 0, sizeof *c);
+    c->peak_live = ck->peak_live;
+    c->ck_peak = stat_u(st->physical_bytes.peak);
+    c->pt_peak = pst->peak_reserved_bytes;
+    c->ck_frag = ck->peak_live ? (double)c->ck_peak / (double)ck->peak_live : 0.0;
+    c->pt_frag = pt->peak_live ? (double)c->pt_peak / (double)pt->peak_live : 0.0;
+    c->ck_mu =
+        ck->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)ck->ops : 0.0;
+    c->ck_fail = ck->failures;
+    c->allocs = ck->allocs;
+    c->budget_set = budget_set;
+    c->budget = st->budget;
+    c->pt_fail_capped = ptc ? ptc->failures : 0;
+    c->miss_frag = c->ck_frag > TARGET_FRAGMENTATION;
+    c->miss_mu = c->ck_mu > TARGET_MAP_UNMAP_PER_OP;
+    c->miss_peak = c->ck_peak > c->pt_peak;
+    c->miss_fail = ck->failures > 0;
+}
+
+static void print_compare_json(char *buf, size_t n, const comparison *c, const pt_sim_stats *pst) {
+    char miss[160] = "";
+    size_t m = 0;
+    const char *names[] = {"fragmentation", "map_unmap_per_op", "peak_vs_pytorch", "failures"};
+    int flags[] = {c->miss_frag, c->miss_mu, c->miss_peak, c->miss_fail};
+    for (int i = 0; i < 4; i++)
+        if (flags[i])
+            m += (size_t)snprintf(miss + m, sizeof miss - m, "%s\"%s\"", m ? "," : "", names[i]);
+    char under[32] = "null";
+    if (c->budget_set) snprintf(under, sizeof under, "%" PRIu64, c->pt_fail_capped);
+    snprintf(buf, n,
+             ",\"policy\":\"both\",\"pytorch\":{\"peak_reserved_bytes\":%" PRIu64
+             ",\"fragmentation\":%.4f,\"segment_allocs\":%" PRIu64 ",\"segment_frees\":%" PRIu64
+             ",\"failures_under_budget\":%s},\"misses\":[%s]",
+             c->pt_peak, c->pt_frag, pst->segment_allocs, pst->segment_frees, under, miss);
+}
+
+static const char *flag(int miss) { return miss ? "MISS" : "ok"; }
+
+static void print_compare_human(FILE *out, const comparison *c, const char *backend,
+                                const ck_stats *st, const pt_sim_stats *pst) {
+    char a[32], b[32], d[32], cell[48];
+    fprintf(out, "== the same trace on ckalloc and on PyTorch's native caching allocator\n");
+    fprintf(out, "   (PyTorch simulated with its defaults: no expandable segments)\n");
+    snprintf(cell, sizeof cell, "ckalloc (%s backend)", backend);
+    fprintf(out, "%-20s %-30s %s\n", "", cell, "PyTorch native");
+    fprintf(out, "%-20s %-30s %s\n", "peak live", ck__fmt_bytes(c->peak_live, a, sizeof a),
+            ck__fmt_bytes(c->peak_live, b, sizeof b));
+    snprintf(cell, sizeof cell, "%-10s %s (<= PyTorch)", ck__fmt_bytes(c->ck_peak, a, sizeof a),
+             flag(c->miss_peak));
+    fprintf(out, "%-20s %-30s %s\n", "peak reserved", cell,
+            ck__fmt_bytes(c->pt_peak, b, sizeof b));
+    snprintf(cell, sizeof cell, "%-10.4f %s (<= %.2f)", c->ck_frag, flag(c->miss_frag),
+             TARGET_FRAGMENTATION);
+    fprintf(out, "%-20s %-30s %.4f\n", "  / peak live", cell, c->pt_frag);
+    snprintf(cell, sizeof cell, "%-10" PRIu64 " %s", c->ck_fail, flag(c->miss_fail));
+    if (c->budget_set)
+        fprintf(out, "%-20s %-30s %" PRIu64 " under the budget %s\n", "failed allocations", cell,
+                c->pt_fail_capped, ck__fmt_bytes(c->budget, d, sizeof d));
+    else
+        fprintf(out, "%-20s %-30s %s\n", "failed allocations", cell, "0 (no limit)");
+    snprintf(cell, sizeof cell, "%" PRIu64 " map, %" PRIu64 " unmap", st->num_map_calls,
+             st->num_unmap_calls);
+    char pcell[48];
+    snprintf(pcell, sizeof pcell, "%" PRIu64 " cudaMalloc, %" PRIu64 " cudaFree",
+             pst->segment_allocs, pst->segment_frees);
+    fprintf(out, "%-20s %-30s %s\n", "driver calls", cell, pcell);
+    snprintf(cell, sizeof cell, "%-10.6f %s (<= %.2f)", c->ck_mu, flag(c->miss_mu),
+             TARGET_MAP_UNMAP_PER_OP);
+    fprintf(out, "%-20s %s\n", "  per op", cell);
+    if (c->pt_peak) {
+        double saved = (double)c->pt_peak - (double)c->ck_peak;
+        fprintf(out, "ckalloc reserves %s %s than PyTorch's policy (%.1f%%)\n",
+                ck__fmt_bytes((uint64_t)(saved < 0 ? -saved : saved), a, sizeof a),
+                saved < 0 ? "MORE" : "less", 100.0 * (saved < 0 ? -saved : saved) / (double)c->pt_peak);
+    }
+    int misses = c->miss_frag + c->miss_mu + c->miss_peak + c->miss_fail;
+    fprintf(out, "targets: %s\n\n", misses ? "MISSED (see MISS above)" : "all met");
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+enum { POLICY_CKALLOC, POLICY_PYTORCH, POLICY_BOTH };
+enum { OPT_POLICY = 256, OPT_PACE };
+
 int main(int argc, char **argv) {
     const char *conf = NULL;
-    int json = 0, quiet = 0;
+    int json = 0, quiet = 0, policy = POLICY_CKALLOC;
+    double pace = 0;
     static const struct option longopts[] = {
         {"conf", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
+        {"policy", required_argument, NULL, OPT_POLICY},
+        {"pace", required_argument, NULL, OPT_PACE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
+    char *end;
     while ((c = getopt_long(argc, argv, "c:jqh", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': conf = optarg; break;
         case 'j': json = 1; break;
         case 'q': quiet = 1; break;
+        case OPT_POLICY:
+            if (strcmp(optarg, "ckalloc") == 0) policy = POLICY_CKALLOC;
+            else if (strcmp(optarg, "pytorch") == 0) policy = POLICY_PYTORCH;
+            else if (strcmp(optarg, "both") == 0) policy = POLICY_BOTH;
+            else {
+                fprintf(stderr, "ckalloc-replay: bad --policy '%s' (ckalloc, pytorch or both)\n",
+                        optarg);
+                return EXIT_BAD_INPUT;
+            }
+            break;
+        case OPT_PACE:
+            errno = 0;
+            pace = strtod(optarg, &end);
+            if (end == optarg || *end || errno || !(pace > 0) || pace > 86400) {
+                fprintf(stderr, "ckalloc-replay: bad --pace '%s' (seconds, > 0, at most 86400)\n",
+                        optarg);
+                return EXIT_BAD_INPUT;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_BAD_INPUT;
         }
@@ -314,37 +688,62 @@ int main(int argc, char **argv) {
         return EXIT_BAD_INPUT;
     }
     const char *path = argv[optind];
+    const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
+
+    /* The defaults first so that --conf overrides them key by key. */
+    ck_pool_options opts;
+    ck_pool_options_init(&opts);
+    opts.backend = CK_BACKEND_HOST;
+    opts.host_mem = DEFAULT_HOST_MEM;
+    if (conf && ck_options_parse(&opts, conf) != CK_OK) {
+        fprintf(stderr, "ckalloc-replay: bad --conf '%s': %s\n", conf, ck_last_error());
+        return EXIT_BAD_INPUT;
+    }
 
     ops_vec ops = {0};
     stream_tab streams = {0};
     results res = {0};
     stream_index(&streams, 0); /* index 0 = the default stream */
-    int rc = load_trace(path, &ops, &streams, &res.input_failures);
+    int rc = load_trace(path, name, &ops, &streams, &res.input_failures);
     if (rc) {
         free(ops.v);
         free(streams.ids);
         free(streams.streams);
         return rc;
     }
+    if (pace > 0 && !quiet)
+        fprintf(stderr,
+                "ckalloc-replay: pid %d replays %s over about %g s; watch it with "
+                "ckalloc-stat -p %d --watch 1\n",
+                (int)getpid(), name, pace, (int)getpid());
 
-    /* The default conf first so that --conf overrides it key by key. */
-    size_t clen = strlen("backend=host") + (conf ? strlen(conf) + 1 : 0) + 1;
-    char *full_conf = xrealloc(NULL, clen);
-    snprintf(full_conf, clen, "backend=host%s%s", conf && *conf ? "," : "", conf ? conf : "");
+    if (policy == POLICY_PYTORCH) {
+        pt_sim_stats pst;
+        uint64_t in_fail = res.input_failures;
+        run_pytorch(&ops, name, opts.budget, pace, 0, &res, &pst);
+        res.input_failures = in_fail;
+        if (json) print_pytorch_json(stdout, name, &res, &pst, streams.n);
+        else if (!quiet) print_pytorch_human(stdout, name, &res, &pst);
+        free(ops.v);
+        free(streams.ids);
+        free(streams.streams);
+        return res.failures ? EXIT_ALLOC_FAILED : 0;
+    }
+
     ck_pool *pool = NULL;
-    ck_status pst = ck_pool_create_conf(&pool, full_conf);
+    ck_status pst = ck_pool_create(&pool, &opts);
     if (pst != CK_OK) {
         /* A config mistake is bad input (2); no device or no memory is a failure (1). */
-        fprintf(stderr, "ckalloc-replay: %s '%s': %s\n",
-                pst == CK_ERR_INVALID ? "bad pool config" : "cannot create a pool with", full_conf,
-                ck_last_error());
-        free(full_conf);
+        const char *be = opts.backend == CK_BACKEND_CUDA   ? "cuda"
+                         : opts.backend == CK_BACKEND_HOST ? "host"
+                                                           : "auto";
+        fprintf(stderr, "ckalloc-replay: cannot create a pool on the %s backend%s%s%s: %s\n", be,
+                conf ? " (--conf '" : "", conf ? conf : "", conf ? "')" : "", ck_last_error());
         free(ops.v);
         free(streams.ids);
         free(streams.streams);
         return pst == CK_ERR_INVALID ? EXIT_BAD_INPUT : EXIT_ALLOC_FAILED;
     }
-    free(full_conf);
 
     for (size_t i = 1; i < streams.n; i++) {
         if (ck_stream_create(pool, &streams.streams[i]) != CK_OK) {
@@ -355,65 +754,10 @@ int main(int argc, char **argv) {
         }
     }
 
-    ptr_map live = {0};
-    map_grow(&live);
-    /* Blocks whose traced address was allocated again without a free in
-     * between (a trace that lost rows): kept live, freed at the end. */
-    slot *orphans = NULL;
-    size_t norphans = 0;
-    uint64_t live_bytes = 0;
-    int free_errors = 0;
-
-    double t0 = now_s();
-    for (size_t i = 0; i < ops.n; i++) {
-        const op *o = &ops.v[i];
-        ck_stream s = streams.streams[o->stream];
-        if (o->action == CK_TRACE_ALLOC) {
-            if (o->size == 0) {
-                res.zero_size_allocs++; /* RMM hands out nullptr; nothing to replay */
-                continue;
-            }
-            res.allocs++;
-            void *p = NULL;
-            if (ck_malloc(pool, &p, (size_t)o->size, s) != CK_OK) {
-                if (res.failures++ == 0)
-                    fprintf(stderr, "%s:%" PRIu64 ": allocation of %" PRIu64 " bytes failed: %s\n",
-                            path, o->line, o->size, ck_last_error());
-                continue;
-            }
-            live_bytes += o->size;
-            if (live_bytes > res.peak_live)
-                res.peak_live = live_bytes;
-            slot *old = map_find(&live, o->ptr);
-            if (old) {
-                res.duplicate_allocs++;
-                orphans = xrealloc(orphans, (norphans + 1) * sizeof *orphans);
-                orphans[norphans++] = *old;
-                old->ptr = p;
-                old->size = o->size;
-                old->stream = o->stream;
-            } else {
-                slot e = {.key = o->ptr, .ptr = p, .size = o->size, .stream = o->stream};
-                map_put(&live, &e);
-            }
-        } else {
-            slot *e = map_find(&live, o->ptr);
-            if (!e) {
-                res.unmatched_frees++;
-                continue;
-            }
-            if (ck_free(pool, e->ptr, s) != CK_OK) {
-                if (free_errors++ == 0)
-                    fprintf(stderr, "%s:%" PRIu64 ": free failed: %s\n", path, o->line,
-                            ck_last_error());
-            }
-            res.frees++;
-            live_bytes -= e->size;
-            map_del(&live, e);
-        }
-    }
-    res.seconds = now_s() - t0;
-    res.ops = ops.n;
+    ck_ctx cctx = {pool, &streams};
+    allocator al = {ck_alloc_cb, ck_free_cb, &cctx};
+    leftovers lo;
+    int free_errors = replay_ops(&ops, &al, name, pace, 0, &res, &lo);
 
     ck_stats st;
     memset(&st, 0, sizeof st);
@@ -421,23 +765,33 @@ int main(int argc, char **argv) {
     if (ck_get_stats(pool, &st) != CK_OK) {
         fprintf(stderr, "ckalloc-replay: cannot read stats: %s\n", ck_last_error());
         rc = EXIT_BAD_INPUT;
+    } else if (policy == POLICY_BOTH) {
+        /* What PyTorch would reserve with no cap, and how it fares under
+         * ckalloc's budget when one is set. */
+        results pres, pcap;
+        pt_sim_stats pstat, pcst;
+        run_pytorch(&ops, name, 0, 0, 1, &pres, &pstat);
+        if (opts.budget) run_pytorch(&ops, name, opts.budget, 0, 1, &pcap, &pcst);
+        comparison cmp;
+        compare(&res, &st, &pres, &pstat, opts.budget ? &pcap : NULL, opts.budget != 0, &cmp);
+        if (json) {
+            char extra[512];
+            print_compare_json(extra, sizeof extra, &cmp, &pstat);
+            print_json(stdout, name, &res, &st, ck_pool_backend(pool), streams.n, extra);
+        } else if (!quiet) {
+            print_human(stdout, name, &res, &st, opts.budget != 0, ck_pool_backend(pool));
+            print_compare_human(stdout, &cmp, ck_pool_backend(pool), &st, &pstat);
+        }
     } else if (json) {
-        print_json(stdout, path, &res, &st, ck_pool_backend(pool), streams.n);
+        print_json(stdout, name, &res, &st, ck_pool_backend(pool), streams.n, "");
     } else if (!quiet) {
-        print_human(stdout, path, &res, &st);
+        print_human(stdout, name, &res, &st, opts.budget != 0, ck_pool_backend(pool));
         ck_print_stats(pool, stdout, CK_FORMAT_TABLE);
     }
     if (!rc)
         rc = (res.failures || free_errors) ? EXIT_ALLOC_FAILED : 0;
 
-    /* Free what the trace left live so the pool ends empty. */
-    for (size_t i = 0; i < live.cap; i++)
-        if (live.s[i].used)
-            ck_free(pool, live.s[i].ptr, streams.streams[live.s[i].stream]);
-    for (size_t i = 0; i < norphans; i++)
-        ck_free(pool, orphans[i].ptr, streams.streams[orphans[i].stream]);
-    free(live.s);
-    free(orphans);
+    replay_release(&al, &lo);
 
 out:
     for (size_t i = 1; i < streams.n; i++)
