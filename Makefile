@@ -8,7 +8,7 @@ PREFIX     ?= /usr/local
 CMAKE_FLAGS ?=
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: all deps build demo test test-all test-asan test-tsan test-browser fuzz bench install clean
+.PHONY: all deps build demo test test-all test-asan test-tsan test-browser fuzz bench install clean gpu-check-dry
 
 all: build
 
@@ -27,8 +27,9 @@ test: build
 
 # ASan+UBSan and TSan over every test (the host backend runs streams on
 # threads, so every test is threaded), then each fuzzer
-# for FUZZ_SECONDS, then the HTML report in headless Chromium.
-test-all: test test-asan test-tsan fuzz test-browser
+# for FUZZ_SECONDS, then the HTML report in headless Chromium, then the GPU
+# check without a GPU (gpu-check-dry).
+test-all: test test-asan test-tsan fuzz test-browser gpu-check-dry
 
 test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=address,undefined -DCKALLOC_BENCH=OFF >/dev/null
@@ -39,6 +40,13 @@ test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=thread -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
 	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -j$(JOBS) -LE "gpu|install|browser"
+
+# scripts/gpu-check.sh run1 and run2 end to end without a GPU (every GPU
+# step must skip cleanly), built from the carried .deps prefix only, with
+# what the device tool would bring back checked (tests/gpu/gpu_check_dry.sh).
+# Fetches .deps first when missing (needs apt and a network).
+gpu-check-dry:
+	@./tests/gpu/gpu_check_dry.sh build-gpu-dry
 
 # Tests labelled "browser" need Chromium, a big package: installed here only.
 test-browser: build
