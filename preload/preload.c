@@ -38,6 +38,7 @@ static struct {
     _Atomic(ck_pool *) pools[CKP_MAX_DEVICES];
     ck_pool *orphans[CKP_MAX_DEVICES]; /* a fork child: the parent's pools, kept reachable */
     char *failed[CKP_MAX_DEVICES]; /* why a device's pool could not be made */
+    int warned[CKP_MAX_DEVICES];   /* that failure has been printed on stderr */
     _Atomic(CUcontext) primary[CKP_MAX_DEVICES];
     atomic_int captures;           /* graph captures in progress */
     atomic_uint gen;               /* bumped in a fork child: stale caches */
@@ -58,6 +59,7 @@ static void fork_child(void) {
         atomic_store(&g.primary[i], NULL);
         free(g.failed[i]);
         g.failed[i] = NULL;
+        g.warned[i] = 0;
     }
     atomic_store(&g.captures, 0);
     g.nheld = 0;
@@ -89,7 +91,15 @@ __attribute__((constructor)) static void ckp_start(void) {
 
 /* --------------------------------------------------------------- pools -- */
 
-static ck_pool *pool_for(int dev) {
+/* warn: print, once per device, that its allocations go to the driver (an
+ * allocation that had no pool); ckalloc_preload_pool asks without it, since
+ * its caller gets the reason from ck_last_error(). */
+static void warn_no_pool(int dev, const char *why) {
+    fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the CUDA driver\n",
+            dev, why);
+}
+
+static ck_pool *pool_for(int dev, int warn) {
     if (dev < 0 || dev >= CKP_MAX_DEVICES) {
         ck__err(CK_ERR_INVALID, "ckalloc: device %d is out of range (0..%d)", dev,
                 CKP_MAX_DEVICES - 1);
@@ -102,8 +112,11 @@ static ck_pool *pool_for(int dev) {
      * Two threads racing here both create; the loser destroys its pool. */
     pthread_mutex_lock(&g.mu);
     char *why = g.failed[dev] ? strdup(g.failed[dev]) : NULL;
+    int say = why && warn && !g.warned[dev];
+    if (say) g.warned[dev] = 1;
     pthread_mutex_unlock(&g.mu);
     if (why) {
+        if (say) warn_no_pool(dev, why);
         ck__err(CK_ERR_NO_DEVICE, "%s", why);
         free(why);
         return NULL;
@@ -112,12 +125,11 @@ static ck_pool *pool_for(int dev) {
     o.device = dev;
     if (ck_pool_create(&p, &o) != CK_OK) {
         pthread_mutex_lock(&g.mu);
-        if (!g.failed[dev]) {
-            g.failed[dev] = strdup(ck_last_error());
-            fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the "
-                            "CUDA driver\n", dev, ck_last_error());
-        }
+        if (!g.failed[dev]) g.failed[dev] = strdup(ck_last_error());
+        int say = warn && !g.warned[dev];
+        if (say) g.warned[dev] = 1;
         pthread_mutex_unlock(&g.mu);
+        if (say) warn_no_pool(dev, ck_last_error());
         return NULL;
     }
     ck_pool *expect = NULL;
@@ -128,7 +140,7 @@ static ck_pool *pool_for(int dev) {
     return p;
 }
 
-CKP_API ck_pool *ckalloc_preload_pool(int device) { return pool_for(device); }
+CKP_API ck_pool *ckalloc_preload_pool(int device) { return pool_for(device, 0); }
 
 /* ---------------------------------------------------- current device --- */
 
@@ -189,7 +201,7 @@ ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async) {
     if (atomic_load_explicit(&g.captures, memory_order_relaxed) > 0 &&
         (!is_async || capturing(s)))
         return CKP_REAL;
-    ck_pool *p = pool_for(dev);
+    ck_pool *p = pool_for(dev, 1);
     if (!p) return CKP_REAL;
     *pool = p;
     return CKP_OURS;
@@ -332,7 +344,7 @@ CUresult ckp_cu_error(ck_status s) {
 
 CKP_API void *ckalloc_torch_malloc(ssize_t size, int device, CUstream stream) {
     if (size <= 0) return NULL;
-    ck_pool *p = pool_for(device);
+    ck_pool *p = pool_for(device, 1);
     void *ptr = NULL;
     if (!p || ck_malloc(p, &ptr, (size_t)size, (ck_stream)stream) != CK_OK) return NULL;
     return ptr;
@@ -341,7 +353,7 @@ CKP_API void *ckalloc_torch_malloc(ssize_t size, int device, CUstream stream) {
 CKP_API void ckalloc_torch_free(void *ptr, ssize_t size, int device, CUstream stream) {
     (void)size;
     if (!ptr) return;
-    ck_pool *p = pool_for(device);
+    ck_pool *p = pool_for(device, 1);
     if (!p || ck_free(p, ptr, (ck_stream)stream) != CK_OK)
         fprintf(stderr, "ckalloc: ckalloc_torch_free: %s\n", ck_last_error());
 }

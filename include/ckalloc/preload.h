@@ -26,7 +26,8 @@ extern "C" {
  * ck_get_stats, ck_print_stats, ck_trim and the other pool calls. NULL, with
  * ck_last_error() saying why, when device is out of range or the pool cannot
  * be created (no CUDA device, say); such a device's allocations go to the
- * driver. Do not ck_pool_destroy it. */
+ * driver. It prints nothing (a hooked allocation that finds no pool prints
+ * one line on stderr, once per device). Do not ck_pool_destroy it. */
 CK_API ck_pool *ckalloc_preload_pool(int device);
 
 /* PyTorch's pluggable-allocator pair, the signatures

@@ -6,6 +6,8 @@ No build step: the package loads the ckalloc shared library at first use.
     ckalloc.stats()            # {"allocated_bytes": {"current": ..., "peak": ...}, ...}
     ckalloc.print_stats(json=True)
     ckalloc.reset_peak_stats()
+    ckalloc.empty_cache()      # release the cached memory (ck_trim); bytes given back
+    ckalloc.snapshot("run.json")   # JSON snapshot; ckalloc-stat run.json reads it
 
 Which library is used (the first that applies):
 
@@ -40,7 +42,11 @@ __all__ = [
     "preload_pool",
     "stats",
     "print_stats",
+    "format_stats",
     "reset_peak_stats",
+    "trim",
+    "empty_cache",
+    "snapshot",
     "version",
     "current_device",
     "STAT_NAMES",
@@ -297,6 +303,7 @@ def _declare(lib):
         "ck_free": (i, [vp, vp, vp]),
         "ck_record_stream": (i, [vp, vp, vp]),
         "ck_trim": (i, [vp, ctypes.POINTER(sz)]),
+        "ck_snapshot_write": (i, [vp, ctypes.c_char_p]),
         "ck_get_stats": (i, [vp, ctypes.POINTER(ck_stats)]),
         "ck_reset_peak_stats": (i, [vp]),
         "ck_print_stats": (i, [vp, vp, i]),
@@ -384,7 +391,9 @@ def _as_ptr(p):
 class Pool:
     """A ck_pool. Pool(conf) creates a pool of its own (closed by close() or
     a with-block); preload_pool(device) wraps the process's pool (never
-    destroyed from Python). Pointers and streams are ints (or None)."""
+    destroyed from Python). Pointers and streams are ints (or None).
+    Methods: malloc, free, record_stream, trim, snapshot, stats, raw_stats,
+    format_stats, print_stats, reset_peak_stats, close."""
 
     def __init__(self, conf=None, *, _handle=None, _owned=True, _device=None):
         self._lib = _load()
@@ -426,6 +435,17 @@ class Pool:
         n = ctypes.c_size_t()
         _check(self._lib, "ck_trim", self._lib.ck_trim(self.handle, ctypes.byref(n)))
         return n.value
+
+    def snapshot(self, path=None):
+        """Write the pool's JSON snapshot (ck_snapshot_write: format
+        "ckalloc-snapshot", what ckalloc-stat FILE reads) to path, a str or
+        os.PathLike; "%p" in it becomes the pid, "%d" the device, "%%" a '%'.
+        path None writes the pool's own snapshot file (config key snapshot).
+        Raises Error (CK_ERR_IO, saying why) when the file cannot be written."""
+        c = None if path is None else os.fsencode(path)
+        if c is not None and not c:
+            raise ValueError("ckalloc snapshot: path is empty")
+        _check(self._lib, "ck_snapshot_write", self._lib.ck_snapshot_write(self.handle, c))
 
     def raw_stats(self):
         """The struct ck_stats as filled by ck_get_stats."""
@@ -573,10 +593,35 @@ def print_stats(device=None, json=False, file=None, pool=None):
 
 
 def format_stats(device=None, json=False, pool=None):
-    """ck_print_stats's output as a string."""
+    """ck_print_stats's output as a str: the aligned table (json=False), or
+    one JSON object and a newline (json=True), the text print_stats writes."""
     return _pool(device, pool).format_stats(json=json)
 
 
 def reset_peak_stats(device=None, pool=None):
     """Set every peak to its current value."""
     _pool(device, pool).reset_peak_stats()
+
+
+def trim(device=None, pool=None):
+    """Release the physical memory the pool for device (or pool) caches:
+    ck_trim unmaps and frees every whole free chunk, after the streams that
+    freed them have passed. Live allocations are untouched. Returns the
+    bytes given back (an int, 0 when nothing was cached)."""
+    return _pool(device, pool).trim()
+
+
+def empty_cache(device=None, pool=None):
+    """What torch.cuda.empty_cache() is under ckalloc, which that call does not
+    reach (it trims PyTorch's or the driver's cache, not ckalloc's): the same
+    as trim(). One device per call (default: current_device()). Returns the
+    bytes given back."""
+    return trim(device, pool)
+
+
+def snapshot(path=None, device=None, pool=None):
+    """Write a JSON snapshot of the pool for device (or pool) to path, in the
+    format ck_snapshot_write writes and ckalloc-stat reads ("%p" in path
+    becomes the pid, "%d" the device). path None: the pool's own snapshot file
+    (config key snapshot). Raises Error naming the reason on failure."""
+    _pool(device, pool).snapshot(path)

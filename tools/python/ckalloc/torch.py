@@ -17,7 +17,7 @@ import os
 
 import ckalloc as _ck
 
-__all__ = ["use", "memory_stats", "TORCH_STATS"]
+__all__ = ["use", "memory_stats", "reset_peak_memory_stats", "empty_cache", "TORCH_STATS"]
 
 MALLOC_FN = "ckalloc_torch_malloc"
 FREE_FN = "ckalloc_torch_free"
@@ -37,6 +37,23 @@ TORCH_STATS = (
 _FIELDS = ("current", "peak", "allocated", "freed")
 
 _allocator = None
+
+
+class MemoryStats(dict):
+    """memory_stats()'s dict. ckalloc keeps its counters for the whole pool,
+    not per PyTorch pool, so there are no ".small_pool." / ".large_pool."
+    keys; reading one raises a KeyError that says so and names the ".all."
+    key to read instead (.get() and `in` behave as for any dict)."""
+
+    def __missing__(self, key):
+        if isinstance(key, str):
+            for part in (".small_pool.", ".large_pool."):
+                if part in key:
+                    raise KeyError(
+                        "%r: ckalloc does not split its stats into PyTorch's small_pool "
+                        "(blocks <= 1 MiB) and large_pool; read %r, which counts both"
+                        % (key, key.replace(part, ".all.")))
+        raise KeyError(key)
 
 
 def _import_torch():
@@ -126,6 +143,8 @@ def memory_stats(device=None, pool=None):
     key names ("allocated_bytes.all.current", ..., "num_alloc_retries",
     "num_ooms"), plus ckalloc's own keys under "ckalloc." (e.g.
     "ckalloc.physical_bytes.peak", "ckalloc.budget"). Does not need torch.
+    No ".small_pool." / ".large_pool." keys: ckalloc does not count them
+    apart, and reading one raises a KeyError naming the ".all." key.
     device None: the current CUDA device if torch has initialised CUDA, else 0."""
     s = _ck.stats(device=device, pool=pool)
     out = {}
@@ -145,10 +164,19 @@ def memory_stats(device=None, pool=None):
             out["ckalloc." + name] = s[name]
     out["ckalloc.budget"] = s["budget"]
     out["ckalloc.fragmentation"] = s["fragmentation"]
-    return dict(sorted(out.items()))
+    return MemoryStats(sorted(out.items()))
 
 
-def reset_peak_memory_stats(device=None):
-    """Like torch.cuda.reset_peak_memory_stats, for ckalloc's pool."""
-    _ck.reset_peak_stats(device=device)
+def reset_peak_memory_stats(device=None, pool=None):
+    """Like torch.cuda.reset_peak_memory_stats, for ckalloc's pool: every
+    peak becomes its current value. Returns None."""
+    _ck.reset_peak_stats(device=device, pool=pool)
+
+
+def empty_cache(device=None, pool=None):
+    """ckalloc's torch.cuda.empty_cache(): releases the physical memory the
+    pool caches (ckalloc.trim). torch.cuda.empty_cache() does not reach
+    ckalloc's cache in either set-up. Returns the bytes given back. Does not
+    need torch."""
+    return _ck.trim(device=device, pool=pool)
 
