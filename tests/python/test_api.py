@@ -10,12 +10,13 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
 import unittest
 
-from ckalloc_testutil import (byte_at, child_env, isolated, library_under_test, require_preload,
+from ckalloc_testutil import (byte_at, child_env, isolated, require_preload,
                               require_preload_path, round512)
 
 HOST = {"CKALLOC_CONF": "backend=host"}
@@ -242,6 +243,30 @@ class TorchNamesTest(unittest.TestCase):
             self.assertIn(name, ckalloc.__all__)
         for name in ("empty_cache", "reset_peak_memory_stats"):
             self.assertIn(name, ct.__all__)
+
+
+class ReadmeTest(unittest.TestCase):
+    def test_every_call_in_the_python_section_exists(self):
+        import ckalloc
+        import ckalloc.torch
+
+        from ckalloc_testutil import SRC
+
+        with open(os.path.join(SRC, "README.md")) as f:
+            text = f.read()
+        start = text.index("\n## Python\n")
+        section = text[start:text.index("\n## ", start + 1)]
+        calls = set(re.findall(r"\bckalloc\.((?:torch\.)?\w+)\(", section))
+        # The calls the issue asked to document are there, and each is real.
+        for want in ("format_stats", "reset_peak_stats", "empty_cache", "trim", "snapshot",
+                     "torch.reset_peak_memory_stats", "torch.empty_cache", "torch.memory_stats"):
+            self.assertIn(want, calls)
+        for name in sorted(calls):
+            obj = ckalloc
+            for part in name.split("."):
+                self.assertTrue(hasattr(obj, part), "README calls ckalloc.%s, which does not exist" % name)
+                obj = getattr(obj, part)
+            self.assertTrue(callable(obj), name)
 
 
 class NoDriverTest(unittest.TestCase):
