@@ -7,11 +7,11 @@ find_program(CK_PYTHON3 python3)
 set(CK_TOOLS_WORK ${CMAKE_CURRENT_BINARY_DIR}/tools-tests)
 
 # Every script starts with: R = replay, G = tracegen, D = tests/data,
-# W = scratch dir, PY = python3; check FILE EXPR evaluates EXPR on the last
+# W = scratch dir, PY = python3, S = ckalloc-stat; check FILE EXPR evaluates EXPR on the last
 # JSON line of FILE (as j) and fails the test when it is false.
 set(CK_TOOLS_PRELUDE [=[
 set -u
-R="$1" G="$2" D="$3" W="$4" PY="$5"
+R="$1" G="$2" D="$3" W="$4" PY="$5" S="$6"
 mkdir -p "$W"
 check() {
   "$PY" -c 'import json,sys
@@ -33,7 +33,8 @@ function(ck_tool_test name script)
   add_test(NAME ${name}
     COMMAND sh -c "${CK_TOOLS_PRELUDE}${script}" sh
       $<TARGET_FILE:ckalloc-replay> $<TARGET_FILE:ckalloc-tracegen>
-      ${CMAKE_CURRENT_SOURCE_DIR}/data ${CK_TOOLS_WORK} ${CK_PYTHON3})
+      ${CMAKE_CURRENT_SOURCE_DIR}/data ${CK_TOOLS_WORK} ${CK_PYTHON3}
+      $<TARGET_FILE:ckalloc-stat>)
   set_tests_properties(${name} PROPERTIES LABELS "tools" TIMEOUT 300 ${ARGN})
 endfunction()
 
@@ -77,7 +78,7 @@ ck_tool_test(replay_bad_conf [=[
 "$R" --conf bogus_key=1 "$D/rmm_sample.csv" > /dev/null 2> "$W/badconf.err"
 expect_rc $? 2
 cat "$W/badconf.err"
-grep -q "bogus_key" "$W/badconf.err"
+grep -q "bad --conf 'bogus_key=1'" "$W/badconf.err"
 ]=])
 
 # No driver (a library path that does not exist): a clean sentence, exit 1 (a
@@ -87,6 +88,13 @@ CKALLOC_CUDA_LIB="$W/no-such-libcuda.so" "$R" --conf backend=cuda "$D/rmm_sample
 expect_rc $? 1
 cat "$W/nodev.err"
 grep -q "no CUDA driver" "$W/nodev.err"
+# The sentence echoes what the user wrote, not the replay's own defaults.
+grep -q "on the cuda backend (--conf 'backend=cuda')" "$W/nodev.err"
+if grep -q "backend=host" "$W/nodev.err"
+then
+  echo "FAILED: the message shows the replay's internal config"
+  exit 1
+fi
 ]=])
 
 ck_tool_test(replay_bad_usage [=[
@@ -206,4 +214,203 @@ expect_rc $? 0
 N=$("$PY" -c 'import json,sys
 print(json.load(open(sys.argv[1]))["failures"])' "$W/tiny_self1.json")
 check "$W/tiny_self2.json" "j['input_failures'] == $N and j['unmatched_frees'] == 0 and j['failures'] == 0"
+]=] FIXTURES_REQUIRED ck_tiny_trace)
+
+# ---- a trace bigger than this machine: the host backend only books it ----
+
+# 79 x 1 GiB live at once, as on an 80 GB GPU: replays with no config at all
+# (the simulated device is 1 TiB of address space, never touched).
+ck_tool_test(replay_80g_trace_default [=[
+{
+echo "Thread,Time,Action,Pointer,Size,Stream"
+i=0
+while [ $i -lt 79 ]
+do
+  printf '1,09:00:00.%06d,allocate,0x%x,1073741824,0x0\n' $i $(( (i + 1) * 1073741824 ))
+  i=$((i+1))
+done
+} > "$W/80g.csv"
+"$R" --json "$W/80g.csv" > "$W/80g.json" 2> "$W/80g.err"
+RC=$?
+cat "$W/80g.err"
+expect_rc $RC 0
+check "$W/80g.json" 'j["peak_live_bytes"] == 79 << 30 and j["failures"] == 0 and j["backend"] == "host"'
+"$R" "$W/80g.csv" > "$W/80g.txt"
+grep -q "budget         none set (the limit is host_mem" "$W/80g.txt"
+]=] FIXTURES_SETUP ck_80g_trace)
+
+# The issue's own command: a 13B trace (about 35 GiB live) on any machine.
+ck_tool_test(replay_13b_default [=[
+"$G" --model 13b --steps 2 -o "$W/13b.csv"
+expect_rc $? 0
+"$R" --json "$W/13b.csv" > "$W/13b.json" 2> "$W/13b.err"
+RC=$?
+cat "$W/13b.err"
+expect_rc $RC 0
+check "$W/13b.json" 'j["failures"] == 0 and j["peak_live_bytes"] > 32 << 30'
+]=])
+
+# When host_mem is what ran out, the sentence names host_mem, not a budget
+# nobody set.
+ck_tool_test(replay_host_mem_exhausted [=[
+"$R" --conf host_mem=8G "$W/80g.csv" > /dev/null 2> "$W/hm.err"
+expect_rc $? 1
+cat "$W/hm.err"
+grep -q "host_mem (the host backend's simulated device size) is reached" "$W/hm.err"
+grep -q "no budget set, limit 8.00 GiB" "$W/hm.err"
+if grep -q "the budget" "$W/hm.err"
+then
+  echo "FAILED: the sentence mentions a budget that was never set"
+  exit 1
+fi
+]=] FIXTURES_REQUIRED ck_80g_trace)
+
+# One request larger than the budget says so (not "the budget is reached"),
+# and the default stream reads as such, not as "(nil)".
+ck_tool_test(replay_request_over_budget [=[
+printf 'Thread,Time,Action,Pointer,Size,Stream\n1,09:00:00.000001,allocate,0x1000,2147483648,0x0\n' > "$W/big1.csv"
+"$R" --conf budget=1G "$W/big1.csv" > /dev/null 2> "$W/big1.err"
+expect_rc $? 1
+cat "$W/big1.err"
+grep -q "big1.csv:2: allocation of 2147483648 bytes failed: out of memory: cannot allocate 2.00 GiB on the default stream (the request of 2.00 GiB exceeds the budget, 1.00 GiB). budget 1.00 GiB" "$W/big1.err"
+if grep -q "nil" "$W/big1.err"
+then
+  echo "FAILED: (nil) in the sentence"
+  exit 1
+fi
+]=])
+
+# ---- input that holds nothing, and standard input ----
+
+ck_tool_test(replay_empty_trace [=[
+: > "$W/empty.csv"
+"$R" "$W/empty.csv" > /dev/null 2> "$W/empty.err"
+expect_rc $? 2
+cat "$W/empty.err"
+grep -q "empty.csv: no allocation records to replay (the trace is empty)" "$W/empty.err"
+printf 'Thread,Time,Action,Pointer,Size,Stream\n\n' > "$W/header.csv"
+"$R" --json "$W/header.csv" > "$W/header.json" 2> "$W/header.err"
+expect_rc $? 2
+cat "$W/header.err"
+grep -q "header.csv: no allocation records to replay (only a header" "$W/header.err"
+test ! -s "$W/header.json"
+"$R" - < /dev/null > /dev/null 2> "$W/empty_stdin.err"
+expect_rc $? 2
+grep -q "<stdin>: no allocation records" "$W/empty_stdin.err"
+]=])
+
+ck_tool_test(replay_stdin [=[
+"$R" --json - < "$D/rmm_sample.csv" > "$W/stdin.json"
+expect_rc $? 0
+check "$W/stdin.json" 'j["trace"] == "<stdin>" and j["allocs"] == 8 and j["frees"] == 8 and j["peak_live_bytes"] == 46661888'
+"$G" --model tiny --steps 1 --summary -o - 2> "$W/pipe.summary" | "$R" --json - > "$W/pipe.json"
+expect_rc $? 0
+A=$("$PY" -c 'import json,sys
+print(json.load(open(sys.argv[1]))["allocs"])' "$W/pipe.summary")
+check "$W/pipe.json" "j['allocs'] == $A and j['frees'] == $A and j['failures'] == 0"
+"$R" - < "$D/rmm_malformed.csv" > /dev/null 2> "$W/stdin_bad.err"
+expect_rc $? 2
+grep -q "^<stdin>:4: column 4 (Pointer)" "$W/stdin_bad.err"
+]=])
+
+# ---- --policy pytorch: the simulation of PyTorch's native allocator ----
+
+# Hand-checked: 1 B -> a 2 MiB small segment, 12 MiB + 1 -> 12 MiB + 512 in
+# a 14 MiB segment, 3 MiB -> a 20 MiB segment (17 MiB split off, free); the
+# 3 MiB free merges them back, 5 MiB reuses that segment on its stream, 5 MiB
+# on stream 7 needs a new one (56 MiB), 1000 B splits the small segment,
+# 12 MiB best-fits the 15 MiB left of the stream-0 segment.
+ck_tool_test(replay_pytorch_policy [=[
+printf '%s\n' "Thread,Time,Action,Pointer,Size,Stream" \
+  "1,09:00:00.000001,allocate,0x1000,1,0x0" \
+  "1,09:00:00.000002,allocate,0x2000,12582913,0x0" \
+  "1,09:00:00.000003,allocate,0x3000,3145728,0x0" \
+  "1,09:00:00.000004,free,0x3000,3145728,0x0" \
+  "1,09:00:00.000005,allocate,0x4000,5242880,0x0" \
+  "1,09:00:00.000006,allocate,0x5000,5242880,0x7" \
+  "1,09:00:00.000007,allocate,0x6000,1000,0x0" \
+  "1,09:00:00.000008,allocate,0x7000,12582912,0x0" > "$W/pt.csv"
+"$R" --json --policy pytorch "$W/pt.csv" > "$W/pt.json"
+expect_rc $? 0
+check "$W/pt.json" 'j["policy"] == "pytorch" and j["peak_reserved_bytes"] == 56 << 20 and j["segment_allocs"] == 4 and j["segment_frees"] == 0'
+check "$W/pt.json" 'j["peak_live_bytes"] == 1 + 12582913 + 2 * 5242880 + 1000 + 12582912 and j["failures"] == 0 and j["limit"] == 0'
+# Capped at 40 MiB the stream-7 segment does not fit and nothing is wholly
+# free to release: one failure after one cache flush, exit 1.
+"$R" --json --policy pytorch --conf budget=40M "$W/pt.csv" > "$W/pt40.json" 2> "$W/pt40.err"
+expect_rc $? 1
+cat "$W/pt40.err"
+check "$W/pt40.json" 'j["failures"] == 1 and j["num_ooms"] == 1 and j["num_alloc_retries"] == 1 and j["peak_reserved_bytes"] == 36 << 20'
+grep -q "pt.csv:7: allocation of 5242880 bytes failed: PyTorch's policy (simulated): out of memory" "$W/pt40.err"
+]=])
+
+# Under a cap, PyTorch frees its wholly free cached segments and retries.
+ck_tool_test(replay_pytorch_flush_retry [=[
+printf '%s\n' "Thread,Time,Action,Pointer,Size,Stream" \
+  "1,09:00:00.000001,allocate,0x1000,12582912,0x0" \
+  "1,09:00:00.000002,allocate,0x2000,3145728,0x0" \
+  "1,09:00:00.000003,free,0x1000,12582912,0x0" \
+  "1,09:00:00.000004,allocate,0x3000,5242880,0x7" > "$W/ptf.csv"
+"$R" --json --policy pytorch "$W/ptf.csv" > "$W/ptf.json"
+expect_rc $? 0
+check "$W/ptf.json" 'j["peak_reserved_bytes"] == 52 << 20 and j["segment_frees"] == 0'
+"$R" --json --policy pytorch --conf budget=40M "$W/ptf.csv" > "$W/ptf40.json"
+expect_rc $? 0
+check "$W/ptf40.json" 'j["failures"] == 0 and j["segment_frees"] == 1 and j["num_alloc_retries"] == 1 and j["peak_reserved_bytes"] == 40 << 20'
+]=])
+
+# --policy both: ckalloc's result with PyTorch's beside it, each target
+# flagged; MISS when a figure misses.
+ck_tool_test(replay_policy_both [=[
+"$R" --json --policy pytorch "$W/tiny.csv" > "$W/both_pt.json"
+expect_rc $? 0
+P=$("$PY" -c 'import json,sys
+print(json.load(open(sys.argv[1]))["peak_reserved_bytes"])' "$W/both_pt.json")
+"$R" --json --policy both "$W/tiny.csv" > "$W/both.json"
+expect_rc $? 0
+check "$W/both.json" "j['policy'] == 'both' and j['pytorch']['peak_reserved_bytes'] == $P and j['pytorch']['failures_under_budget'] is None"
+check "$W/both.json" '("fragmentation" in j["misses"]) == (j["fragmentation"] > 1.05) and ("peak_vs_pytorch" in j["misses"]) == (j["peak_physical_bytes"] > j["pytorch"]["peak_reserved_bytes"]) and "failures" not in j["misses"]'
+"$R" --policy both "$W/tiny.csv" > "$W/both.txt"
+expect_rc $? 0
+cat "$W/both.txt"
+grep -q "ckalloc (host backend) *PyTorch native" "$W/both.txt"
+grep -q "^peak reserved" "$W/both.txt"
+# Under 0.9 x peak live ckalloc fails allocations: flagged.
+B=$("$PY" -c 'import json,sys
+print(int(json.load(open(sys.argv[1]))["peak_live_bytes"] * 0.9))' "$W/tiny.summary")
+"$R" --policy both --conf "budget=$B" "$W/tiny.csv" > "$W/both090.txt" 2> /dev/null
+expect_rc $? 1
+cat "$W/both090.txt"
+grep -q "^failed allocations *[1-9][0-9]* *MISS *[0-9]* under the budget" "$W/both090.txt"
+grep -q "^targets: MISSED" "$W/both090.txt"
+"$R" --policy bogus "$W/tiny.csv" > /dev/null 2> "$W/badpolicy.err"
+expect_rc $? 2
+grep -q "bad --policy 'bogus'" "$W/badpolicy.err"
+]=] FIXTURES_REQUIRED ck_tiny_trace)
+
+# ---- --pace: a replay that lasts, for ckalloc-stat -p to watch ----
+
+ck_tool_test(replay_pace_watchable [=[
+T0=$(date +%s%N)
+"$R" --json --pace 2 "$W/tiny.csv" > "$W/pace.json" 2> "$W/pace.err" &
+P=$!
+sleep 0.7
+"$S" -p "$P" --json > "$W/pace_stat.json"
+SRC=$?
+wait "$P"
+RC=$?
+T1=$(date +%s%N)
+cat "$W/pace.err"
+expect_rc $SRC 0
+expect_rc $RC 0
+grep -q "pid $P replays" "$W/pace.err"
+check "$W/pace_stat.json" 'j["pid"] > 0'
+check "$W/pace.json" 'j["failures"] == 0 and j["ns_per_op"] < 100000'
+ELAPSED_MS=$(( (T1 - T0) / 1000000 ))
+echo "paced replay took $ELAPSED_MS ms"
+test $ELAPSED_MS -ge 1800
+for bad in 0 -1 x 1e9
+do
+  "$R" --pace "$bad" "$W/tiny.csv" > /dev/null 2>&1
+  expect_rc $? 2
+done
 ]=] FIXTURES_REQUIRED ck_tiny_trace)
