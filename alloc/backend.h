@@ -37,6 +37,9 @@ struct ck_backend_ops {
     ck_status (*stream_capturing)(ck_backend *b, ck_stream s, int *capturing);
     ck_status (*stream_wait_event)(ck_backend *b, ck_stream s, ck_event e);
     ck_status (*event_create)(ck_backend *b, ck_event *out);
+    /* An event only ever waited on or queried, never timed (the pool's
+     * fences): cheaper to record. NULL: event_create serves. */
+    ck_status (*fence_create)(ck_backend *b, ck_event *out);
     ck_status (*event_destroy)(ck_backend *b, ck_event e);
     ck_status (*event_record)(ck_backend *b, ck_event e, ck_stream s);
     /* CK_OK when complete, CK_ERR_NOT_READY when not. */

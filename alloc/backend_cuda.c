@@ -343,20 +343,30 @@ static ck_status cuda_stream_wait_event(ck_backend *b, ck_stream s, ck_event e) 
 
 /* ---- events ------------------------------------------------------------ */
 
-static ck_status cuda_event_create(ck_backend *b, ck_event *out) {
+static ck_status event_make(ck_backend *b, ck_event *out, unsigned flags) {
     cuda_backend *c = cb(b);
     CUevent e = NULL;
     CUcontext prev;
     ck_status st = ctx_enter(c, &prev);
     if (st != CK_OK)
         return st;
-    /* Default flags keep timing on, so event_elapsed works. */
-    CUresult r = c->fn.cuEventCreate(&e, CU_EVENT_DEFAULT);
+    CUresult r = c->fn.cuEventCreate(&e, flags);
     ctx_leave(c, prev);
     if (r != CUDA_SUCCESS)
         return cu_fail(c, "cuEventCreate", r);
     *out = (ck_event)e;
     return CK_OK;
+}
+
+/* ck_event_create's: default flags keep timing on, so event_elapsed works. */
+static ck_status cuda_event_create(ck_backend *b, ck_event *out) {
+    return event_make(b, out, CU_EVENT_DEFAULT);
+}
+
+/* The pool's fences are only waited on and queried: without timing a
+ * record is cheaper (the driver skips the timestamp). */
+static ck_status cuda_fence_create(ck_backend *b, ck_event *out) {
+    return event_make(b, out, CU_EVENT_DISABLE_TIMING);
 }
 
 static ck_status cuda_event_destroy(ck_backend *b, ck_event e) {
@@ -449,6 +459,7 @@ static const struct ck_backend_ops cuda_ops = {
     .stream_capturing = cuda_stream_capturing,
     .stream_wait_event = cuda_stream_wait_event,
     .event_create = cuda_event_create,
+    .fence_create = cuda_fence_create,
     .event_destroy = cuda_event_destroy,
     .event_record = cuda_event_record,
     .event_query = cuda_event_query,

@@ -93,7 +93,7 @@ typedef enum CUstreamCaptureStatus_enum {
 } CUstreamCaptureStatus;
 
 enum { CU_STREAM_DEFAULT = 0x0, CU_STREAM_NON_BLOCKING = 0x1 };
-enum { CU_EVENT_DEFAULT = 0x0 };
+enum { CU_EVENT_DEFAULT = 0x0, CU_EVENT_DISABLE_TIMING = 0x2 };
 
 typedef struct CUmemLocation_st {
     CUmemLocationType type;

@@ -96,6 +96,7 @@ struct CUevent_st {
     uint64_t not_ready; /* queries left that answer NOT_READY */
     CUstream stream;    /* where it was last recorded */
     uint64_t stamp_ns;
+    unsigned flags; /* as created: CU_EVENT_DISABLE_TIMING has no elapsed time */
     struct CUevent_st *next;
 };
 
@@ -870,6 +871,7 @@ static CUresult event_create(CUevent *out, unsigned int flags) {
     if (!e)
         return CUDA_ERROR_OUT_OF_MEMORY;
     e->magic = FK_MAGIC_EVENT;
+    e->flags = flags;
     e->next = g_events;
     g_events = e;
     g_n_events++;
@@ -947,6 +949,8 @@ static CUresult event_elapsed(float *ms, CUevent a, CUevent b) {
     if (!ms)
         return CUDA_ERROR_INVALID_VALUE;
     if (!event_ok(a) || !event_ok(b) || !a->recorded || !b->recorded)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if ((a->flags | b->flags) & CU_EVENT_DISABLE_TIMING) /* as the driver answers */
         return CUDA_ERROR_INVALID_HANDLE;
     if (a->not_ready || b->not_ready)
         return CUDA_ERROR_NOT_READY;
@@ -1325,6 +1329,14 @@ FK_API void ckfake_launch_reset(void) {
 
 /* ---- counters for tests ------------------------------------------------ */
 
+/* Live events created with timing on (no CU_EVENT_DISABLE_TIMING); g_mu held. */
+static unsigned long fk_events_timing(void) {
+    unsigned long n = 0;
+    for (const struct CUevent_st *e = g_events; e; e = e->next)
+        n += !(e->flags & CU_EVENT_DISABLE_TIMING);
+    return n;
+}
+
 #define FK_COUNTER(name, var)         \
     FK_API unsigned long name(void) { \
         pthread_mutex_lock(&g_mu);    \
@@ -1339,6 +1351,7 @@ FK_COUNTER(ckfake_live_mappings, g_n_maps)
 FK_COUNTER(ckfake_live_reservations, g_n_res)
 FK_COUNTER(ckfake_live_streams, g_n_streams)
 FK_COUNTER(ckfake_live_events, g_n_events)
+FK_COUNTER(ckfake_live_events_timing, fk_events_timing())
 FK_COUNTER(ckfake_used_bytes, (unsigned long)g_used)
 FK_COUNTER(ckfake_ctx_refs, (unsigned long)g_ctx[0].refs)
 /* The classic allocator: blocks alive, and calls that reached it. */

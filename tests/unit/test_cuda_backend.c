@@ -589,6 +589,46 @@ START_TEST(t_pool_cross_stream_waits_for_event) {
 }
 END_TEST
 
+START_TEST(t_pool_fences_untimed) {
+    /* The pool's own fences are only waited on and queried: created with
+     * CU_EVENT_DISABLE_TIMING (the stand-in driver counts the live events
+     * that keep timing on). ck_event_create's events still time. */
+    ck_pool *p = pool_from_conf("backend=cuda,va=64M");
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    void *a = NULL, *b = NULL;
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(ck_malloc(p, &a, 4 * MiB, s1));
+        ASSERT_OK(ck_free(p, a, s1));
+        ASSERT_OK(ck_malloc(p, &b, 4 * MiB, s2));
+        ASSERT_OK(ck_free(p, b, s2));
+    }
+    ASSERT_OK(ck_stream_synchronize(p, s1));
+    ASSERT_OK(ck_stream_synchronize(p, s2));
+    ASSERT_OK(ck_malloc(p, &a, 4 * MiB, s2));
+    ASSERT_OK(ck_free(p, a, s2));
+    unsigned long fences = fake_counter("ckfake_live_events");
+    ck_assert_msg(fences > 0, "cross-stream frees made no fence events");
+    ck_assert_uint_eq(fake_counter("ckfake_live_events_timing"), 0);
+    ck_event e1, e2;
+    ASSERT_OK(ck_event_create(p, &e1));
+    ASSERT_OK(ck_event_create(p, &e2));
+    ck_assert_uint_eq(fake_counter("ckfake_live_events_timing"), 2);
+    ASSERT_OK(ck_event_record(p, e1, s1));
+    ASSERT_OK(ck_event_record(p, e2, s1));
+    float ms = -1;
+    ASSERT_OK(ck_event_elapsed_ms(p, e1, e2, &ms));
+    ck_assert_msg(ms >= 0.0f, "elapsed %f ms", (double)ms);
+    ASSERT_OK(ck_event_destroy(p, e1));
+    ASSERT_OK(ck_event_destroy(p, e2));
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+    assert_no_leaks();
+}
+END_TEST
+
 START_TEST(t_pool_no_maps_during_capture) {
     setenv("CKFAKECUDA_CAPTURING", "1", 1);
     ck_pool *p = pool_from_conf("backend=cuda,va=256M");
@@ -630,6 +670,7 @@ static Suite *suite(void) {
     tcase_add_test(tp, t_pool_create_failure_is_reported);
     tcase_add_test(tp, t_pool_cross_stream_waits_for_event);
     tcase_add_test(tp, t_pool_no_maps_during_capture);
+    tcase_add_test(tp, t_pool_fences_untimed);
     return s;
 }
 
