@@ -284,6 +284,20 @@ CK_API ck_status ck_memcpy_async(ck_pool *pool, void *dst, const void *src, size
 CK_API ck_status ck_memset_async(ck_pool *pool, void *dst, int value, size_t n, ck_stream stream);
 
 #ifdef __cplusplus
+} /* extern "C" */
+
+/* C++ (and CUDA): ck_malloc into a typed pointer, without a (void **) cast:
+ *   float *x;
+ *   ck_malloc(pool, &x, n * sizeof(float), stream);
+ * The same call; *ptr is written only on success. */
+template <typename T>
+inline ck_status ck_malloc(ck_pool *pool, T **ptr, size_t size, ck_stream stream) {
+    void *p;
+    if (!ptr) /* the library says "ptr is NULL" */
+        return ck_malloc(pool, static_cast<void **>(static_cast<void *>(ptr)), size, stream);
+    ck_status st = ck_malloc(pool, &p, size, stream);
+    if (st == CK_OK) *ptr = static_cast<T *>(p);
+    return st;
 }
 #endif
 

@@ -47,9 +47,19 @@ int main() {
     cudaEvent_t done = nullptr;
     CHECK(ck_event_create(pool.get(), &done) == CK_OK);
 
+    // The C++ overload takes a typed pointer; *ptr changes only on success.
     float *x = nullptr;
-    CHECK(ck_malloc(pool.get(), reinterpret_cast<void **>(&x), 1024 * sizeof(float), stream) ==
-          CK_OK);
+    CHECK(ck_malloc(pool.get(), &x, 1024 * sizeof(float), stream) == CK_OK);
+    CHECK(x != nullptr);
+    float *const sentinel = x + 1;
+    float *y = sentinel;
+    CHECK(ck_malloc(pool.get(), &y, 0, stream) == CK_ERR_INVALID);
+    CHECK(y == sentinel);
+    CHECK(ck_malloc(pool.get(), static_cast<float **>(nullptr), 512, stream) == CK_ERR_INVALID);
+    CHECK(std::strstr(ck_last_error(), "ptr") != nullptr);
+    void *v = nullptr; // and the C function itself, as before
+    CHECK(ck_malloc(pool.get(), &v, 512, stream) == CK_OK);
+    CHECK(ck_free(pool.get(), v, stream) == CK_OK);
     CHECK(ck_memset_async(pool.get(), x, 0, 1024 * sizeof(float), stream) == CK_OK);
     CHECK(ck_event_record(pool.get(), done, stream) == CK_OK);
     CHECK(ck_event_synchronize(pool.get(), done) == CK_OK);
