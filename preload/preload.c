@@ -91,14 +91,15 @@ __attribute__((constructor)) static void ckp_start(void) {
 
 /* --------------------------------------------------------------- pools -- */
 
-/* warn: print, once per device, that its allocations go to the driver (an
- * allocation that had no pool); ckalloc_preload_pool asks without it, since
- * its caller gets the reason from ck_last_error(). */
 static void warn_no_pool(int dev, const char *why) {
     fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the CUDA driver\n",
             dev, why);
 }
 
+/* The pool for dev, or NULL with ck_last_error() saying why. warn: when
+ * there is none, print that on stderr (once per device) - for allocations,
+ * which then go to the driver; ckalloc_preload_pool passes 0, since its
+ * caller gets the reason from ck_last_error() and prints what it likes. */
 static ck_pool *pool_for(int dev, int warn) {
     if (dev < 0 || dev >= CKP_MAX_DEVICES) {
         ck__err(CK_ERR_INVALID, "ckalloc: device %d is out of range (0..%d)", dev,
