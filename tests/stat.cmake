@@ -289,3 +289,27 @@ do
   [ "$(wc -l < "$W/usage.err")" -ge 1 ] || exit 1
 done
 ]=])
+
+# --watch on a terminal (a pseudo-terminal of 80 x 24, then 12 x 40): each
+# report is redrawn in place from the top, cut to the window so the headline
+# stays on its first line, a status line last; q quits with exit 0 and the
+# terminal is back in line mode. tests/tools/watch_tty.py drives it.
+set(CK_STAT_WATCH_TTY [=[
+TTY="$6"
+start_demo watchtty
+"$PY" "$TTY" 24 80 1 "$S" -p "$DEMO" --watch 0.2 > "$W/tty.json"
+expect_rc $? 0
+check "$W/tty.json" 'j["rc"] == 0 and j["frames"] >= 3 and j["restored"]' || exit 1
+check "$W/tty.json" 'j["max_lines"] <= 24 and j["max_cols"] <= 80' || exit 1
+check "$W/tty.json" "all(f.startswith('pid $DEMO ') for f in j['first'])" || exit 1
+check "$W/tty.json" 'j["last_line"].startswith("every 0.2s, q quits")' || exit 1
+"$PY" "$TTY" 12 40 0.6 "$S" -p "$DEMO" --watch 0.2 > "$W/tty_small.json"
+expect_rc $? 0
+check "$W/tty_small.json" 'j["rc"] == 0 and j["max_lines"] <= 12 and j["max_cols"] <= 40 and "more lines below" in j["last_line"]' || exit 1
+check "$W/tty_small.json" "all(f.startswith('pid $DEMO ') for f in j['first'])"
+]=])
+add_test(NAME stat_watch_tty
+  COMMAND sh -c "${CK_STAT_PRELUDE}${CK_STAT_WATCH_TTY}" sh
+    $<TARGET_FILE:ckalloc-stat> $<TARGET_FILE:ck_livedemo> ${CK_STAT_WORK} stat_watch_tty
+    ${CK_STAT_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/tools/watch_tty.py)
+set_tests_properties(stat_watch_tty PROPERTIES LABELS "tools" TIMEOUT 120)

@@ -8,9 +8,13 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,7 +39,9 @@ static void usage(FILE *f) {
                "  FILE.json          the same report from a snapshot file (snapshot=PATH)\n"
                "  --html FILE.json   write the snapshot as one HTML page to -o OUT.html\n"
                "  -o, --output OUT   the HTML page to write\n"
-               "  --watch SEC        refresh every SEC seconds, like top\n"
+               "  --watch SEC        refresh every SEC seconds, like top: on a terminal each\n"
+               "                     report is redrawn in place, cut to the window (the\n"
+               "                     headline stays on top), and q quits\n"
                "  -n, --count COUNT  stop after COUNT reports (alone: --watch 1)\n"
                "  --json             JSON, one line per report (the list: one array)\n"
                "  --prometheus       Prometheus text format: ckalloc_* metrics labelled by\n"
@@ -70,10 +76,9 @@ static void sleep_s(double s) {
     }
 }
 
-/* One report of pid (or of the list when pid is 0). Returns the exit status. */
-static int show(int pid, ckstat_fmt fmt, int watching) {
-    /* Like top: a terminal gets each table on a cleared screen. */
-    if (watching && fmt == CKSTAT_TABLE && isatty(STDOUT_FILENO)) fputs("\033[H\033[2J", stdout);
+/* One report of pid (or of the list when pid is 0) to out. Returns the exit
+ * status. */
+static int report(FILE *out, int pid, ckstat_fmt fmt) {
     if (pid == 0) {
         ckstat_report *r = NULL;
         size_t n = 0;
@@ -82,7 +87,7 @@ static int show(int pid, ckstat_fmt fmt, int watching) {
             fprintf(stderr, "ckalloc-stat: cannot read /dev/shm: %s\n", strerror(errno));
             return 1;
         }
-        ckstat_print_list(stdout, r, n, fmt);
+        ckstat_print_list(out, r, n, fmt);
         for (size_t i = 0; i < n; i++) ckstat_report_free(&r[i]);
         free(r);
     } else {
@@ -92,12 +97,151 @@ static int show(int pid, ckstat_fmt fmt, int watching) {
             fprintf(stderr, "ckalloc-stat: %s\n", err);
             return 1;
         }
-        ckstat_print(stdout, &r, fmt);
+        ckstat_print(out, &r, fmt);
         ckstat_report_free(&r);
     }
-    if (watching && fmt == CKSTAT_TABLE) fputc('\n', stdout);
+    return 0;
+}
+
+/* ---- --watch on a terminal: redraw in place, fit the window, q quits ---- */
+
+static struct termios saved_tio;
+static volatile sig_atomic_t tio_saved;
+
+static void tty_restore(void) {
+    if (tio_saved) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
+        tio_saved = 0;
+    }
+}
+
+static void on_fatal_signal(int sig) {
+    tty_restore(); /* tcsetattr is async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Keys without Enter and without echo, when stdin is a terminal. Returns
+ * whether keys can be read. */
+static int tty_keys_on(void) {
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) != 0) return 0;
+    struct termios t = saved_tio;
+    t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) != 0) return 0;
+    tio_saved = 1;
+    atexit(tty_restore);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGHUP, on_fatal_signal);
+    return 1;
+}
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits s seconds; returns 1 early when q (or Q) is pressed. */
+static int wait_or_quit(double s, int keys) {
+    if (!keys) {
+        sleep_s(s);
+        return 0;
+    }
+    double end = mono_s() + s;
+    for (;;) {
+        double left = end - mono_s();
+        if (left <= 0) return 0;
+        struct pollfd pf = {STDIN_FILENO, POLLIN, 0};
+        int n = poll(&pf, 1, (int)(left * 1000) + 1);
+        if (n > 0) {
+            char buf[64];
+            ssize_t got = read(STDIN_FILENO, buf, sizeof buf);
+            for (ssize_t i = 0; i < got; i++)
+                if (buf[i] == 'q' || buf[i] == 'Q') return 1;
+            if (got <= 0) sleep_s(0.01); /* the terminal hung up: no busy loop */
+        }
+    }
+}
+
+/* Draws frame (a report) from the top of the window: at most rows - 1 of its
+ * lines, each cut to the window's width, then a status line. Nothing scrolls,
+ * so the headline stays on top. */
+static void draw(const char *frame, double every, int keys) {
+    struct winsize ws;
+    int rows = 24, cols = 80;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 1 && ws.ws_col > 10) {
+        rows = ws.ws_row;
+        cols = ws.ws_col;
+    }
+    fputs("\033[H", stdout);
+    int line = 0, hidden = 0;
+    const char *p = frame;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (line < rows - 1) {
+            /* Cut at cols characters (UTF-8 continuation bytes take no column). */
+            size_t i = 0;
+            int w = 0;
+            while (i < len && (w < cols || ((unsigned char)p[i] & 0xC0) == 0x80)) {
+                if (((unsigned char)p[i] & 0xC0) != 0x80) w++;
+                i++;
+            }
+            fwrite(p, 1, i, stdout);
+            fputs("\033[K\n", stdout);
+            line++;
+        } else {
+            hidden++;
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    char status[160];
+    int n = snprintf(status, sizeof status, "every %gs%s", every, keys ? ", q quits" : "");
+    if (hidden && n > 0 && (size_t)n < sizeof status)
+        snprintf(status + n, sizeof status - (size_t)n, ", %d more line%s below the window",
+                 hidden, hidden == 1 ? "" : "s");
+    /* The status line ends the window: no newline, so nothing scrolls. */
+    fprintf(stdout, "\033[7m%.*s\033[0m\033[K\033[J", cols, status);
     fflush(stdout);
-    return ferror(stdout) ? 1 : 0;
+}
+
+/* --watch: reports every `every` seconds, count of them (0 = until q or
+ * an error). */
+static int watch_loop(int pid, ckstat_fmt fmt, double every, long count) {
+    int screen = fmt == CKSTAT_TABLE && isatty(STDOUT_FILENO);
+    int keys = tty_keys_on();
+    if (screen) fputs("\033[2J", stdout);
+    int rc = 0;
+    for (long i = 0; count == 0 || i < count; i++) {
+        if (i && wait_or_quit(every, keys)) break;
+        if (screen) {
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *m = open_memstream(&buf, &len);
+            if (!m) {
+                fprintf(stderr, "ckalloc-stat: out of memory\n");
+                rc = 1;
+                break;
+            }
+            rc = report(m, pid, fmt);
+            fclose(m);
+            if (rc == 0) draw(buf, every, keys);
+            free(buf);
+        } else {
+            rc = report(stdout, pid, fmt);
+            if (rc == 0 && fmt == CKSTAT_TABLE) fputc('\n', stdout);
+            fflush(stdout);
+            if (rc == 0 && ferror(stdout)) rc = 1;
+        }
+        if (rc != 0) break;
+    }
+    if (screen) fputc('\n', stdout); /* below the status line */
+    fflush(stdout);
+    tty_restore();
+    return rc;
 }
 
 static int show_snapshot(const char *path, ckstat_fmt fmt) {
@@ -208,11 +352,10 @@ int main(int argc, char **argv) {
         return show_snapshot(file, fmt);
     }
     if (count && watch <= 0) watch = 1;
-    if (watch <= 0) return show(pid, fmt, 0);
-    for (long i = 0; count == 0 || i < count; i++) {
-        if (i) sleep_s(watch);
-        int rc = show(pid, fmt, 1);
-        if (rc != 0) return rc;
+    if (watch <= 0) {
+        int rc = report(stdout, pid, fmt);
+        fflush(stdout);
+        return rc ? rc : ferror(stdout) ? 1 : 0;
     }
-    return 0;
+    return watch_loop(pid, fmt, watch, count);
 }
