@@ -94,6 +94,11 @@ ck__lt *ck__lt_new(void);
 ck_status ck__lt_linear(ck__lt *lt, const ck__plan *plan, CUstream s);
 int ck__lt_has_handle(ck__lt *lt);
 void ck__lt_free(ck__lt *lt, int driver);
+/* The libraries a first linear tries, in order, when CKALLOC_CUBLASLT_LIB is
+ * not set (linear_cublaslt.c says which); at most max names of up to
+ * CK_LT_NAME bytes. Returns how many. */
+enum { CK_LT_NAME = 512, CK_LT_MAX_CANDIDATES = 24 };
+int ck__lt_candidates(char (*names)[CK_LT_NAME], int max);
 #endif
 
 #endif

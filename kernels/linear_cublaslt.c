@@ -1,9 +1,14 @@
 /* The linear op on the cuda backend: one cuBLASLt matmul, the library
- * loaded at run time (never linked): CKALLOC_CUBLASLT_LIB when set, else
- * the first of libcublasLt.so.13 and libcublasLt.so.12 that loads and
- * whose cublasLtCreate succeeds (a 13 next to a driver too old for it falls
- * back to 12; a PyTorch process has already loaded one of them, and dlopen
- * finds it by its soname).
+ * loaded at run time (never linked): CKALLOC_CUBLASLT_LIB (a file) when
+ * set, else the first candidate that loads and whose cublasLtCreate
+ * succeeds (a 13 next to a driver too old for it falls back to 12), tried
+ * in this order (ck__lt_candidates), libcublasLt.so.13 before .so.12 in each
+ * place: the folders of CKALLOC_CUBLASLT_PATH (colon-separated), the bare
+ * sonames (a PyTorch process has already loaded one, and dlopen finds it by
+ * its soname; else ld.so's search), then $CUDA_HOME/lib64, $CUDA_PATH/lib64
+ * and /usr/local/cuda/lib64 (a toolkit that is not on ld.so's path). The
+ * torch wheel's folders (nvidia/cu13/lib, nvidia/cublas/lib) are known only
+ * to Python: scripts/gpu-check.sh passes them in CKALLOC_CUBLASLT_PATH.
  *
  * Row-major y[m, nn] = x[m, k] . W[nn, k]^T + b is, read column-major,
  * D (nn x m) = op(A) . B with A = W as a k x nn matrix (ld k) transposed,
@@ -30,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LT_CACHE 16
 
@@ -169,33 +175,113 @@ static int lt_try(ck__lt *lt, const char *name, char *why, size_t why_len) {
     return 1;
 }
 
+static const char *const lt_sonames[2] = {"libcublasLt.so.13", "libcublasLt.so.12"};
+
+/* dir/soname for both sonames, unless dir is empty, too long or was added. */
+static int add_dir(char (*names)[CK_LT_NAME], int n, int max, const char *dir, size_t len) {
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    if (!len || len + 20 >= CK_LT_NAME)
+        return n;
+    for (int k = 0; k < 2; k++) {
+        char path[CK_LT_NAME];
+        snprintf(path, sizeof path, "%.*s/%s", (int)len, dir, lt_sonames[k]);
+        int dup = 0;
+        for (int i = 0; i < n && !dup; i++)
+            dup = strcmp(names[i], path) == 0;
+        if (!dup && n < max)
+            snprintf(names[n++], CK_LT_NAME, "%s", path);
+    }
+    return n;
+}
+
+int ck__lt_candidates(char (*names)[CK_LT_NAME], int max) {
+    int n = 0;
+    const char *path = getenv("CKALLOC_CUBLASLT_PATH");
+    for (const char *p = path; p && *p;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        n = add_dir(names, n, max, p, len);
+        p = end ? end + 1 : p + len;
+    }
+    for (int k = 0; k < 2 && n < max; k++)
+        snprintf(names[n++], CK_LT_NAME, "%s", lt_sonames[k]);
+    const char *homes[3] = {getenv("CUDA_HOME"), getenv("CUDA_PATH"), "/usr/local/cuda"};
+    for (int h = 0; h < 3; h++) {
+        if (!homes[h] || !*homes[h])
+            continue;
+        char dir[CK_LT_NAME];
+        size_t hl = strlen(homes[h]);
+        while (hl > 1 && homes[h][hl - 1] == '/')
+            hl--;
+        int dl = snprintf(dir, sizeof dir, "%.*s/lib64", (int)hl, homes[h]);
+        if (dl > 0 && (size_t)dl < sizeof dir)
+            n = add_dir(names, n, max, dir, (size_t)dl);
+    }
+    return n;
+}
+
+/* Append sep (when buf is not empty) and text to buf, cut at its end. */
+static void cat(char *buf, size_t len, const char *sep, const char *text) {
+    size_t l = strlen(buf);
+    const char *parts[2] = {l ? sep : "", text};
+    for (int i = 0; i < 2; i++) {
+        size_t t = strlen(parts[i]);
+        if (l + t >= len)
+            t = l + 1 < len ? len - l - 1 : 0;
+        memcpy(buf + l, parts[i], t);
+        l += t;
+        buf[l] = '\0';
+    }
+}
+
 /* The first candidate that loads and starts; lt->mu held. */
 static ck_status lt_open(ck__lt *lt) {
     const char *env = getenv("CKALLOC_CUBLASLT_LIB");
-    const char *names[2] = {"libcublasLt.so.13", "libcublasLt.so.12"};
-    int n = 2, loaded = 0;
+    char why[320];
     if (env && *env) {
-        names[0] = env;
-        n = 1;
-    }
-    char why[2][320] = {"", ""};
-    for (int i = 0; i < n; i++) {
-        if (lt_try(lt, names[i], why[i], sizeof why[i]))
+        if (lt_try(lt, env, why, sizeof why))
             return CK_OK;
-        loaded |= strstr(why[i], "cublasLtCreate failed") != NULL || strstr(why[i], " lacks ");
-    }
-    const char *src = n == 1 ? ", from CKALLOC_CUBLASLT_LIB" : "";
-    char all[720];
-    if (n == 1)
-        snprintf(all, sizeof all, "%s", why[0]);
-    else
-        snprintf(all, sizeof all, "%s; then %s: %s", why[0], names[1], why[1]);
-    if (!loaded)
+        if (strstr(why, "cublasLtCreate failed") || strstr(why, " lacks "))
+            return ck__err(CK_ERR_BACKEND,
+                           "cuBLASLt (%s, from CKALLOC_CUBLASLT_LIB) cannot be used: %s", env, why);
         return ck__err(CK_ERR_BACKEND,
-                       "cuBLASLt (%s%s) not found: %s; a linear replay on the cuda backend needs "
-                       "it (the CUDA toolkit's, or PyTorch's nvidia-cublas package)",
-                       names[0], src, all);
-    return ck__err(CK_ERR_BACKEND, "cuBLASLt (%s%s) cannot be used: %s", names[0], src, all);
+                       "cuBLASLt (%s, from CKALLOC_CUBLASLT_LIB) not found: %s; a linear replay on "
+                       "the cuda backend needs it",
+                       env, why);
+    }
+    char names[CK_LT_MAX_CANDIDATES][CK_LT_NAME];
+    int n = ck__lt_candidates(names, CK_LT_MAX_CANDIDATES);
+    /* Bare sonames: dlopen's reason. A path that is not there: only listed
+     * (searched). One that is there and fails: its reason, as "unusable". */
+    char missing[1200] = "", unusable[1400] = "", searched[1400] = "";
+    for (int i = 0; i < n; i++) {
+        int bare = strchr(names[i], '/') == NULL;
+        if (!bare && access(names[i], F_OK) != 0) {
+            cat(searched, sizeof searched, ", ", names[i]);
+            continue;
+        }
+        if (lt_try(lt, names[i], why, sizeof why))
+            return CK_OK;
+        int loaded = strstr(why, "cublasLtCreate failed") || strstr(why, " lacks ");
+        if (bare && !loaded) {
+            cat(missing, sizeof missing, "; ", why);
+        } else {
+            /* a file that is there but fails: which one, and why */
+            if (!loaded)
+                cat(unusable, sizeof unusable, "; ", names[i]);
+            cat(unusable, sizeof unusable, loaded ? "; " : ": ", why);
+        }
+    }
+    if (*unusable)
+        return ck__err(CK_ERR_BACKEND, "cuBLASLt cannot be used: %s%s%s", unusable,
+                       *missing ? "; " : "", missing);
+    return ck__err(CK_ERR_BACKEND,
+                   "cuBLASLt (libcublasLt.so.13 or .12) not found: %s; not at %s; a linear replay "
+                   "on the cuda backend needs it (the CUDA toolkit's, or PyTorch's nvidia-cublas "
+                   "package: CKALLOC_CUBLASLT_LIB names the file, CKALLOC_CUBLASLT_PATH folders "
+                   "to search first)",
+                   missing, *searched ? searched : "(no other place)");
 }
 
 static int lt_type(int32_t dtype, ck_cudaDataType_t *t) {
