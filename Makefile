@@ -8,7 +8,7 @@ PREFIX     ?= /usr/local
 CMAKE_FLAGS ?=
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: all deps build demo test test-all test-asan test-tsan test-browser fuzz bench install clean gpu-check-dry
+.PHONY: all deps build demo demo-live test test-all test-asan test-tsan test-browser fuzz bench install clean gpu-check-dry
 
 all: build
 
@@ -21,6 +21,11 @@ build: deps
 
 demo: build
 	@./scripts/demo.sh $(BUILD)
+
+# A replay that runs for PACE seconds with ckalloc-stat --watch on it (q quits).
+PACE ?= 60
+demo-live: build
+	@./scripts/demo-live.sh $(BUILD) $(PACE)
 
 test: build
 	@ctest --no-tests=error --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE browser

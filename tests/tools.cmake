@@ -414,3 +414,71 @@ do
   expect_rc $? 2
 done
 ]=] FIXTURES_REQUIRED ck_tiny_trace)
+
+# ---- make demo and make demo-live (scripts/demo.sh, scripts/demo-live.sh) ----
+
+# The demo names the backend that ran, puts PyTorch's native policy beside
+# ckalloc and marks every target ok or MISS.
+ck_tool_test(demo_script [=[
+B=$(dirname "$(dirname "$R")")
+"$D/../../scripts/demo.sh" "$B" > "$W/demo.txt" 2>&1
+RC=$?
+cat "$W/demo.txt"
+expect_rc $RC 0
+for want in "^backend        host (no GPU" "ckalloc (host backend) *PyTorch native" \
+    "^peak reserved  *[0-9.]* [MG]iB  *\(ok\|MISS\) (<= PyTorch)  *[0-9.]* [MG]iB" \
+    "^  / peak live  *[0-9.]*  *\(ok\|MISS\) (<= 1.05)  *[0-9.]*$" \
+    "^failed allocations  *0  *ok  *[0-9]* under the budget" "^  per op  *[0-9.]*  *\(ok\|MISS\) (<= 0.01)" \
+    "^ckalloc reserves .* than PyTorch's policy" "^targets: \(all met\|MISSED\)"
+do
+  grep -q "$want" "$W/demo.txt" || {
+    echo "FAILED: no line matching '$want'"
+    exit 1
+  }
+done
+]=] RESOURCE_LOCK ck_demo_files)
+
+# demo-live off a terminal: five reports of the paced replay, then both stop.
+ck_tool_test(demo_live_script [=[
+B=$(dirname "$(dirname "$R")")
+"$D/../../scripts/demo-live.sh" "$B" 60 > "$W/demo_live.txt" 2>&1
+RC=$?
+cat "$W/demo_live.txt"
+expect_rc $RC 0
+N=$(grep -c "^pid [0-9]* .*ckalloc-replay --pace 60" "$W/demo_live.txt")
+[ "$N" -eq 5 ] || {
+  echo "FAILED: $N reports, expected 5"
+  exit 1
+}
+grep -q "host backend, budget" "$W/demo_live.txt"
+]=] RESOURCE_LOCK ck_demo_files)
+
+# SIGTERM stops a paced replay between operations: exit 1 with a sentence,
+# and the pool is destroyed as usual, so its /dev/shm segment is gone.
+ck_tool_test(replay_pace_stopped [=[
+"$R" --json --pace 30 "$W/tiny.csv" > "$W/stop.json" 2> "$W/stop.err" &
+P=$!
+i=0
+while [ ! -e "/dev/shm/ckalloc.$P" ] && [ $i -lt 100 ]
+do
+  sleep 0.05
+  i=$((i+1))
+done
+test -e "/dev/shm/ckalloc.$P" || {
+  echo "FAILED: no live segment for pid $P"
+  exit 1
+}
+sleep 0.3
+kill -TERM "$P"
+wait "$P"
+RC=$?
+cat "$W/stop.err"
+expect_rc $RC 1
+grep -q "tiny.csv: stopped by signal 15 after [0-9]* of [0-9]* operations" "$W/stop.err"
+check "$W/stop.json" 'j["ops"] == j["allocs"] + j["frees"] + j["zero_size_allocs"] + j["unmatched_frees"]'
+if [ -e "/dev/shm/ckalloc.$P" ]
+then
+  echo "FAILED: the stopped replay left /dev/shm/ckalloc.$P"
+  exit 1
+fi
+]=] FIXTURES_REQUIRED ck_tiny_trace)

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,7 @@ typedef struct results {
     uint64_t zero_size_allocs, duplicate_allocs;
     uint64_t peak_live;
     double seconds;
+    int stopped; /* a signal stopped the replay before its end */
 } results;
 
 static uint64_t stat_u(int64_t v) { return v < 0 ? 0 : (uint64_t)v; }
@@ -319,6 +321,10 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
     double mu = r->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)r->ops : 0.0;
     double ns = r->ops ? r->seconds * 1e9 / (double)r->ops : 0.0;
     fprintf(out, "trace          %s\n", path);
+    fprintf(out, "backend        %s\n",
+            strcmp(backend, "host") == 0
+                ? "host (no GPU: the driver's VMM calls are booked in process memory)"
+                : backend);
     fprintf(out,
             "ops            %" PRIu64 " (allocs %" PRIu64 ", frees %" PRIu64 ", failures %" PRIu64
             ", unmatched frees %" PRIu64 ", input failures %" PRIu64 ")\n",
@@ -337,6 +343,13 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
 }
 
 /* ---- replay -------------------------------------------------------------- */
+
+/* SIGINT/SIGTERM stop the replay between two operations, so that the pool is
+ * destroyed as usual and its live-stats segment removed (a paced replay is
+ * meant to be stopped: make demo-live does). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig) { stop_signal = sig; }
 
 static double now_s(void) {
     struct timespec ts;
@@ -412,6 +425,12 @@ static int replay_ops(const ops_vec *ops, const allocator *al, const char *name,
     double t0 = now_s();
     for (size_t i = 0; i < ops->n; i++) {
         const op *o = &ops->v[i];
+        if (stop_signal) {
+            fprintf(stderr, "ckalloc-replay: %s: stopped by signal %d after %zu of %zu operations\n",
+                    name, (int)stop_signal, i, ops->n);
+            res->stopped = 1;
+            break;
+        }
         if (pace > 0) {
             double frac = span ? (double)o->t_us / (double)span : (double)i / (double)ops->n;
             double wait = t0 + pace * frac - now_s();
@@ -466,7 +485,10 @@ static int replay_ops(const ops_vec *ops, const allocator *al, const char *name,
         }
     }
     res->seconds = now_s() - t0 - slept;
-    res->ops = ops->n;
+    if (!res->stopped)
+        res->ops = ops->n;
+    else
+        res->ops = res->allocs + res->zero_size_allocs + res->frees + res->unmatched_frees;
     return free_errors;
 }
 
@@ -754,6 +776,11 @@ int main(int argc, char **argv) {
         }
     }
 
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     ck_ctx cctx = {pool, &streams};
     allocator al = {ck_alloc_cb, ck_free_cb, &cctx};
     leftovers lo;
@@ -789,7 +816,7 @@ int main(int argc, char **argv) {
         ck_print_stats(pool, stdout, CK_FORMAT_TABLE);
     }
     if (!rc)
-        rc = (res.failures || free_errors) ? EXIT_ALLOC_FAILED : 0;
+        rc = (res.failures || free_errors || res.stopped) ? EXIT_ALLOC_FAILED : 0;
 
     replay_release(&al, &lo);
 
