@@ -25,9 +25,11 @@ on stderr half-way and sleep that long (for ckalloc-stat).
 import argparse
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -269,31 +271,56 @@ def child_env(mode, args):
 
 
 def run_child(args, mode, timeout):
-    """Run one mode; returns (rc, result dict or None, stat dict or None)."""
+    """Run one mode within timeout seconds in all (waiting for its pause line
+    included: readers on threads, so a child that goes silent is killed at
+    the deadline, not waited on); returns (rc, result dict or None, stat
+    dict or None). A child killed at the deadline gives rc -9 and a result
+    that says so."""
+    deadline = time.monotonic() + timeout
     env = child_env(mode, args)
     p = subprocess.Popen(child_cmd(args, mode), env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    stat = None
-    err_lines = []
-    if mode == "preload" and args.stat_tool:
-        # Wait for the pause line, then look at the process from outside.
-        deadline = time.time() + timeout
+    out_parts, err_lines, pauses = [], [], queue.Queue()
+
+    def read_err():
         for line in p.stderr:
             err_lines.append(line)
             if line.startswith('{"event": "pause"'):
-                pid = json.loads(line)["pid"]
-                stat = run_stat(args.stat_tool, pid)
-                break
-            if time.time() > deadline:
-                break
+                pauses.put(line)
+
+    readers = [threading.Thread(target=read_err, daemon=True),
+               threading.Thread(target=lambda: out_parts.append(p.stdout.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    stat = None
+    if mode == "preload" and args.stat_tool:
+        # Wait for the pause line (or the child's end, or the deadline),
+        # then look at the process from outside.
+        while time.monotonic() < deadline:
+            try:
+                line = pauses.get(timeout=0.2)
+            except queue.Empty:
+                if p.poll() is not None and not readers[0].is_alive():
+                    break
+                continue
+            stat = run_stat(args.stat_tool, json.loads(line)["pid"])
+            break
+    timed_out = False
     try:
-        out, err = p.communicate(timeout=timeout)
+        p.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
+        timed_out = True
         p.kill()
-        out, err = p.communicate()
-    err = "".join(err_lines) + (err or "")
+        p.wait()
+    for t in readers:
+        t.join(timeout=5)
+    err = "".join(err_lines)
     sys.stderr.write(err[-4000:])
-    res = last_json(out)
+    res = last_json("".join(out_parts))
+    if timed_out:
+        log("%s run killed at its %g s deadline" % (mode, timeout))
+        res = dict(res or {"test": "torch_train", "mode": mode}, ok=False,
+                   error="killed at the %g s deadline" % timeout)
     return p.returncode, res, stat
 
 
