@@ -121,10 +121,15 @@ static void on_fatal_signal(int sig) {
     raise(sig);
 }
 
-/* Keys without Enter and without echo, when stdin is a terminal. Returns
- * whether keys can be read. */
+/* Keys without Enter and without echo, when stdin is a terminal and this
+ * process is in its foreground (a background job that set the terminal's
+ * mode or read it would be stopped by SIGTTOU/SIGTTIN). Returns whether
+ * keys can be read. */
 static int tty_keys_on(void) {
-    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) != 0) return 0;
+    if (!isatty(STDIN_FILENO)) return 0;
+    pid_t fg = tcgetpgrp(STDIN_FILENO); /* -1: not our controlling terminal */
+    if (fg != -1 && fg != getpgrp()) return 0;
+    if (tcgetattr(STDIN_FILENO, &saved_tio) != 0) return 0;
     struct termios t = saved_tio;
     t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
     t.c_cc[VMIN] = 0;

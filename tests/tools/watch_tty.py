@@ -26,7 +26,17 @@ cmd = sys.argv[4:]
 
 master, slave = os.openpty()
 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+
+
+def controlling_tty():
+    # A session of its own with the pty as its terminal, in the foreground,
+    # as a shell would run it.
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                        preexec_fn=controlling_tty)
 
 out = b""
 
