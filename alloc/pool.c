@@ -73,6 +73,7 @@ static inline void ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t
     r->allocated = p->c->allocated_bytes.current;
     r->reserved = p->c->reserved_bytes.current;
     r->physical = p->c->physical_bytes.current;
+    ck__hist_push(&p->hist, r);
 }
 
 /* ------------------------------------------------------------- rounds -- */
@@ -1132,10 +1133,18 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
 
     ck_backend *be = NULL;
     ck_status s;
-    if (o.backend == CK_BACKEND_HOST || (o.backend == CK_BACKEND_AUTO && !ck__cuda_available()))
+    /* auto is cuda: host memory only when backend=host is written, the same
+     * rule as the preload library's. */
+    if (o.backend == CK_BACKEND_HOST)
         s = ck__backend_host_create(&o, &be);
     else
         s = ck__backend_cuda_create(&o, &be);
+    if (s == CK_ERR_NO_DEVICE && o.backend == CK_BACKEND_AUTO) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", ck_last_error());
+        return ck__err(s, "ck_pool_create: backend=auto: %s; set backend=host to use host memory",
+                       why);
+    }
     if (s != CK_OK) return s;
 
     ck_pool *p = calloc(1, sizeof *p);

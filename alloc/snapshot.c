@@ -54,7 +54,25 @@ typedef struct snap_pool {
     size_t nring;
     uint64_t ring_total;
     uint64_t tick0, ns0, tick1, ns1; /* ring clock calibration */
+    ck_hist *hist;                   /* the whole run */
 } snap_pool;
+
+/* ------------------------------------------------- whole-run history -- */
+
+void ck__hist_halve(ck_hist *h) {
+    for (uint32_t j = 0; j < h->n / 2; j++) {
+        ck_hist_bucket a = h->b[2 * j], c = h->b[2 * j + 1];
+        for (int k = 0; k < 3; k++) {
+            if (c.lo[k] < a.lo[k]) a.lo[k] = c.lo[k];
+            if (c.hi[k] > a.hi[k]) a.hi[k] = c.hi[k];
+        }
+        a.tick1 = c.tick1;
+        h->b[j] = a;
+    }
+    h->n /= 2;
+    h->span *= 2;
+    h->fill = h->span;
+}
 
 static int cmp_seg(const void *a, const void *b) {
     uintptr_t x = ((const snap_seg *)a)->va, y = ((const snap_seg *)b)->va;
@@ -70,6 +88,7 @@ static void snap_pool_free(snap_pool *sp) {
     free(sp->segs);
     free(sp->blks);
     free(sp->ring);
+    free(sp->hist);
     memset(sp, 0, sizeof *sp);
 }
 
@@ -93,7 +112,8 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
     sp->segs = malloc((nseg ? nseg : 1) * sizeof *sp->segs);
     sp->blks = malloc((p->hcount ? p->hcount : 1) * sizeof *sp->blks);
     sp->ring = malloc((sp->nring ? sp->nring : 1) * sizeof *sp->ring);
-    if (!sp->segs || !sp->blks || !sp->ring) {
+    sp->hist = malloc(sizeof *sp->hist);
+    if (!sp->segs || !sp->blks || !sp->ring || !sp->hist) {
         pool_unlock(p);
         snap_pool_free(sp);
         return ck__err(CK_ERR_NOMEM, "snapshot: out of host memory copying the pool");
@@ -118,6 +138,7 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
     uint64_t first = p->ring_n - sp->nring;
     for (size_t k = 0; k < sp->nring; k++)
         sp->ring[k] = p->ring[(first + k) & (CK_RING_N - 1)];
+    *sp->hist = p->hist;
     sp->tick0 = p->ring_tick0;
     sp->ns0 = p->ring_ns0;
     sp->tick1 = ck__ring_clock();
@@ -179,6 +200,16 @@ static const char *tag_name(uint16_t t) {
     return NULL;
 }
 
+/* A ring tick as CLOCK_MONOTONIC ns, by the line through the pool's two
+ * calibration points; 0 stays 0 (a pool that does not stamp). */
+static uint64_t tick_ns(const snap_pool *sp, uint64_t tick) {
+    if (!tick) return 0;
+    double dt = (double)(sp->tick1 - sp->tick0);
+    double slope = dt > 0 ? (double)(sp->ns1 - sp->ns0) / dt : 1.0;
+    double since = (double)(int64_t)(tick - sp->tick0) * slope;
+    return since > 0 ? sp->ns0 + (uint64_t)since : sp->ns0;
+}
+
 static void put_pool(FILE *f, const snap_pool *sp) {
     fprintf(f, "{\"device\":%d,\"backend\":", sp->device);
     put_str(f, sp->backend);
@@ -219,16 +250,27 @@ static void put_pool(FILE *f, const snap_pool *sp) {
     }
     free(tcount);
     free(tbytes);
-    /* Ring ticks to CLOCK_MONOTONIC ns, by the line through the pool's two
-     * calibration points. */
-    double dt = (double)(sp->tick1 - sp->tick0);
-    double slope = dt > 0 ? (double)(sp->ns1 - sp->ns0) / dt : 1.0;
-    fprintf(f, "],\"trace\":{\"capacity\":%u,\"total\":%" PRIu64 ",\"records\":[", CK_RING_N,
+    const ck_hist *h = sp->hist;
+    fprintf(f,
+            "],\"history\":{\"capacity\":%u,\"records_per_bucket\":%" PRIu64
+            ",\"total\":%" PRIu64 ",\"start_ns\":%" PRIu64 ",\"end_ns\":%" PRIu64
+            ",\"buckets\":[",
+            CK_HIST_N, h->span ? h->span : 1, sp->ring_total, sp->ns0, sp->ns1);
+    for (uint32_t i = 0; i < h->n; i++) {
+        const ck_hist_bucket *b = &h->b[i];
+        fprintf(f,
+                "%s\n{\"t0_ns\":%" PRIu64 ",\"t1_ns\":%" PRIu64 ",\"records\":%" PRIu64
+                ",\"allocated\":[%" PRId64 ",%" PRId64 "],\"reserved\":[%" PRId64 ",%" PRId64
+                "],\"physical\":[%" PRId64 ",%" PRId64 "]}",
+                i ? "," : "", tick_ns(sp, b->tick0), tick_ns(sp, b->tick1),
+                i + 1 < h->n ? h->span : h->fill, b->lo[0], b->hi[0], b->lo[1], b->hi[1], b->lo[2],
+                b->hi[2]);
+    }
+    fprintf(f, "]},\"trace\":{\"capacity\":%u,\"total\":%" PRIu64 ",\"records\":[", CK_RING_N,
             sp->ring_total);
     for (size_t i = 0; i < sp->nring; i++) {
         const ck_ring_rec *r = &sp->ring[i];
-        double since = (double)(int64_t)(r->tick - sp->tick0) * slope;
-        uint64_t t = !r->tick ? 0 : since > 0 ? sp->ns0 + (uint64_t)since : sp->ns0;
+        uint64_t t = tick_ns(sp, r->tick);
         fprintf(f,
                 "%s\n{\"t_ns\":%" PRIu64 ",\"action\":\"%s\",\"addr\":\"0x%" PRIx64
                 "\",\"size\":%" PRIu64 ",\"stream\":\"0x%" PRIx64 "\",\"allocated\":%" PRId64

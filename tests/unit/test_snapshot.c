@@ -109,6 +109,7 @@ static int count_action(const cJSON *pool, const char *action) {
 static void free_report(ckstat_report *r) {
     for (size_t i = 0; i < r->npools; i++) {
         free(r->pools[i].timeline);
+        free(r->pools[i].history);
         free(r->pools[i].tags);
     }
     free(r->pools);
@@ -276,6 +277,105 @@ START_TEST(t_ring_keeps_last_n) {
         i++;
     }
     cJSON_Delete(j);
+    ASSERT_OK(ck_pool_destroy(p));
+    rm_dir(d);
+}
+END_TEST
+
+/* The whole-run history: a 30000-operation run whose peak is in the middle,
+ * far outside the ring of the last 4096. Every peak is some bucket's max, the
+ * buckets cover every record once, in order, in at most 1024 buckets. */
+START_TEST(t_history_keeps_peak) {
+    char *d = temp_dir();
+    char conf[4400], path[4200];
+    snprintf(path, sizeof path, "%s/hist.json", d);
+    snprintf(conf, sizeof conf, "snapshot=%s,snapshot_signal=none", path);
+    ck_pool *p = host_pool(conf);
+    enum { PAIRS = 15000, HOLD = 24 };
+    void *x = NULL, *held[HOLD];
+    for (int i = 0; i < PAIRS; i++) {
+        if (i == PAIRS / 2) { /* the peak: HOLD blocks at once, then gone */
+            for (int k = 0; k < HOLD; k++) ASSERT_OK(ck_malloc(p, &held[k], 3 * MiB, NULL));
+            for (int k = 0; k < HOLD; k++) ASSERT_OK(ck_free(p, held[k], NULL));
+            size_t rel = 0;
+            ASSERT_OK(ck_trim(p, &rel));
+        }
+        ASSERT_OK(ck_malloc(p, &x, 512 * (size_t)(i % 8 + 1), NULL));
+        ASSERT_OK(ck_free(p, x, NULL));
+    }
+    ck_stats st = stats_of(p);
+    ck_assert_int_ge(st.allocated_bytes.peak, HOLD * 3 * (int64_t)MiB);
+    ASSERT_OK(ck_snapshot_write(p, NULL));
+    cJSON *j = load_json(path);
+    const cJSON *pl = cJSON_GetArrayItem(get(j, "pools"), 0);
+    const cJSON *h = get(pl, "history"), *tr = get(pl, "trace");
+    const cJSON *bs = get(h, "buckets");
+    int nb = cJSON_GetArraySize(bs);
+    uint64_t span = (uint64_t)num(h, "records_per_bucket"), total = (uint64_t)num(h, "total");
+    ck_assert_uint_eq(total, (uint64_t)num(tr, "total"));
+    ck_assert_uint_ge(total, 2 * PAIRS + 2 * HOLD);
+    ck_assert_int_eq((int)num(h, "capacity"), 1024);
+    ck_assert_int_le(nb, 1024);
+    ck_assert_int_gt(nb, 512 - 1); /* halving leaves at least half in use */
+    ck_assert_uint_eq(span & (span - 1), 0);
+    ck_assert_uint_gt(span, 1); /* 30000 records did not fit one per bucket */
+    int64_t hi[3] = {0, 0, 0};
+    const char *keys[3] = {"allocated", "reserved", "physical"};
+    uint64_t covered = 0, prev_t = (uint64_t)num(h, "start_ns");
+    int peak_at = -1, i = 0;
+    const cJSON *b;
+    cJSON_ArrayForEach(b, bs) {
+        uint64_t n = (uint64_t)num(b, "records");
+        ck_assert_uint_eq(n <= span && n > 0, 1);
+        if (i + 1 < nb) ck_assert_uint_eq(n, span);
+        covered += n;
+        uint64_t t0 = (uint64_t)num(b, "t0_ns"), t1 = (uint64_t)num(b, "t1_ns");
+        ck_assert_uint_ge(t0, prev_t);
+        ck_assert_uint_ge(t1, t0);
+        prev_t = t1;
+        for (int k = 0; k < 3; k++) {
+            const cJSON *mm = get(b, keys[k]);
+            int64_t lo = (int64_t)cJSON_GetArrayItem(mm, 0)->valuedouble;
+            int64_t v = (int64_t)cJSON_GetArrayItem(mm, 1)->valuedouble;
+            ck_assert_int_le(lo, v);
+            if (v > hi[k]) {
+                hi[k] = v;
+                if (k == 0) peak_at = i;
+            }
+        }
+        i++;
+    }
+    ck_assert_uint_eq(covered, total);
+    ck_assert_uint_le(prev_t, (uint64_t)num(h, "end_ns"));
+    ck_assert_int_eq(hi[0], st.allocated_bytes.peak);
+    ck_assert_int_eq(hi[1], st.reserved_bytes.peak);
+    ck_assert_int_eq(hi[2], st.physical_bytes.peak);
+    /* in the middle of the run, and not in the ring: the ring alone loses it */
+    ck_assert_int_gt(peak_at, nb / 4);
+    ck_assert_int_lt(peak_at, 3 * nb / 4);
+    int64_t ring_hi = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, get(tr, "records")) {
+        int64_t v = (int64_t)num(r, "allocated");
+        if (v > ring_hi) ring_hi = v;
+    }
+    ck_assert_int_lt(ring_hi, st.allocated_bytes.peak);
+    cJSON_Delete(j);
+
+    /* ckalloc-stat's reader gives the same buckets, on the run's clock */
+    ckstat_report rep;
+    char err[512];
+    ck_assert_msg(ckstat_load_snapshot(path, &rep, err, sizeof err) == 0, "%s", err);
+    const ckstat_pool *sp = &rep.pools[0];
+    ck_assert_uint_eq(sp->nhistory, (size_t)nb);
+    ck_assert_uint_eq(sp->history_span, span);
+    uint64_t m = 0;
+    for (size_t k = 0; k < sp->nhistory; k++)
+        if (sp->history[k].hi.live > m) m = sp->history[k].hi.live;
+    ck_assert_uint_eq(m, (uint64_t)st.allocated_bytes.peak);
+    ck_assert(sp->history[0].t0_s >= 0 && sp->history_end_s >= sp->history[nb - 1].t1_s);
+    ck_assert(sp->ring_t0_s > 0 && sp->ring_t0_s <= sp->history_end_s);
+    free_report(&rep);
     ASSERT_OK(ck_pool_destroy(p));
     rm_dir(d);
 }
@@ -507,6 +607,7 @@ int main(void) {
     TCase *tc = ck_test_tcase(s, "snapshot", 60);
     tcase_add_test(tc, t_known_pattern);
     tcase_add_test(tc, t_ring_keeps_last_n);
+    tcase_add_test(tc, t_history_keeps_peak);
     tcase_add_test(tc, t_path_expansion);
     tcase_add_test(tc, t_atomic_replace);
     tcase_add_test(tc, t_unwritable);

@@ -13,6 +13,7 @@ void ckstat_report_free(ckstat_report *r) {
     if (!r) return;
     for (size_t i = 0; i < r->npools && r->pools; i++) {
         free(r->pools[i].timeline);
+        free(r->pools[i].history);
         free(r->pools[i].tags);
     }
     free(r->pools);

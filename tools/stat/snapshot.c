@@ -351,6 +351,85 @@ static int parse_trace(ctx *c, const cJSON *trace, const char *where, ckstat_poo
     return 0;
 }
 
+/* [min, max] of one byte count in a bucket. */
+static int get_range(ctx *c, const cJSON *b, const char *where, const char *key, uint64_t *lo,
+                     uint64_t *hi) {
+    const cJSON *v = get_kind(c, b, where, key, 1);
+    if (!v) return -1;
+    char w[256];
+    at_key(w, sizeof w, where, key);
+    const cJSON *a = cJSON_GetArrayItem(v, 0), *z = cJSON_GetArrayItem(v, 1);
+    if (cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(a) || !cJSON_IsNumber(z) ||
+        !(a->valuedouble >= 0) || !(z->valuedouble >= a->valuedouble) ||
+        a->valuedouble != floor(a->valuedouble) || z->valuedouble != floor(z->valuedouble) ||
+        z->valuedouble > I64_MAX_D)
+        return fail(c, w, "must be [min, max], two integers with 0 <= min <= max");
+    *lo = (uint64_t)a->valuedouble;
+    *hi = (uint64_t)z->valuedouble;
+    return 0;
+}
+
+/* The whole-run history: buckets in order, each full but the last, covering
+ * every operation once. */
+static int parse_history(ctx *c, const cJSON *h, const char *where, ckstat_pool *p) {
+    uint64_t cap, span, total, start, end;
+    if (get_uint(c, h, where, "capacity", 1 << 24, &cap) ||
+        get_uint(c, h, where, "records_per_bucket", U64_MAX_D, &span) ||
+        get_uint(c, h, where, "total", U64_MAX_D, &total) ||
+        get_uint(c, h, where, "start_ns", U64_MAX_D, &start) ||
+        get_uint(c, h, where, "end_ns", U64_MAX_D, &end))
+        return -1;
+    char w[256], wb[256];
+    if (span == 0 || (span & (span - 1)))
+        return fail(c, at_key(w, sizeof w, where, "records_per_bucket"),
+                    "must be a power of two (got %llu)", (unsigned long long)span);
+    if (end < start) return fail(c, at_key(w, sizeof w, where, "end_ns"), "is before start_ns");
+    const cJSON *bs = get_kind(c, h, where, "buckets", 1);
+    if (!bs) return -1;
+    at_key(wb, sizeof wb, where, "buckets");
+    size_t n = (size_t)cJSON_GetArraySize(bs), i = 0;
+    if (n > cap) return fail(c, wb, "holds %zu buckets, more than its capacity %llu", n,
+                             (unsigned long long)cap);
+    p->history = calloc(n ? n : 1, sizeof *p->history);
+    if (!p->history) return fail(c, where, "out of memory");
+    p->history_span = span;
+    p->history_total = total;
+    p->history_end_s = (double)(end - start) / 1e9;
+    int timed = n > 0;
+    uint64_t covered = 0, prev = start;
+    for (const cJSON *b = bs->child; b; b = b->next, i++) {
+        at_idx(w, sizeof w, wb, i);
+        if (!cJSON_IsObject(b)) return fail(c, w, "must be an object, not %s", type_name(b));
+        ckstat_bucket *k = &p->history[i];
+        uint64_t t0, t1;
+        if (get_uint(c, b, w, "t0_ns", U64_MAX_D, &t0) || get_uint(c, b, w, "t1_ns", U64_MAX_D, &t1) ||
+            get_uint(c, b, w, "records", U64_MAX_D, &k->records) ||
+            get_range(c, b, w, "allocated", &k->lo.live, &k->hi.live) ||
+            get_range(c, b, w, "reserved", &k->lo.reserved, &k->hi.reserved) ||
+            get_range(c, b, w, "physical", &k->lo.physical, &k->hi.physical))
+            return -1;
+        char wk[300];
+        if (k->records == 0 || k->records > span || (b->next && k->records != span))
+            return fail(c, at_key(wk, sizeof wk, w, "records"),
+                        "must be %llu (records_per_bucket%s), got %llu", (unsigned long long)span,
+                        b->next ? "" : ", or fewer in the last bucket", (unsigned long long)k->records);
+        covered += k->records;
+        if (!t0 || !t1) timed = 0;
+        else if (t0 < prev || t1 < t0 || t1 > end)
+            return fail(c, at_key(wk, sizeof wk, w, "t0_ns"),
+                        "is out of order (buckets go forward in time within start_ns..end_ns)");
+        else prev = t1;
+        k->t0_s = t0 ? (double)(t0 - start) / 1e9 : 0;
+        k->t1_s = t1 ? (double)(t1 - start) / 1e9 : 0;
+        p->nhistory = i + 1;
+    }
+    if (covered != total)
+        return fail(c, wb, "cover %llu operations, but total is %llu", (unsigned long long)covered,
+                    (unsigned long long)total);
+    p->history_timed = timed;
+    return 0;
+}
+
 static int parse_pool(ctx *c, const cJSON *o, const char *where, ckstat_pool *p) {
     if (!cJSON_IsObject(o)) return fail(c, where, "must be an object, not %s", type_name(o));
     uint64_t dev;
@@ -368,14 +447,30 @@ static int parse_pool(ctx *c, const cJSON *o, const char *where, ckstat_pool *p)
     if (!blocks || parse_blocks(c, blocks, at_key(w, sizeof w, where, "blocks"), p)) return -1;
     const cJSON *tags = get_kind(c, o, where, "tags", 1);
     if (!tags || parse_tags(c, tags, at_key(w, sizeof w, where, "tags"), p)) return -1;
+    /* Optional: files written before the whole-run history have none. */
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(o, "history");
+    uint64_t start_ns = 0;
+    if (hist) {
+        if (!cJSON_IsObject(hist))
+            return fail(c, at_key(w, sizeof w, where, "history"), "must be an object, not %s",
+                        type_name(hist));
+        if (parse_history(c, hist, at_key(w, sizeof w, where, "history"), p)) return -1;
+        start_ns = (uint64_t)cJSON_GetObjectItemCaseSensitive(hist, "start_ns")->valuedouble;
+    }
     const cJSON *trace = get_kind(c, o, where, "trace", 0);
     if (!trace || parse_trace(c, trace, at_key(w, sizeof w, where, "trace"), p)) return -1;
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(trace, "records");
+    const cJSON *r0 = recs ? cJSON_GetArrayItem(recs, 0) : NULL;
+    const cJSON *t0 = r0 ? cJSON_GetObjectItemCaseSensitive(r0, "t_ns") : NULL;
+    if (start_ns && t0 && t0->valuedouble > (double)start_ns)
+        p->ring_t0_s = (t0->valuedouble - (double)start_ns) / 1e9;
     return 0;
 }
 
 static void free_partial(ckstat_report *r) {
     for (size_t i = 0; i < r->npools; i++) {
         free(r->pools[i].timeline);
+        free(r->pools[i].history);
         free(r->pools[i].tags);
     }
     free(r->pools);

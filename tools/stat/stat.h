@@ -27,6 +27,14 @@ typedef struct ckstat_point {
     uint64_t physical;
 } ckstat_point;
 
+/* One bucket of the whole-run history (snapshots only): consecutive
+ * operations with the min (lo) and max (hi) of each byte count after them. */
+typedef struct ckstat_bucket {
+    double t0_s, t1_s; /* first and last operation, seconds since the pool was created */
+    uint64_t records;
+    ckstat_point lo, hi; /* t_s unused */
+} ckstat_bucket;
+
 /* Per-tag totals (snapshots only; "untagged" until tags exist). */
 typedef struct ckstat_tagrow {
     char tag[32];
@@ -43,6 +51,13 @@ typedef struct ckstat_pool {
     double top_age_s;        /* live: age of top[] when not fresh */
     ckstat_point *timeline;  /* malloc'ed; NULL for live reads */
     size_t npoints;
+    double ring_t0_s;        /* timeline[0] in seconds since the pool was created (0: unknown) */
+    ckstat_bucket *history;  /* malloc'ed; NULL for live reads and older snapshots */
+    size_t nhistory;
+    uint64_t history_span;   /* operations per full bucket */
+    uint64_t history_total;  /* operations in the run */
+    double history_end_s;    /* when the snapshot was taken, seconds since the pool was created */
+    int history_timed;       /* 0: the pool did not stamp its operations (times are 0) */
     ckstat_tagrow *tags;     /* malloc'ed; NULL for live reads */
     size_t ntags;
     uint64_t nsegments, nblocks; /* snapshots: rows in the file */
