@@ -15,9 +15,14 @@ cat "$summary"
 peak=$(sed -n 's/.*"peak_live_bytes": *\([0-9]*\).*/\1/p' "$summary")
 [ -n "$peak" ] || { echo "demo: tracegen printed no peak_live_bytes" >&2; exit 1; }
 budget=$((peak * 105 / 100))
-# backend=auto: the GPU when a CUDA device is present, else the host backend
-# (the replay never touches the memory, so it needs no GPU and no RAM for it).
-conf="backend=auto,budget=$budget"
+# The GPU when a CUDA device is present, else the host backend, asked for by
+# name (backend=auto never falls back to host memory). The replay never
+# touches the memory, so it needs no GPU and no RAM for it.
+backend=host
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    backend=cuda
+fi
+conf="backend=$backend,budget=$budget"
 echo "== replay under budget=$budget bytes (1.05 x peak live), conf: $conf"
 echo "   and the same trace on PyTorch's native policy (simulated), for comparison"
 "$B/tools/ckalloc-replay" --policy both --conf "$conf" "$trace"

@@ -286,13 +286,44 @@ START_TEST(t_create_conf_env) {
     ck_assert_ptr_nonnull(strstr(ck_last_error(), "sometimes"));
     ck_assert_ptr_null(p);
 
-    /* Unset: defaults (any backend the machine offers). */
+    /* Unset: defaults. backend=auto is the cuda backend when a device is
+     * present; without one it fails and says how to ask for host memory. */
     ck_assert_int_eq(unsetenv("CKALLOC_CONF"), 0);
-    ASSERT_OK(ck_pool_create_conf(&p, NULL));
-    ck_assert_ptr_nonnull(p);
-    ASSERT_OK(ck_get_stats(p, &st));
-    ck_assert_uint_gt(st.budget, 0);
+    ck_status cs = ck_pool_create_conf(&p, NULL);
+    if (cs == CK_OK) {
+        ck_assert_str_eq(ck_pool_backend(p), "cuda");
+        ASSERT_OK(ck_get_stats(p, &st));
+        ck_assert_uint_gt(st.budget, 0);
+        ASSERT_OK(ck_pool_destroy(p));
+    } else {
+        ck_assert_int_eq(cs, CK_ERR_NO_DEVICE);
+        ck_assert_ptr_null(p);
+        ck_assert_ptr_nonnull(strstr(ck_last_error(), "backend=auto"));
+        ck_assert_ptr_nonnull(strstr(ck_last_error(), "set backend=host"));
+    }
+}
+END_TEST
+
+/* backend=auto without a driver: a clear failure, never host memory that
+ * was not asked for; backend=host still works. */
+START_TEST(t_auto_needs_device) {
+    ck_assert_int_eq(setenv("CKALLOC_CUDA_LIB", "libckalloc-test-no-such-driver.so.1", 1), 0);
+    ck_pool *p = (ck_pool *)1;
+    ck_assert_int_eq(ck_pool_create_conf(&p, "budget=64M"), CK_ERR_NO_DEVICE);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "no CUDA driver"));
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "set backend=host"));
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ck_assert_int_eq(o.backend, CK_BACKEND_AUTO);
+    ck_assert_int_eq(ck_pool_create(&p, &o), CK_ERR_NO_DEVICE);
+    /* backend=cuda says what is missing, without the backend=auto advice. */
+    o.backend = CK_BACKEND_CUDA;
+    ck_assert_int_eq(ck_pool_create(&p, &o), CK_ERR_NO_DEVICE);
+    ck_assert_ptr_null(strstr(ck_last_error(), "backend=auto"));
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=256M,budget=64M"));
+    ck_assert_str_eq(ck_pool_backend(p), "host");
     ASSERT_OK(ck_pool_destroy(p));
+    ck_assert_int_eq(unsetenv("CKALLOC_CUDA_LIB"), 0);
 }
 END_TEST
 
@@ -349,5 +380,6 @@ int main(void) {
     tcase_add_test(tc, t_create_conf_string);
     tcase_add_test(tc, t_create_conf_env);
     tcase_add_test(tc, t_trace_string_copied);
+    tcase_add_test(tc, t_auto_needs_device);
     return ck_test_run(s);
 }
