@@ -2,7 +2,7 @@
  *
  *   ck_snapdemo OUT.json [PAIRS]
  *
- * On a host pool it allocates 100 blocks of distinct sizes, (i + 1) * 8 KiB,
+ * On a host pool (budget 64 MiB) it allocates 100 blocks of distinct sizes, (i + 1) * 8 KiB,
  * frees the even ones, then makes PAIRS (default 0) allocate + free pairs of
  * 4 KiB, and writes OUT.json (its snapshot path) with ck_snapshot_write. It prints one JSON line:
  * the operations done, the ring records the file must hold (every allocate,
@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     ck_pool *p;
     /* With a snapshot path the ring stamps its records with times. */
     char conf[4200];
-    snprintf(conf, sizeof conf, "backend=host,host_mem=1G,snapshot=%s,snapshot_signal=none",
+    snprintf(conf, sizeof conf, "backend=host,host_mem=1G,budget=64M,snapshot=%s,snapshot_signal=none",
              argv[1]);
     if (ck_pool_create_conf(&p, conf) != CK_OK) die("pool");
     void *v[NBLOCKS], *x;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -119,27 +120,70 @@ static void tag_table(FILE *f, const ckstat_pool *p, size_t k) {
     fputs("</tbody></table>\n", f);
 }
 
-/* The timelines as JSON for the script: per pool, parallel arrays. Only
- * numbers go in, so nothing here can close the <script> element. Tiers: once
- * ckstat_point carries bytes per tier, each tier gets an array here and an
- * entry in SERIES (page_js). */
+/* The timelines as JSON for the script: per pool, the budget, the peaks, the
+ * whole run ("run": history buckets, min and max per bucket) and the recent
+ * ring ("recent": one point per operation), as parallel arrays. Times are
+ * seconds since the pool was created. Only numbers go in, so nothing here
+ * can close the <script> element. Tiers: once the history and the ring carry
+ * bytes per tier, each tier gets arrays here and an entry in SERIES
+ * (page_js). */
+static void put_u64s(FILE *f, const char *key, const void *base, size_t n, size_t stride,
+                     size_t off, int first) {
+    fprintf(f, "%s\"%s\":[", first ? "" : ",", key);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%" PRIu64, i ? "," : "",
+                *(const uint64_t *)((const char *)base + i * stride + off));
+    fputc(']', f);
+}
+
+static void put_secs(FILE *f, const char *key, const void *base, size_t n, size_t stride,
+                     size_t off, double add) {
+    fprintf(f, ",\"%s\":[", key);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%.9g", i ? "," : "",
+                *(const double *)((const char *)base + i * stride + off) + add);
+    fputc(']', f);
+}
+
 static void data_json(FILE *f, const ckstat_report *r) {
     fputs("{\"pools\":[", f);
     for (size_t k = 0; k < r->npools; k++) {
         const ckstat_pool *p = &r->pools[k];
-        fputs(k ? ",\n{" : "\n{", f);
-        const char *keys[] = {"t", "live", "reserved", "physical"};
-        for (int s = 0; s < 4; s++) {
-            fprintf(f, "%s\"%s\":[", s ? ",\n" : "", keys[s]);
-            for (size_t i = 0; i < p->npoints; i++) {
-                const ckstat_point *pt = &p->timeline[i];
-                if (i) fputc(',', f);
-                if (s == 0) fprintf(f, "%.9g", pt->t_s);
-                else fprintf(f, "%" PRIu64, s == 1 ? pt->live : s == 2 ? pt->reserved : pt->physical);
-            }
-            fputc(']', f);
+        const ck_stats *s = &p->stats;
+        fprintf(f,
+                "%s{\"budget\":%" PRIu64 ",\"peak\":{\"live\":%" PRIu64 ",\"reserved\":%" PRIu64
+                ",\"physical\":%" PRIu64 "}",
+                k ? ",\n" : "\n", s->budget, pos(s->allocated_bytes.peak),
+                pos(s->reserved_bytes.peak), pos(s->physical_bytes.peak));
+        if (p->history) {
+            const ckstat_bucket *b = p->history;
+            size_t n = p->nhistory, z = sizeof *b;
+            fprintf(f,
+                    ",\n\"run\":{\"timed\":%d,\"end\":%.9g,\"span\":%" PRIu64 ",\"total\":%" PRIu64
+                    ",",
+                    p->history_timed, p->history_end_s, p->history_span, p->history_total);
+            put_u64s(f, "records", b, n, z, offsetof(ckstat_bucket, records), 1);
+            put_secs(f, "t0", b, n, z, offsetof(ckstat_bucket, t0_s), 0);
+            put_secs(f, "t1", b, n, z, offsetof(ckstat_bucket, t1_s), 0);
+            size_t lo = offsetof(ckstat_bucket, lo), hi = offsetof(ckstat_bucket, hi);
+            put_u64s(f, "live_lo", b, n, z, lo + offsetof(ckstat_point, live), 0);
+            put_u64s(f, "live", b, n, z, hi + offsetof(ckstat_point, live), 0);
+            put_u64s(f, "reserved_lo", b, n, z, lo + offsetof(ckstat_point, reserved), 0);
+            put_u64s(f, "reserved", b, n, z, hi + offsetof(ckstat_point, reserved), 0);
+            put_u64s(f, "physical_lo", b, n, z, lo + offsetof(ckstat_point, physical), 0);
+            put_u64s(f, "physical", b, n, z, hi + offsetof(ckstat_point, physical), 0);
+            fputc('}', f);
         }
-        fputc('}', f);
+        const ckstat_point *pt = p->timeline;
+        size_t n = p->timeline ? p->npoints : 0, z = sizeof *pt;
+        uint64_t total = p->history ? p->history_total : n;
+        fprintf(f, ",\n\"recent\":{\"first\":%" PRIu64 ",",
+                total > n ? total - n : 0);
+        put_u64s(f, "live", pt, n, z, offsetof(ckstat_point, live), 1);
+        put_u64s(f, "reserved", pt, n, z, offsetof(ckstat_point, reserved), 0);
+        put_u64s(f, "physical", pt, n, z, offsetof(ckstat_point, physical), 0);
+        put_secs(f, "t", pt, n, z, offsetof(ckstat_point, t_s), p->ring_t0_s);
+        fputs("}}", f);
     }
     fputs("]}", f);
 }
@@ -161,68 +205,107 @@ static const char page_css[] =
     ".timeline svg{width:100%;height:auto;display:block}.axis{stroke:#9aa2b4;stroke-width:1}"
     ".grid{stroke:#eef0f5;stroke-width:1}.tick{fill:#5a6275;font-size:11px}\n"
     "polyline{fill:none;stroke-width:1.6;stroke-linejoin:round}.s-physical{stroke:#d9822b}"
-    ".s-cached{stroke:#7a5cc4}.s-live{stroke:#2a7de1}\n"
+    "polygon.s-live{fill:#2a7de1;fill-opacity:.8;stroke:none}polygon.s-cached{fill:#7a5cc4;"
+    "fill-opacity:.45;stroke:none}.s-live-min{stroke:#13487f;stroke-width:.8}"
+    ".budget{stroke:#c0392b;stroke-width:1.4;stroke-dasharray:6 4}.xgrid{stroke:#9aa2b4}\n"
     ".legend{font-size:12px}.legend rect.s-physical{fill:#d9822b}.legend rect.s-cached{fill:#7a5cc4}"
     ".legend rect.s-live{fill:#2a7de1}.readout{fill:#1d2330;font-size:12px}"
     ".cursor{stroke:#9aa2b4;stroke-dasharray:3 3}\n"
     ".note{color:#5a6275;font-size:12px}\n";
 
-/* Draws each pool's timeline into its div. Series are what the ring records
- * per operation; the x axis is time, or the operation index when every
- * record has the same time. */
+/* Draws each pool's two timelines into their divs: the whole run (history
+ * buckets, each drawn at its max, with the min of live as a thin line) on a
+ * time axis from the pool's creation, and the recent ring (one point per
+ * operation). The x axis is time, or the operation index when the pool did
+ * not stamp its operations. The svg carries what it drew (data-max-*,
+ * data-y-max, ticks' data-value) for tests/browser/check_report.py. */
 static const char page_js[] =
     "(function(){'use strict';\n"
     "var data=JSON.parse(document.getElementById('ck-data').textContent);\n"
-    "// The lines drawn. Tiers: once the ring records bytes per tier (offloaded,\n"
-    "// host, ...), the snapshot gives one array per tier and each gets an entry here.\n"
+    "// What is drawn: live and cached stacked (cached = reserved - live, on top of\n"
+    "// live), physical as a line, the budget as a dashed line. Tiers: once the\n"
+    "// history and the ring carry bytes per tier, each tier gets an entry here.\n"
     "var SERIES=[\n"
-    " {key:'physical',label:'physical',get:function(p,i){return p.physical[i];}},\n"
-    " {key:'cached',label:'cached (reserved \\u2212 live)',get:function(p,i){return "
-    "Math.max(0,p.reserved[i]-p.live[i]);}},\n"
-    " {key:'live',label:'live',get:function(p,i){return p.live[i];}}];\n"
-    "function bytes(b){var u=['B','KiB','MiB','GiB','TiB','PiB'],k=0;while(b>=1024&&k<5){b/=1024;k++;}"
-    "return (k?b.toFixed(b<10?2:1):b)+' '+u[k];}\n"
-    "function secs(s){return s<1e-3?(s*1e6).toFixed(0)+' \\u00b5s':s<1?(s*1e3).toFixed(1)+' ms':"
-    "s.toFixed(s<10?2:1)+' s';}\n"
-    "function niceMax(v){if(v<=0)return 1;var e=Math.pow(10,Math.floor(Math.log10(v))),m=v/e;"
-    "return (m<=1?1:m<=2?2:m<=5?5:10)*e;}\n"
-    "data.pools.forEach(function(p,k){\n"
-    " var el=document.getElementById('timeline-'+k);if(!el)return;\n"
-    " var n=p.t.length;\n"
+    " {key:'live',label:'live',kind:'area'},\n"
+    " {key:'cached',label:'cached (reserved \\u2212 live)',kind:'area'},\n"
+    " {key:'physical',label:'physical',kind:'line'}];\n"
+    "var UNITS=['B','KiB','MiB','GiB','TiB','PiB','EiB'];\n"
+    "function bytes(b){var k=0;while(b>=1024&&k<6){b/=1024;k++;}return (k?b.toFixed(2):b)+' '+UNITS[k];}\n"
+    "// y ticks: the step is a power of two (so every tick is a whole number of\n"
+    "// KiB, MiB, GiB, ...), the smallest that needs at most 8 intervals.\n"
+    "function yTicks(max){if(!(max>0))max=1;var step=1;while(max/step>8)step*=2;\n"
+    " var top=Math.ceil(max/step)*step,u=0;while(u<6&&Math.pow(1024,u+1)<=step)u++;\n"
+    " var U=Math.pow(1024,u),t=[];for(var v=0;v<=top;v+=step)t.push({v:v,label:v?(v/U)+' '+UNITS[u]:'0'});\n"
+    " return {top:top,step:step,ticks:t};}\n"
+    "// x ticks: 1, 2 or 5 times a power of ten, about 6 of them.\n"
+    "function niceStep(span){if(!(span>0))return 1;var e=Math.pow(10,Math.floor(Math.log10(span/6))),m=span/6/e;\n"
+    " return (m<=1?1:m<=2?2:m<=5?5:10)*e;}\n"
+    "function fmtTime(v,step){if(step>=1)return (+v.toFixed(0))+' s';if(step>=1e-3)return (+(v*1e3).toFixed(Math.max(0,-Math.floor(Math.log10(step*1e3)))))+' ms';\n"
+    " return (+(v*1e6).toFixed(Math.max(0,-Math.floor(Math.log10(step*1e6)))))+' \\u00b5s';}\n"
+    "function fmtOp(v){return 'op '+Math.round(v);}\n"
+    "function maxOf(a){var m=0;for(var i=0;i<a.length;i++)if(a[i]>m)m=a[i];return m;}\n"
+    "// v: n items; item i holds from x[i] to x[i+1] (the last to x1); hi.live,\n"
+    "// hi.reserved, hi.physical (and lo.* for buckets) per item; x0 the axis start.\n"
+    "function draw(el,v,budget){\n"
+    " var n=v.n;\n"
     " if(!n){el.textContent='No operations recorded.';el.setAttribute('data-rendered','empty');return;}\n"
-    " var W=960,H=300,L=72,R=16,T=28,B=36,pw=W-L-R,ph=H-T-B;\n"
-    " var t0=p.t[0],t1=p.t[n-1],byIndex=!(t1>t0);\n"
-    " function X(i){var f=byIndex?(n>1?i/(n-1):0.5):(p.t[i]-t0)/(t1-t0);return L+f*pw;}\n"
-    " var top=0;SERIES.forEach(function(s){for(var i=0;i<n;i++)top=Math.max(top,s.get(p,i));});\n"
-    " top=niceMax(top);function Y(v){return T+ph-(v/top)*ph;}\n"
-    " var o=['<svg viewBox=\"0 0 '+W+' '+H+'\" role=\"img\" data-pool=\"'+k+'\">'];\n"
-    " for(var g=0;g<=4;g++){var v=top*g/4,y=Y(v).toFixed(1);"
-    "o.push('<line class=\"grid\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+y+'\" y2=\"'+y+'\"/>');"
-    "o.push('<text class=\"tick\" x=\"'+(L-6)+'\" y=\"'+y+'\" text-anchor=\"end\" "
-    "dominant-baseline=\"middle\">'+bytes(v)+'</text>');}\n"
-    " for(var g2=0;g2<=4;g2++){var x=(L+pw*g2/4).toFixed(1),lab=byIndex?'op '+Math.round((n-1)*g2/4):"
-    "secs((t1-t0)*g2/4);o.push('<text class=\"tick\" x=\"'+x+'\" y=\"'+(H-B+16)+'\" "
-    "text-anchor=\"'+(g2==4?'end':'middle')+'\">'+lab+'</text>');}\n"
+    " var W=960,H=320,L=78,R=16,T=30,B=38,pw=W-L-R,ph=H-T-B;\n"
+    " var mx={live:maxOf(v.hi.live),reserved:maxOf(v.hi.reserved),physical:maxOf(v.hi.physical)};\n"
+    " var dmax=Math.max(mx.live,mx.reserved,mx.physical);\n"
+    " var showBudget=budget>0&&budget<=2*Math.max(dmax,1);\n"
+    " var yt=yTicks(showBudget?Math.max(dmax,budget):dmax),top=yt.top;\n"
+    " var x0=v.x0,x1=v.x1>v.x0?v.x1:v.x0+1;\n"
+    " function X(t){return L+(t-x0)/(x1-x0)*pw;}\n"
+    " function Y(b){return T+ph-(b/top)*ph;}\n"
+    " function f(z){return z.toFixed(2);}\n"
+    " function xs(i){return i+1<n?v.x[i+1]:x1;}\n"
+    " function step(a){var p=[];for(var i=0;i<n;i++){p.push(f(X(v.x[i]))+','+f(Y(a[i])));p.push(f(X(xs(i)))+','+f(Y(a[i])));}return p;}\n"
+    " var o=['<svg viewBox=\"0 0 '+W+' '+H+'\" role=\"img\" data-view=\"'+v.name+'\" data-points=\"'+n+'\"'+\n"
+    "  ' data-max-live=\"'+mx.live+'\" data-max-reserved=\"'+mx.reserved+'\" data-max-physical=\"'+mx.physical+'\"'+\n"
+    "  ' data-y-max=\"'+top+'\" data-y-step=\"'+yt.step+'\" data-plot=\"'+L+' '+T+' '+pw+' '+ph+'\"'+\n"
+    "  ' data-x-start=\"'+x0+'\" data-x-end=\"'+x1+'\" data-x-unit=\"'+(v.timed?'s':'op')+'\">'];\n"
+    " yt.ticks.forEach(function(t){var y=f(Y(t.v));\n"
+    "  o.push('<line class=\"grid\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+y+'\" y2=\"'+y+'\"/>');\n"
+    "  o.push('<text class=\"tick ytick\" data-value=\"'+t.v+'\" x=\"'+(L-6)+'\" y=\"'+y+'\" text-anchor=\"end\" dominant-baseline=\"middle\">'+t.label+'</text>');});\n"
+    " var xstep=v.timed?niceStep(x1-x0):Math.max(1,Math.round(niceStep(x1-x0)));\n"
+    " for(var t=Math.ceil(x0/xstep-1e-9)*xstep;t<=x1+xstep*1e-9;t+=xstep){var tx=f(X(t));\n"
+    "  o.push('<line class=\"xgrid\" x1=\"'+tx+'\" x2=\"'+tx+'\" y1=\"'+(T+ph)+'\" y2=\"'+(T+ph+4)+'\"/>');\n"
+    "  o.push('<text class=\"tick xtick\" data-value=\"'+(+t.toPrecision(12))+'\" x=\"'+tx+'\" y=\"'+(H-B+18)+'\" text-anchor=\"middle\">'+(v.timed?fmtTime(t,xstep):fmtOp(t))+'</text>');}\n"
+    " var live=step(v.hi.live),res=step(v.hi.reserved);\n"
+    " o.push('<polygon class=\"s-live\" data-series=\"live\" data-points=\"'+n+'\" points=\"'+f(X(v.x[0]))+','+f(Y(0))+' '+live.join(' ')+' '+f(X(x1))+','+f(Y(0))+'\"/>');\n"
+    " o.push('<polygon class=\"s-cached\" data-series=\"cached\" data-points=\"'+n+'\" points=\"'+res.join(' ')+' '+live.slice().reverse().join(' ')+'\"/>');\n"
+    " if(v.lo)o.push('<polyline class=\"s-live-min\" data-series=\"live-min\" data-points=\"'+n+'\" points=\"'+step(v.lo.live).join(' ')+'\"/>');\n"
+    " o.push('<polyline class=\"s-physical\" data-series=\"physical\" data-points=\"'+n+'\" points=\"'+step(v.hi.physical).join(' ')+'\"/>');\n"
+    " if(showBudget){var by=f(Y(budget));o.push('<line class=\"budget\" data-value=\"'+budget+'\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+by+'\" y2=\"'+by+'\"/>'+\n"
+    "  '<text class=\"tick\" x=\"'+(W-R-4)+'\" y=\"'+(+by-4)+'\" text-anchor=\"end\">budget '+bytes(budget)+'</text>');}\n"
     " o.push('<line class=\"axis\" x1=\"'+L+'\" x2=\"'+L+'\" y1=\"'+T+'\" y2=\"'+(T+ph)+'\"/>');\n"
     " o.push('<line class=\"axis\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+(T+ph)+'\" y2=\"'+(T+ph)+'\"/>');\n"
-    " // Memory holds its value until the next operation: a step line, so each\n"
-    " // record after the first adds two vertices (2n-1 in all).\n"
-    " SERIES.forEach(function(s){var pts=[];for(var i=0;i<n;i++){var x=X(i).toFixed(1);"
-    "if(i)pts.push(x+','+Y(s.get(p,i-1)).toFixed(1));pts.push(x+','+Y(s.get(p,i)).toFixed(1));}"
-    "o.push('<polyline class=\"s-'+s.key+'\" data-series=\"'+s.key+'\" data-points=\"'+n+'\" "
-    "points=\"'+pts.join(' ')+'\"/>');});\n"
-    " var lx=L;o.push('<g class=\"legend\">');SERIES.forEach(function(s){"
-    "o.push('<rect class=\"s-'+s.key+'\" x=\"'+lx+'\" y=\"8\" width=\"12\" height=\"12\"/>"
-    "<text x=\"'+(lx+16)+'\" y=\"18\">'+s.label+'</text>');lx+=24+s.label.length*7;});o.push('</g>');\n"
-    " o.push('<line class=\"cursor\" y1=\"'+T+'\" y2=\"'+(T+ph)+'\" x1=\"-10\" x2=\"-10\"/>"
-    "<text class=\"readout\" x=\"'+(W-R)+'\" y=\"18\" text-anchor=\"end\"></text></svg>');\n"
+    " var lx=L;o.push('<g class=\"legend\">');SERIES.forEach(function(s){\n"
+    "  o.push('<rect class=\"s-'+s.key+'\" x=\"'+lx+'\" y=\"8\" width=\"12\" height=\"12\"/><text x=\"'+(lx+16)+'\" y=\"18\">'+s.label+'</text>');lx+=26+s.label.length*6.5;});\n"
+    " if(budget>0&&!showBudget)o.push('<text x=\"'+lx+'\" y=\"18\">budget '+bytes(budget)+' (above the scale)</text>');\n"
+    " o.push('</g><line class=\"cursor\" y1=\"'+T+'\" y2=\"'+(T+ph)+'\" x1=\"-10\" x2=\"-10\"/>'+\n"
+    "  '<text class=\"readout\" x=\"'+(W-R)+'\" y=\"18\" text-anchor=\"end\"></text></svg>');\n"
     " el.innerHTML=o.join('');el.setAttribute('data-rendered','yes');\n"
     " var svg=el.querySelector('svg'),cur=svg.querySelector('.cursor'),ro=svg.querySelector('.readout');\n"
-    " svg.addEventListener('mousemove',function(ev){var r=svg.getBoundingClientRect();"
-    "var x=(ev.clientX-r.left)*W/r.width,best=0,bd=1e9;for(var i=0;i<n;i++){var d=Math.abs(X(i)-x);"
-    "if(d<bd){bd=d;best=i;}}var cx=X(best).toFixed(1);cur.setAttribute('x1',cx);cur.setAttribute('x2',cx);"
-    "ro.textContent=(byIndex?'op '+best:secs(p.t[best]-t0))+'  '+SERIES.map(function(s){"
-    "return s.key+' '+bytes(s.get(p,best));}).join('  ');});\n"
+    " svg.addEventListener('mousemove',function(ev){var r=svg.getBoundingClientRect(),px=(ev.clientX-r.left)*W/r.width;\n"
+    "  var t=x0+(px-L)/pw*(x1-x0),a=0,b=n-1;while(a<b){var m=(a+b+1)>>1;if(v.x[m]<=t)a=m;else b=m-1;}\n"
+    "  var cx=f(X(v.x[a]));cur.setAttribute('x1',cx);cur.setAttribute('x2',cx);\n"
+    "  function rng(k){return v.lo&&v.lo[k][a]!==v.hi[k][a]?bytes(v.lo[k][a])+'\\u2013'+bytes(v.hi[k][a]):bytes(v.hi[k][a]);}\n"
+    "  ro.textContent=(v.timed?fmtTime(v.x[a],1e-6):fmtOp(v.x[a]))+'  live '+rng('live')+'  reserved '+rng('reserved')+'  physical '+rng('physical');});\n"
+    "}\n"
+    "data.pools.forEach(function(p,k){\n"
+    " var el=document.getElementById('timeline-'+k),run=p.run;\n"
+    " if(el&&run){var n=run.live.length,x=[];\n"
+    "  for(var i=0;i<n;i++)x.push(run.timed?run.t0[i]:i*run.span);\n"
+    "  draw(el,{name:'run',n:n,x:x,x0:0,x1:run.timed?run.end:run.total,timed:run.timed,\n"
+    "   hi:{live:run.live,reserved:run.reserved,physical:run.physical},\n"
+    "   lo:{live:run.live_lo,reserved:run.reserved_lo,physical:run.physical_lo}},p.budget);}\n"
+    " else if(el){el.textContent='This snapshot has no whole-run history (written by an older ckalloc).';el.setAttribute('data-rendered','empty');}\n"
+    " var rc=p.recent,re=document.getElementById('recent-'+k);\n"
+    " if(re){var m=rc.live.length,timed=m>0&&rc.t[m-1]>rc.t[0],xr=[];\n"
+    "  for(var j=0;j<m;j++)xr.push(timed?rc.t[j]:rc.first+j);\n"
+    "  draw(re,{name:'recent',n:m,x:xr,x0:m?xr[0]:0,x1:m?(timed?xr[m-1]:rc.first+m):1,timed:timed,\n"
+    "   hi:{live:rc.live,reserved:rc.reserved,physical:rc.physical}},p.budget);}\n"
     "});})();\n";
 
 int ckstat_write_html(const ckstat_report *r, const char *out_path, char *err, size_t errn) {
@@ -259,13 +342,22 @@ int ckstat_write_html(const ckstat_report *r, const char *out_path, char *err, s
         put_esc(f, p->backend);
         fputs(" backend</h2>\n", f);
         headline(f, p);
-        fputs("<h3>Memory over time</h3>\n", f);
+        fputs("<h3>Memory over the whole run</h3>\n", f);
         fprintf(f, "<div class=\"timeline\" id=\"timeline-%zu\" data-expect-points=\"%zu\">"
                    "<noscript>The timeline is drawn by JavaScript.</noscript></div>\n",
+                k, p->nhistory);
+        if (p->history)
+            fprintf(f,
+                    "<p class=\"note\">All %" PRIu64 " operations since the pool was created, in %zu "
+                    "buckets of %" PRIu64 " (each drawn at its maximum, so no peak is lost; the thin "
+                    "line is the minimum of live). Live = allocated bytes, cached = reserved "
+                    "&minus; live, stacked on live; physical = what the budget caps.</p>\n",
+                    p->history_total, p->nhistory, p->history_span);
+        fputs("<h3>Recent operations</h3>\n", f);
+        fprintf(f, "<div class=\"timeline\" id=\"recent-%zu\" data-expect-points=\"%zu\">"
+                   "<noscript>The timeline is drawn by JavaScript.</noscript></div>\n",
                 k, p->npoints);
-        fprintf(f,
-                "<p class=\"note\">The pool's last %zu operations: live = allocated bytes, cached = "
-                "reserved &minus; live, physical = what the budget caps.</p>\n",
+        fprintf(f, "<p class=\"note\">The pool's last %zu operations, one point each.</p>\n",
                 p->npoints);
         fprintf(f, "<h3>Largest live blocks</h3>\n");
         largest_table(f, p, k);
