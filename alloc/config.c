@@ -117,13 +117,58 @@ static ck_status size_into(const char *key, const char *v, size_t n, uint64_t *o
     if (allow0 && (suffix_eq(v, n, "none") || suffix_eq(v, n, "unlimited"))) x = 0;
     else if (ck__parse_size(v, n, &x) != 0)
         return bad(key, v, n, "a size such as 512M, 20G or 1.5GiB");
-    if (!allow0 && x == 0) return bad(key, v, n, "a size above zero");
+    if (!allow0 && x == 0) return bad(key, v, n, "a size of at least one byte (this is 0 bytes)");
     *out = x;
     return CK_OK;
 }
 
+/* A percentage "90%" or "12.5%", above 0 and at most 100, as a fraction. */
+static int parse_percent(const char *v, size_t n, double *out) {
+    while (n && isspace((unsigned char)v[n - 1])) n--;
+    if (n < 2 || v[n - 1] != '%') return -1;
+    n--;
+    while (n && isspace((unsigned char)v[n - 1])) n--;
+    char buf[32];
+    if (n == 0 || n >= sizeof buf) return -1;
+    int digits = 0, dot = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isdigit((unsigned char)v[i])) digits++;
+        else if (v[i] == '.' && !dot) dot = 1;
+        else return -1;
+    }
+    if (!digits) return -1;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    double x = strtod(buf, NULL);
+    if (!(x > 0 && x <= 100)) return -2;
+    *out = x / 100;
+    return 0;
+}
+
 static ck_status p_budget(ck_pool_options *o, const char *k, const char *v, size_t n) {
-    return size_into(k, v, n, &o->budget, 1);
+    const char *want = "a size such as 512M or 20G, a share of device memory such as 90%, or none";
+    if (n && memchr(v, '%', n)) {
+        double f = 0;
+        int r = parse_percent(v, n, &f);
+        if (r == -2) return bad(k, v, n, "a percentage above 0% and at most 100%");
+        if (r != 0) return bad(k, v, n, want);
+        o->budget = 0;
+        o->budget_fraction = f;
+        return CK_OK;
+    }
+    uint64_t x = 0;
+    if (suffix_eq(v, n, "none") || suffix_eq(v, n, "unlimited")) x = 0;
+    else if (ck__parse_size(v, n, &x) != 0) return bad(k, v, n, want);
+    else if (x == 0)
+        /* "0" or "0.1" (a tenth of a byte): no cap is spelled none. */
+        return ck__err(CK_ERR_INVALID,
+                       "config key '%s': bad value '%.*s' (that is 0 bytes; expected a size of at "
+                       "least one byte such as 512M, a share of device memory such as 90%%, or "
+                       "none for no cap)",
+                       k, (int)n, v);
+    o->budget = x;
+    o->budget_fraction = 0;
+    return CK_OK;
 }
 static ck_status p_va(ck_pool_options *o, const char *k, const char *v, size_t n) {
     return size_into(k, v, n, &o->va_size, 0);
@@ -165,15 +210,25 @@ static ck_status p_live(ck_pool_options *o, const char *key, const char *v, size
     return bool_into(key, v, n, &o->live);
 }
 
+int ck__snapshot_signal_ok(int sig) {
+    if (sig < 1 || sig > 64) return 0;
+    switch (sig) {
+    case SIGSEGV: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP: case SIGSYS:
+    case SIGKILL: case SIGSTOP: return 0;
+    default: return 1;
+    }
+}
+
 static ck_status p_snap_sig(ck_pool_options *o, const char *key, const char *v, size_t n) {
-    const char *want = "USR1, USR2, none or a signal number 1..64";
+    const char *want = "USR1, USR2, none or a signal number 1..64 other than the fault signals "
+                       "SEGV, BUS, FPE, ILL, TRAP, SYS and the uncatchable KILL, STOP";
     if (n > 3 && strncmp(v, "SIG", 3) == 0) v += 3, n -= 3;
     if (suffix_eq(v, n, "USR1")) o->snapshot_signal = SIGUSR1;
     else if (suffix_eq(v, n, "USR2")) o->snapshot_signal = SIGUSR2;
     else if (suffix_eq(v, n, "none") || suffix_eq(v, n, "0")) o->snapshot_signal = 0;
     else {
         uint64_t x;
-        if (parse_u64(key, v, n, &x) != CK_OK || x > 64 || x == SIGKILL || x == SIGSTOP)
+        if (parse_u64(key, v, n, &x) != CK_OK || !ck__snapshot_signal_ok((int)x))
             return bad(key, v, n, want);
         o->snapshot_signal = (int)x;
     }
@@ -188,6 +243,10 @@ static ck_status p_fault_map(ck_pool_options *o, const char *k, const char *v, s
 }
 static ck_status p_fault_copy(ck_pool_options *o, const char *k, const char *v, size_t n) {
     return parse_u64(k, v, n, &o->fault_copy);
+}
+
+static ck_status p_verbose(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return bool_into(key, v, n, &o->verbose);
 }
 
 static ck_status p_sim_clock(ck_pool_options *o, const char *key, const char *v, size_t n) {
@@ -213,7 +272,7 @@ static const struct {
     {"fault_map", p_fault_map},     {"fault_copy", p_fault_copy},
     {"sim_clock", p_sim_clock},     {"sim_bandwidth", p_sim_bw},
     {"live", p_live},               {"snapshot", p_snapshot},
-    {"snapshot_signal", p_snap_sig},
+    {"snapshot_signal", p_snap_sig}, {"verbose", p_verbose},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -244,7 +303,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                 return ck__err(CK_ERR_INVALID,
                                "config key '%.*s' is unknown (known: backend, device, budget, va, "
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
-                               "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal)",
+                               "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

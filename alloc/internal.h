@@ -21,6 +21,10 @@ void ck__clear_error(void);
 
 /* config.c: parse "512M", "20G", "1.5GiB", "4096". Returns 0 on success. */
 int ck__parse_size(const char *s, size_t len, uint64_t *out);
+/* 1 if sig may be the snapshot signal: a signal number that can be caught
+ * and is not a synchronous fault (SEGV, BUS, FPE, ILL, TRAP, SYS), whose
+ * handler returning would re-run the faulting instruction forever. */
+int ck__snapshot_signal_ok(int sig);
 /* Format bytes as "1.50 GiB" into buf. Returns buf. */
 const char *ck__fmt_bytes(uint64_t bytes, char *buf, size_t n);
 

@@ -1130,6 +1130,10 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
         return ck__err(CK_ERR_INVALID, "ck_pool_create: unknown backend %d", (int)o.backend);
     if (o.release != CK_RELEASE_PRESSURE && o.release != CK_RELEASE_EAGER)
         return ck__err(CK_ERR_INVALID, "ck_pool_create: unknown release policy %d", (int)o.release);
+    if (o.budget == 0 && o.budget_fraction != 0 && !(o.budget_fraction > 0 && o.budget_fraction <= 1))
+        return ck__err(CK_ERR_INVALID,
+                       "ck_pool_create: budget_fraction %g is not a share of device memory (0 < f <= 1)",
+                       o.budget_fraction);
 
     ck_backend *be = NULL;
     ck_status s;
@@ -1146,6 +1150,11 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
                        why);
     }
     if (s != CK_OK) return s;
+    /* budget=90%: a share of what the backend has (host: host_mem). */
+    if (o.budget == 0 && o.budget_fraction > 0) {
+        o.budget = (uint64_t)(o.budget_fraction * (double)be->total_mem);
+        if (o.budget == 0) o.budget = 1;
+    }
 
     ck_pool *p = calloc(1, sizeof *p);
     if (!p) {

@@ -524,8 +524,11 @@ ck_status ck__snapshot_attach(ck_pool *p) {
     p->opts.snapshot_path = p->snapshot_path;
     p->ring_stamp = 1; /* set before the pool is shared: no race */
     int sig = p->opts.snapshot_signal;
-    if (sig < 0 || sig > 64)
-        return ck__err(CK_ERR_INVALID, "ck_pool_create: snapshot_signal %d is not a signal", sig);
+    if (sig != 0 && !ck__snapshot_signal_ok(sig))
+        return ck__err(CK_ERR_INVALID,
+                       "ck_pool_create: snapshot_signal %d cannot be the snapshot signal (not a "
+                       "signal, a fault signal such as SEGV, or KILL/STOP)",
+                       sig);
     pthread_once(&snap_once, register_atfork);
     pthread_mutex_lock(&snap_mu);
     ck_status s = CK_OK;

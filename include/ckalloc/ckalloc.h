@@ -112,7 +112,13 @@ typedef struct ck_pool_options {
     int live;               /* 1 (default): publish live stats for ckalloc-stat; 0: don't */
     const char *snapshot_path; /* JSON snapshot written at exit and on snapshot_signal;
                                   NULL = none. "%p" in it becomes the pid, "%d" the device */
-    int snapshot_signal;    /* signal that writes the snapshot (default SIGUSR2); 0 = none */
+    int snapshot_signal;    /* signal that writes the snapshot (default SIGUSR2); 0 = none.
+                               Not SEGV, BUS, FPE, ILL, TRAP, SYS (faults), KILL or STOP */
+    double budget_fraction; /* budget as a fraction (0 < f <= 1) of the device's memory
+                               (host backend: host_mem), resolved by ck_pool_create; used
+                               only when budget is 0 ("budget=90%") */
+    int verbose;            /* 1: the preload library says on stderr when it is active;
+                               0 (default): it prints only what went wrong */
 } ck_pool_options;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure

@@ -13,7 +13,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ck_pool_options o, before;
     ck_pool_options_init(&o);
     before = o;
-    if (ck_options_parse(&o, s) != CK_OK && memcmp(&o, &before, sizeof o) != 0) abort();
+    ck_status st = ck_options_parse(&o, s);
+    if (st != CK_OK && memcmp(&o, &before, sizeof o) != 0) abort();
+    /* What a parse accepts is what ck_pool_create may rely on: a budget is a
+     * size or a share of device memory, never both, and never a fault signal. */
+    if (st == CK_OK) {
+        if (!(o.budget_fraction >= 0 && o.budget_fraction <= 1)) abort();
+        if (o.budget && o.budget_fraction != 0) abort();
+        if (o.snapshot_signal && !ck__snapshot_signal_ok(o.snapshot_signal)) abort();
+    }
     uint64_t v;
     (void)ck__parse_size((const char *)data, size, &v);
     free(s);

@@ -4,6 +4,7 @@
 
 #include "ckalloc/ckalloc.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,8 +118,112 @@ START_TEST(t_budget_none) {
     ASSERT_OK(ck_options_parse(&o, "budget=8G"));
     ASSERT_OK(ck_options_parse(&o, "budget=unlimited"));
     ck_assert_uint_eq(o.budget, 0);
-    ASSERT_OK(ck_options_parse(&o, "budget=0"));
+    /* Zero bytes is no budget at all, not "no cap": that is spelled none. */
+    rejects("budget=0", "'budget'", "0 bytes");
+    rejects("budget=0.1", "'budget'", "0 bytes");
+    rejects("budget=0.9B", "'budget'", "0.9B");
+    rejects("budget=0K", "'budget'", "none");
+    ck_assert_uint_eq(budget_of("0.5K"), 512);
+}
+END_TEST
+
+START_TEST(t_budget_percent) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ck_assert(o.budget_fraction == 0);
+    ASSERT_OK(ck_options_parse(&o, "budget=90%"));
     ck_assert_uint_eq(o.budget, 0);
+    ck_assert(o.budget_fraction == 0.9);
+    ASSERT_OK(ck_options_parse(&o, "budget = 12.5 %"));
+    ck_assert(o.budget_fraction == 0.125);
+    ASSERT_OK(ck_options_parse(&o, "budget=100%"));
+    ck_assert(o.budget_fraction == 1.0);
+    /* A size or none replaces the share, and a share replaces a size. */
+    ASSERT_OK(ck_options_parse(&o, "budget=8G"));
+    ck_assert_uint_eq(o.budget, 8 * GiB);
+    ck_assert(o.budget_fraction == 0);
+    ASSERT_OK(ck_options_parse(&o, "budget=50%"));
+    ck_assert_uint_eq(o.budget, 0);
+    ASSERT_OK(ck_options_parse(&o, "budget=none"));
+    ck_assert(o.budget_fraction == 0 && o.budget == 0);
+    const char *bad[] = {"0%", "0.0%", "101%", "100.5%", "%", "x%", "90%%", "-5%", "1e2%",
+                         "9 0%", "50%G", "G%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char conf[64];
+        snprintf(conf, sizeof conf, "budget=%s", bad[i]);
+        rejects(conf, "'budget'", bad[i]);
+    }
+    rejects("budget=0%", "at most 100%", NULL);
+    rejects("budget=250%", "at most 100%", NULL);
+
+    /* Resolved against the device's memory when the pool is made: on the
+     * host backend, host_mem. */
+    ck_pool *p;
+    ASSERT_OK(ck_pool_create_conf(&p, "backend=host,host_mem=1G,budget=25%,live=0"));
+    ck_stats st = {.struct_size = sizeof st};
+    ASSERT_OK(ck_get_stats(p, &st));
+    ck_assert_uint_eq(st.budget, 256 * MiB);
+    void *a = NULL, *b = NULL;
+    ASSERT_OK(ck_malloc(p, &a, 200 * MiB, NULL));
+    ck_assert_int_eq(ck_malloc(p, &b, 100 * MiB, NULL), CK_ERR_NOMEM); /* over 25% */
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+    /* Set through the struct: checked by ck_pool_create. */
+    ck_pool_options_init(&o);
+    o.backend = CK_BACKEND_HOST;
+    o.budget_fraction = 1.5;
+    ck_assert_int_eq(ck_pool_create(&p, &o), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "budget_fraction"));
+}
+END_TEST
+
+START_TEST(t_snapshot_signal) {
+    ck_assert_int_eq(parsed("snapshot_signal=USR1").snapshot_signal, SIGUSR1);
+    ck_assert_int_eq(parsed("snapshot_signal=SIGUSR2").snapshot_signal, SIGUSR2);
+    ck_assert_int_eq(parsed("snapshot_signal=none").snapshot_signal, 0);
+    ck_assert_int_eq(parsed("snapshot_signal=34").snapshot_signal, 34);
+    ck_assert_int_eq(parsed("snapshot_signal=1").snapshot_signal, SIGHUP);
+    /* A fault signal's handler returns to the faulting instruction: every
+     * crash would become a busy loop. KILL and STOP cannot be caught. */
+    const int refused[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGKILL, SIGSTOP};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char conf[64], num[16];
+        snprintf(num, sizeof num, "%d", refused[i]);
+        snprintf(conf, sizeof conf, "snapshot_signal=%s", num);
+        rejects(conf, "'snapshot_signal'", "SEGV");
+    }
+    rejects("snapshot_signal=65", "'snapshot_signal'", "65");
+    rejects("snapshot_signal=SEGV", "'snapshot_signal'", NULL);
+    /* The same rule when the field is set directly. */
+    char dir[] = "/tmp/ckcfg_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/snap.json", dir);
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    o.backend = CK_BACKEND_HOST;
+    o.host_mem = 64 * MiB;
+    o.live = 0;
+    o.snapshot_path = path;
+    o.snapshot_signal = SIGSEGV;
+    ck_pool *p = NULL;
+    ck_assert_int_eq(ck_pool_create(&p, &o), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "snapshot_signal"));
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+START_TEST(t_verbose) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ck_assert_int_eq(o.verbose, 0);
+    ASSERT_OK(ck_options_parse(&o, "verbose=1"));
+    ck_assert_int_eq(o.verbose, 1);
+    ASSERT_OK(ck_options_parse(&o, "verbose=off"));
+    ck_assert_int_eq(o.verbose, 0);
+    rejects("verbose=2", "'verbose'", "2");
+    rejects("verbose=loud", "'verbose'", "loud");
 }
 END_TEST
 
@@ -371,6 +476,9 @@ int main(void) {
     tcase_add_test(tc, t_whitespace);
     tcase_add_test(tc, t_bad_sizes);
     tcase_add_test(tc, t_budget_none);
+    tcase_add_test(tc, t_budget_percent);
+    tcase_add_test(tc, t_snapshot_signal);
+    tcase_add_test(tc, t_verbose);
     tcase_add_test(tc, t_every_key);
     tcase_add_test(tc, t_null_conf);
     tcase_add_test(tc, t_unknown_key);
