@@ -9,7 +9,9 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -24,10 +26,17 @@ typedef CUstream cudaStream_t;
 static ckp_driver drv;
 static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
 
+static char load_error[512];
+
 static void load_driver(void) {
     const char *path = getenv("CKALLOC_CUDA_LIB");
     drv.lib = dlopen(path && *path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-    if (!drv.lib) return;
+    if (!drv.lib) {
+        const char *why = dlerror();
+        snprintf(load_error, sizeof load_error, "%s", why ? why : "dlopen failed");
+        drv.load_error = load_error;
+        return;
+    }
 #define R(name) *(void **)&drv.name = ckp_real_dlsym(drv.lib, #name)
     R(cuGetProcAddress_v2);
     R(cuGetProcAddress);
@@ -49,11 +58,18 @@ static void load_driver(void) {
     R(cuCtxSynchronize);
     R(cuDevicePrimaryCtxRetain);
     R(cuInit);
+    R(cuDeviceGetCount);
 #undef R
 }
 
+static atomic_int drv_reported;
+
 const ckp_driver *ckp_driver_get(void) {
     pthread_once(&drv_once, load_driver);
+    /* Outside the once: the report calls cuInit, which may come back here. */
+    if (!atomic_load_explicit(&drv_reported, memory_order_relaxed) &&
+        !atomic_exchange(&drv_reported, 1))
+        ckp_driver_report(&drv);
     return &drv;
 }
 
@@ -85,7 +101,7 @@ REAL_RT(rt_malloc_async_t, cudaMallocAsync_ptsz)
 REAL_RT(rt_free_async_t, cudaFreeAsync_ptsz)
 REAL_RT(rt_info_t, cudaMemGetInfo)
 
-enum { cudaErrorInitializationError = 3 };
+enum { cudaErrorInitializationError = 3, cudaErrorInsufficientDriver = 35 };
 
 /* ------------------------------------------------- allocation, common -- */
 
@@ -232,25 +248,29 @@ CKP_API cudaError_t cudaFreeAsync_ptsz(void *p, cudaStream_t s) {
 
 CKP_API cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
     /* The runtime initialises its context on first use; let it, then
-     * answer from the driver with our budget. */
+     * answer from the driver with our budget. Whatever we cannot answer
+     * (no driver, no device, no context) gets the runtime's own code. */
     const ckp_driver *d = ckp_driver_get();
+    rt_info_t ri = real_cudaMemGetInfo();
+    if (!d->cuCtxGetCurrent || !d->cuMemGetInfo_v2)
+        return ri ? ri(free_b, total_b) : cudaErrorInsufficientDriver;
     CUcontext ctx = NULL;
-    if (d->cuCtxGetCurrent && d->cuCtxGetCurrent(&ctx) == CUDA_SUCCESS && !ctx) {
-        rt_info_t ri = real_cudaMemGetInfo();
-        if (ri) {
-            cudaError_t e = ri(free_b, total_b);
-            if (e) return e;
-        }
+    if (d->cuCtxGetCurrent(&ctx) == CUDA_SUCCESS && !ctx && ri) {
+        cudaError_t e = ri(free_b, total_b);
+        if (e) return e;
     }
-    return ckp_mem_info(free_b, total_b);
+    CUresult r = ckp_mem_info(free_b, total_b);
+    if (r != CUDA_SUCCESS && ri) return ri(free_b, total_b);
+    return r;
 }
 
 /* --------------------------------------------------------- the lookups -- */
 
 /* The driver's answer to cuGetProcAddress is a real function pointer: swap
- * it for our hook when it is one we replace. Matching by address, not name,
- * keeps the driver's own version resolution (base name + cudaVersion +
- * per-thread flag -> "_v2", "_ptsz", ...). */
+ * it for our hook when it is one we replace. Matching by address keeps the
+ * driver's own version resolution (base name + cudaVersion + per-thread flag
+ * -> "_v2", "_ptsz", ...). A driver may answer with internal addresses that
+ * match no exported symbol; then the request itself is matched by name. */
 static void *real_table[CKP_NHOOKS];
 static pthread_once_t real_table_once = PTHREAD_ONCE_INIT;
 
@@ -261,12 +281,74 @@ static void fill_real_table(void) {
             real_table[i] = ckp_real_dlsym(d->lib, ckp_hook_names[i]);
 }
 
-static void *hook_by_address(void *fn) {
+static const char *hook_by_address(void *fn) {
     if (!fn) return NULL;
     pthread_once(&real_table_once, fill_real_table);
     for (size_t i = 0; i < CKP_NHOOKS; i++)
-        if (real_table[i] == fn) return ckp_hook_by_name(ckp_hook_names[i]);
+        if (real_table[i] == fn) return ckp_hook_names[i];
     return NULL;
+}
+
+/* The fallback when the driver answers with an address it does not export
+ * (its internal functions): the name we replace for a request by base name,
+ * ABI version and per-thread flag, as cudart asks ("cuMemAlloc", 3020), or
+ * NULL. Older ABI versions (32-bit cuMemAlloc, ...) are not ours. */
+static const char *hook_by_request(const char *symbol, int cuda_version,
+                                   unsigned long long flags) {
+    static const struct {
+        const char *base;
+        int since;
+        const char *name, *ptds_name;
+    } map[] = {
+        {"cuMemAlloc", 3020, "cuMemAlloc_v2", NULL},
+        {"cuMemFree", 3020, "cuMemFree_v2", NULL},
+        {"cuMemGetInfo", 3020, "cuMemGetInfo_v2", NULL},
+        {"cuMemAllocAsync", 11020, "cuMemAllocAsync", "cuMemAllocAsync_ptsz"},
+        {"cuMemFreeAsync", 11020, "cuMemFreeAsync", "cuMemFreeAsync_ptsz"},
+        {"cuStreamDestroy", 4000, "cuStreamDestroy_v2", NULL},
+        {"cuStreamBeginCapture", 10010, "cuStreamBeginCapture_v2", "cuStreamBeginCapture_v2_ptsz"},
+        {"cuStreamEndCapture", 10000, "cuStreamEndCapture", "cuStreamEndCapture_ptsz"},
+        {"cuGetProcAddress", 12000, "cuGetProcAddress_v2", NULL},
+        {"cuGetProcAddress", 11030, "cuGetProcAddress", NULL},
+    };
+    int ptds = (flags & 2) != 0; /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].base, symbol) == 0 && cuda_version >= map[i].since)
+            return ptds && map[i].ptds_name ? map[i].ptds_name : map[i].name;
+    return NULL;
+}
+
+static atomic_ulong matched_by_address, matched_by_name;
+
+CKP_API void ckalloc_preload_hook_matches(unsigned long *by_address, unsigned long *by_name) {
+    if (by_address) *by_address = atomic_load(&matched_by_address);
+    if (by_name) *by_name = atomic_load(&matched_by_name);
+}
+
+/* Swap the driver's answer for our hook; say how (verbose, once per way). */
+static void swap_answer(const char *symbol, void **pfn, int cuda_version,
+                        unsigned long long flags) {
+    const char *name = hook_by_address(*pfn);
+    atomic_ulong *count = &matched_by_address;
+    if (!name) {
+        if (!(name = hook_by_request(symbol, cuda_version, flags))) return;
+        count = &matched_by_name;
+    }
+    void *h = ckp_hook_by_name(name);
+    if (!h || h == *pfn) return; /* already ours (a driver whose own lookups we interpose) */
+    *pfn = h;
+    if (atomic_fetch_add(count, 1) == 0 && ckp_verbose()) {
+        if (count == &matched_by_address)
+            fprintf(stderr,
+                    "ckalloc: preload: driver hooks matched by address (cuGetProcAddress(\"%s\", "
+                    "%d, flags %llu) gave the driver's exported %s)\n",
+                    symbol, cuda_version, flags, name);
+        else
+            fprintf(stderr,
+                    "ckalloc: preload: driver hooks matched by name (cuGetProcAddress(\"%s\", "
+                    "%d, flags %llu) gave an address the driver does not export; hooked as %s)\n",
+                    symbol, cuda_version, flags, name);
+    }
 }
 
 CKP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
@@ -279,10 +361,7 @@ CKP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ve
         r = d->cuGetProcAddress(symbol, pfn, cuda_version, flags);
     else
         return CUDA_ERROR_NOT_INITIALIZED;
-    if (r == CUDA_SUCCESS && pfn) {
-        void *h = hook_by_address(*pfn);
-        if (h) *pfn = h;
-    }
+    if (r == CUDA_SUCCESS && pfn && *pfn && symbol) swap_answer(symbol, pfn, cuda_version, flags);
     return r;
 }
 

@@ -89,6 +89,62 @@ __attribute__((constructor)) static void ckp_start(void) {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+int ckp_verbose(void) { return g.opts.verbose; }
+
+static void budget_text(char *buf, size_t n) {
+    if (g.opts.budget) {
+        double v = (double)g.opts.budget;
+        const char *unit = "bytes";
+        if (v >= 0x1p30) v /= 0x1p30, unit = "GiB";
+        else if (v >= 0x1p20) v /= 0x1p20, unit = "MiB";
+        snprintf(buf, n, "budget %.4g %s per device", v, unit);
+    } else if (g.opts.budget_fraction > 0) {
+        snprintf(buf, n, "budget %.4g%% of each device's memory", g.opts.budget_fraction * 100);
+    } else {
+        snprintf(buf, n, "no budget (each device's memory)");
+    }
+}
+
+/* Once, at the first hook that reaches the driver. Problems are always said;
+ * the line for a working set-up only with verbose=1. Never at load time: a
+ * process that never calls CUDA (a shell under an exported LD_PRELOAD) hears
+ * nothing. */
+void ckp_driver_report(const ckp_driver *d) {
+    const char *lib = getenv("CKALLOC_CUDA_LIB");
+    if (!lib || !*lib) lib = "libcuda.so.1";
+    if (g.opts.backend == CK_BACKEND_HOST)
+        fprintf(stderr, "ckalloc: preload: backend=host: the CUDA allocation calls are not served "
+                        "(host memory is never handed to CUDA calls) and go to the CUDA driver; "
+                        "host pools serve only ckalloc_torch_malloc and the ck_* API\n");
+    if (!d->lib) {
+        fprintf(stderr,
+                "ckalloc: preload: no CUDA driver (%s); the hooks are in place and pass every "
+                "call on, so the program gets the CUDA runtime's own errors\n",
+                d->load_error ? d->load_error : lib);
+        return;
+    }
+    int count = 0;
+    CUresult r = d->cuInit ? d->cuInit(0) : CUDA_ERROR_NOT_INITIALIZED;
+    if (r == CUDA_SUCCESS && d->cuDeviceGetCount) r = d->cuDeviceGetCount(&count);
+    if (r != CUDA_SUCCESS || count <= 0) {
+        char why[64];
+        if (r != CUDA_SUCCESS) snprintf(why, sizeof why, "cuInit: CUresult %d", (int)r);
+        else snprintf(why, sizeof why, "the driver reports 0 devices");
+        fprintf(stderr,
+                "ckalloc: preload: no CUDA device (%s, %s); the hooks are in place and pass every "
+                "call on, so the program gets the driver's own errors\n",
+                why, lib);
+        return;
+    }
+    if (!g.opts.verbose || g.opts.backend == CK_BACKEND_HOST) return;
+    char budget[96];
+    budget_text(budget, sizeof budget);
+    fprintf(stderr,
+            "ckalloc: preload: active on %d CUDA device%s (%s), %s; a device's pool is made at its "
+            "first allocation\n",
+            count, count == 1 ? "" : "s", lib, budget);
+}
+
 /* --------------------------------------------------------------- pools -- */
 
 static void warn_no_pool(int dev, const char *why) {
@@ -307,11 +363,14 @@ CUresult ckp_mem_info(size_t *free_b, size_t *total_b) {
     size_t f = 0, t = 0;
     CUresult r = d->cuMemGetInfo_v2(&f, &t);
     if (r != CUDA_SUCCESS || !free_b || !total_b) return r;
-    uint64_t total = g.opts.budget && g.opts.budget < t ? g.opts.budget : t;
-    uint64_t avail = f < total ? f : total;
+    uint64_t cap = g.opts.budget;
+    /* budget=90%: of the device's total, as the pool resolves it. */
+    if (!cap && g.opts.budget_fraction > 0) cap = (uint64_t)(g.opts.budget_fraction * (double)t);
     int dev, primary;
     ck_pool *p = NULL;
     if (current_device(&dev, &primary) == CUDA_SUCCESS) p = atomic_load(&g.pools[dev]);
+    uint64_t total = cap && cap < t ? cap : t;
+    uint64_t avail = f < total ? f : total;
     if (p) {
         /* Free is what the budget still allows: the total less live bytes,
          * but no more than the driver's free memory plus our own cache. */

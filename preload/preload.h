@@ -33,6 +33,8 @@ typedef struct ckp_driver {
     ck_pfn_cuCtxSynchronize cuCtxSynchronize;
     ck_pfn_cuDevicePrimaryCtxRetain cuDevicePrimaryCtxRetain;
     ck_pfn_cuInit cuInit;
+    ck_pfn_cuDeviceGetCount cuDeviceGetCount;
+    const char *load_error; /* lib NULL: why dlopen failed */
 } ckp_driver;
 
 /* lookup.c: the entry points we replace, by exported name, and our hook
@@ -45,6 +47,13 @@ CKP_HIDDEN void *ckp_hook_by_name(const char *name);
 CKP_HIDDEN void *ckp_real_dlsym(void *handle, const char *name);
 /* The driver underneath, loaded on first use; never NULL (members may be). */
 CKP_HIDDEN const ckp_driver *ckp_driver_get(void);
+
+/* preload.c: the first use of the driver by a hook says once on stderr what
+ * the program will get (no driver, no device, backend=host; with verbose=1
+ * also when all is well). */
+CKP_HIDDEN void ckp_driver_report(const ckp_driver *d);
+/* CKALLOC_CONF verbose=1. */
+CKP_HIDDEN int ckp_verbose(void);
 
 /* What a hook should do with a request. */
 typedef enum ckp_route { CKP_OURS, CKP_REAL } ckp_route;

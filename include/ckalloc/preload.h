@@ -30,6 +30,14 @@ extern "C" {
  * one line on stderr, once per device). Do not ck_pool_destroy it. */
 CK_API ck_pool *ckalloc_preload_pool(int device);
 
+/* How the hooks got into the driver entry points that cuGetProcAddress
+ * handed out so far: *by_address counts answers that were the driver's
+ * exported functions, *by_name answers that were addresses the driver does
+ * not export (matched by the requested base name, ABI version and
+ * per-thread flag instead). Either pointer may be NULL. With verbose=1 in
+ * CKALLOC_CONF the first match of each kind is also said on stderr. */
+CK_API void ckalloc_preload_hook_matches(unsigned long *by_address, unsigned long *by_name);
+
 /* PyTorch's pluggable-allocator pair, the signatures
  * torch.cuda.memory.CUDAPluggableAllocator(path, "ckalloc_torch_malloc",
  * "ckalloc_torch_free") loads. malloc returns size bytes from device's pool,

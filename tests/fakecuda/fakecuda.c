@@ -37,6 +37,9 @@
  *   CKFAKECUDA_SMS=N           multiprocessor count (default 132)
  *   CKFAKECUDA_FAIL_LAUNCH=N   the Nth cuLaunchKernel fails (once; code as
  *                              above, default LAUNCH_OUT_OF_RESOURCES)
+ *   CKFAKECUDA_PROC_INTERNAL=1 cuGetProcAddress answers with internal
+ *                              wrappers, not the exported functions, for
+ *                              the entry points the preload library hooks
  *
  * Replay kernels: cuModuleLoadData accepts an image that starts with the
  * fatbin magic (0xBA55ED50) and knows the kernels kernels/launch.h names;
@@ -1085,12 +1088,41 @@ FK_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ver
                                     unsigned long long flags, int *status);
 FK_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
                                  unsigned long long flags);
-#define FK_PROC(base, fn) {base, 0, (void *)fn}
-#define FK_PROC_PTDS(base, fn) {base, 1, (void *)fn}
+/* CKFAKECUDA_PROC_INTERNAL=1: like a driver whose cuGetProcAddress answers
+ * with internal functions, not its exported symbols, the entry points the
+ * preload library replaces come back as these wrappers (other addresses,
+ * same behaviour). */
+static CUresult fk_int_cuMemAlloc_v2(CUdeviceptr *d, size_t n) { return cuMemAlloc_v2(d, n); }
+static CUresult fk_int_cuMemFree_v2(CUdeviceptr d) { return cuMemFree_v2(d); }
+static CUresult fk_int_cuMemGetInfo_v2(size_t *f, size_t *t) { return cuMemGetInfo_v2(f, t); }
+static CUresult fk_int_cuMemAllocAsync(CUdeviceptr *d, size_t n, CUstream s) {
+    return cuMemAllocAsync(d, n, s);
+}
+static CUresult fk_int_cuMemAllocAsync_ptsz(CUdeviceptr *d, size_t n, CUstream s) {
+    return cuMemAllocAsync_ptsz(d, n, s);
+}
+static CUresult fk_int_cuMemFreeAsync(CUdeviceptr d, CUstream s) { return cuMemFreeAsync(d, s); }
+static CUresult fk_int_cuMemFreeAsync_ptsz(CUdeviceptr d, CUstream s) {
+    return cuMemFreeAsync_ptsz(d, s);
+}
+static CUresult fk_int_cuStreamDestroy_v2(CUstream s) { return cuStreamDestroy_v2(s); }
+static CUresult fk_int_cuStreamBeginCapture_v2(CUstream s, int mode) {
+    return cuStreamBeginCapture_v2(s, mode);
+}
+static CUresult fk_int_cuStreamEndCapture(CUstream s, void **g) { return cuStreamEndCapture(s, g); }
+static CUresult fk_int_cuGetProcAddress_v2(const char *sym, void **pfn, int v,
+                                           unsigned long long flags, int *status) {
+    return cuGetProcAddress_v2(sym, pfn, v, flags, status);
+}
+
+#define FK_PROC(base, fn) {base, 0, (void *)fn, NULL}
+#define FK_PROC_PTDS(base, fn) {base, 1, (void *)fn, (void *)fk_int_##fn}
+#define FK_PROC_HOOKED(base, fn) {base, 0, (void *)fn, (void *)fk_int_##fn}
 static const struct {
     const char *name;
     int ptds;
     void *fn;
+    void *internal; /* what CKFAKECUDA_PROC_INTERNAL=1 answers instead */
 } fk_procs[] = {
     FK_PROC("cuInit", cuInit),
     FK_PROC("cuDeviceGet", cuDeviceGet),
@@ -1100,22 +1132,22 @@ static const struct {
     FK_PROC("cuCtxGetCurrent", cuCtxGetCurrent),
     FK_PROC("cuCtxGetDevice", cuCtxGetDevice),
     FK_PROC("cuCtxSynchronize", cuCtxSynchronize),
-    FK_PROC("cuMemAlloc", cuMemAlloc_v2),
-    FK_PROC("cuMemFree", cuMemFree_v2),
-    FK_PROC("cuMemGetInfo", cuMemGetInfo_v2),
-    FK_PROC("cuMemAllocAsync", cuMemAllocAsync),
+    FK_PROC_HOOKED("cuMemAlloc", cuMemAlloc_v2),
+    FK_PROC_HOOKED("cuMemFree", cuMemFree_v2),
+    FK_PROC_HOOKED("cuMemGetInfo", cuMemGetInfo_v2),
+    FK_PROC_HOOKED("cuMemAllocAsync", cuMemAllocAsync),
     FK_PROC_PTDS("cuMemAllocAsync", cuMemAllocAsync_ptsz),
-    FK_PROC("cuMemFreeAsync", cuMemFreeAsync),
+    FK_PROC_HOOKED("cuMemFreeAsync", cuMemFreeAsync),
     FK_PROC_PTDS("cuMemFreeAsync", cuMemFreeAsync_ptsz),
     FK_PROC("cuStreamCreate", cuStreamCreate),
-    FK_PROC("cuStreamDestroy", cuStreamDestroy_v2),
+    FK_PROC_HOOKED("cuStreamDestroy", cuStreamDestroy_v2),
     FK_PROC("cuStreamSynchronize", cuStreamSynchronize),
     FK_PROC("cuStreamIsCapturing", cuStreamIsCapturing),
-    FK_PROC("cuStreamBeginCapture", cuStreamBeginCapture_v2),
-    FK_PROC("cuStreamEndCapture", cuStreamEndCapture),
+    FK_PROC_HOOKED("cuStreamBeginCapture", cuStreamBeginCapture_v2),
+    FK_PROC_HOOKED("cuStreamEndCapture", cuStreamEndCapture),
     FK_PROC("cuMemcpyAsync", cuMemcpyAsync),
     FK_PROC("cuMemsetD8Async", cuMemsetD8Async),
-    FK_PROC("cuGetProcAddress", cuGetProcAddress_v2),
+    FK_PROC_HOOKED("cuGetProcAddress", cuGetProcAddress_v2),
 };
 
 FK_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
@@ -1125,9 +1157,11 @@ FK_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ver
         return CUDA_ERROR_INVALID_VALUE;
     void *f = NULL;
     int ptds = (flags & 2) != 0; /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+    const char *inl = getenv("CKFAKECUDA_PROC_INTERNAL");
+    int internal = inl && strcmp(inl, "1") == 0;
     for (size_t i = 0; i < sizeof fk_procs / sizeof fk_procs[0]; i++)
         if (strcmp(fk_procs[i].name, symbol) == 0 && (!f || fk_procs[i].ptds == ptds))
-            f = fk_procs[i].fn;
+            f = internal && fk_procs[i].internal ? fk_procs[i].internal : fk_procs[i].fn;
     if (status)
         *status = f ? 0 : 1; /* CU_GET_PROC_ADDRESS_SUCCESS / SYMBOL_NOT_FOUND */
     *pfn = f;

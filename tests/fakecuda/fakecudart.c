@@ -39,16 +39,21 @@ static struct {
     ck_pfn_cuStreamEndCapture end_capture;
     ck_pfn_cuCtxSynchronize ctx_sync;
     int ok;
+    cudaError_t err; /* why not ok, as the real runtime says it */
 } drv;
 static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
 static __thread int tl_device;
 static __thread int tl_ready = -1; /* device whose context this thread made current */
 
 static void load(void) {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    /* CKFAKECUDART_DRIVER: the driver to load (tests name a missing one). */
+    const char *lib = getenv("CKFAKECUDART_DRIVER");
+    drv.err = 35; /* cudaErrorInsufficientDriver: what cudart says without a driver */
+    void *h = dlopen(lib && *lib ? lib : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!h) return;
     *(void **)&drv.gpa = dlsym(h, "cuGetProcAddress_v2");
     if (!drv.gpa) return;
+    drv.err = 3; /* cudaErrorInitializationError */
 #define GET(field, name) \
     if (drv.gpa(name, (void **)&drv.field, 13000, 0, NULL) != CUDA_SUCCESS) return
     GET(init, "cuInit");
@@ -65,13 +70,16 @@ static void load(void) {
     GET(end_capture, "cuStreamEndCapture");
     GET(ctx_sync, "cuCtxSynchronize");
 #undef GET
-    drv.ok = drv.init(0) == CUDA_SUCCESS;
+    CUresult r = drv.init(0);
+    drv.ok = r == CUDA_SUCCESS;
+    /* cudaErrorNoDevice (100) has the driver's number. */
+    if (r == CUDA_ERROR_NO_DEVICE) drv.err = 100;
 }
 
 /* Lazy runtime init: the driver, then this thread's current context. */
 static cudaError_t ready(void) {
     pthread_once(&drv_once, load);
-    if (!drv.ok) return 3; /* cudaErrorInitializationError */
+    if (!drv.ok) return drv.err;
     if (tl_ready == tl_device) return 0;
     CUcontext ctx;
     CUresult r = drv.retain(&ctx, tl_device);

@@ -5,6 +5,7 @@
 #include "cuda_abi.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef int cudaError_t;
@@ -64,6 +65,20 @@ int main(void) {
     CHECK(ckfake_memalloc_calls() == 1); /* only the direct one */
     for (int i = 0; i < 3; i++) CHECK(cudaStreamDestroy(s[i]) == 0);
     CHECK(pool_stats().allocation.current == 0);
-    printf("ok: ckp_runtime\n");
+
+    /* How the driver hooks got in: CKP_EXPECT_MATCH=address (the driver
+     * answers with its exported functions) or name (internal addresses,
+     * CKFAKECUDA_PROC_INTERNAL=1). */
+    void (*matches)(unsigned long *, unsigned long *) =
+        (void (*)(unsigned long *, unsigned long *))dlsym(RTLD_DEFAULT,
+                                                           "ckalloc_preload_hook_matches");
+    CHECK(matches);
+    unsigned long by_address = 0, by_name = 0;
+    matches(&by_address, &by_name);
+    const char *expect = getenv("CKP_EXPECT_MATCH");
+    if (expect && strcmp(expect, "name") == 0) CHECK(by_name > 0 && by_address == 0);
+    else CHECK(by_address > 0 && by_name == 0);
+    printf("ok: ckp_runtime (hooks matched by %s: %lu by address, %lu by name)\n",
+           by_name ? "name" : "address", by_address, by_name);
     return 0;
 }
