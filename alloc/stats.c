@@ -1,6 +1,7 @@
 /* Statistics: counters kept under the pool lock, one emitter that prints
  * them as a table or as JSON. */
 #include "pool.h"
+#include "ratios.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -133,13 +134,18 @@ static void em_count(emitter *e, const char *name, uint64_t v, int bytes) {
     fprintf(e->f, "%-22s %14s\n", name, b);
 }
 
+static uint64_t upos(int64_t v) { return v < 0 ? 0 : (uint64_t)v; }
+
+/* The two ratios (ratios.h), in both formats. */
 static void em_end(emitter *e, const ck_stats *st) {
+    double frag = ck__fragmentation(upos(st->allocated_bytes.current), upos(st->reserved_bytes.current));
+    double over = ck__peak_overhead(upos(st->physical_bytes.peak), upos(st->requested_bytes.peak));
     if (e->fmt == CK_FORMAT_JSON) {
-        double frag = st->requested_bytes.peak > 0
-                          ? (double)st->physical_bytes.peak / (double)st->requested_bytes.peak
-                          : 0.0;
-        fprintf(e->f, ",\"fragmentation\":%.4f}\n", frag);
+        fprintf(e->f, ",\"fragmentation\":%.4f,\"peak_overhead\":%.4f}\n", frag, over);
+        return;
     }
+    fprintf(e->f, "%-22s %14.4f   1 - allocated / reserved, now\n", "fragmentation", frag);
+    fprintf(e->f, "%-22s %14.4f   peak physical / peak requested\n", "peak_overhead", over);
 }
 
 CK_API ck_status ck_print_stats(ck_pool *p, FILE *out, ck_format format) {

@@ -148,7 +148,23 @@ then
   echo "FAILED: the page names a URL"
   exit 1
 fi
-grep -q '<svg\|<script>' "$W/s.html" && grep -q 'id="timeline-0"' "$W/s.html" && grep -q 'id="largest-0"' "$W/s.html"
+grep -q '<svg\|<script>' "$W/s.html" && grep -q 'id="timeline-0"' "$W/s.html" && grep -q 'id="recent-0"' "$W/s.html" && grep -q 'id="largest-0"' "$W/s.html" || exit 1
+# The two ratios' cards, with the one definition each (README "Stats").
+"$PY" - "$W/s.json" "$W/s.html" <<'PYEOF'
+import json, re, sys
+st = json.load(open(sys.argv[1]))["pools"][0]["stats"]
+page = open(sys.argv[2]).read()
+a, r = st["allocated_bytes"]["current"], st["reserved_bytes"]["current"]
+want = {"fragmentation": 1 - a / r if 0 < r and a < r else 0.0,
+        "peak_overhead": st["physical_bytes"]["peak"] / st["requested_bytes"]["peak"]}
+bad = 0
+for k, v in want.items():
+    m = re.search(r'<div class="label">%s</div><div class="value">([0-9.]+)</div>' % k, page)
+    ok = m is not None and abs(float(m.group(1)) - v) < 5e-4
+    print(("ok: " if ok else "FAILED: ") + "card %s %s, expected %.3f" % (k, m.group(1) if m else None, v))
+    bad += not ok
+sys.exit(1 if bad else 0)
+PYEOF
 ]=] FIXTURES_REQUIRED ck_snapshot)
 
 # ---- the page in a browser (label "browser": make test-all) ----

@@ -107,7 +107,9 @@ check "$W/p.json" "j['pools'][0]['allocation']['current'] == 8 and j['pools'][0]
 check "$W/p.json" "[t['size'] for t in j['pools'][0]['top']] == [7 << 20, 5 << 20, (3 << 20) + 1024, 65536, 65536, 65536, 65536, 1024]" || exit 1
 check "$W/p.json" "j['pools'][0]['top'][2]['requested'] == (3 << 20) + 1000 and all(t['tag'] is None for t in j['pools'][0]['top'])" || exit 1
 check "$W/p.json" "j['pools'][0]['top_fresh'] is True and isinstance(j['pools'][0]['largest_free'], int)" || exit 1
-check "$W/p.json" "abs(j['pools'][0]['fragmentation'] - j['pools'][0]['reserved_bytes']['current'] / $ALLOC) < 1e-4"
+# the two ratios, one definition each (README "Stats")
+check "$W/p.json" "abs(j['pools'][0]['fragmentation'] - (1 - $ALLOC / j['pools'][0]['reserved_bytes']['current'])) < 1e-4 and j['pools'][0]['fragmentation'] < 1" || exit 1
+check "$W/p.json" "abs(j['pools'][0]['peak_overhead'] - j['pools'][0]['physical_bytes']['peak'] / j['pools'][0]['requested_bytes']['peak']) < 1e-4 and 'fragmentation_peak' not in j['pools'][0]"
 ]=])
 
 # The table a person reads first.
@@ -117,7 +119,7 @@ start_demo table
 expect_rc $? 0
 cat "$W/p.txt"
 for want in "^pid $DEMO " "^pool 1 of 1: device 0, host backend, budget 512.00 MiB" \
-    "^  allocated  *15.25 MiB  *15.25 MiB" "^  reserved " "^  physical " "^  fragmentation  *[0-9.]*  *[0-9.]*   reserved / allocated" \
+    "^  allocated  *15.25 MiB  *15.25 MiB" "^  reserved " "^  physical " "^  fragmentation  *0\.[0-9]*  *1 - allocated / reserved, now" "^  peak_overhead  *[0-9.]*   peak physical / peak requested" \
     "^  largest free  *[0-9.]* [KM]iB" "^  OOM retries  *0 " "^  OOMs  *0 " "^  budget  *512.00 MiB" \
     "top allocations by size (refreshed for this report)" "^     1  *7.00 MiB  *7.00 MiB  0x[0-9a-f]*  *0x0  *-$" \
     "^     3  *3.00 MiB  *3.00 MiB"
@@ -163,7 +165,9 @@ want = {('ckalloc_allocated_bytes', lab0): alloc, ('ckalloc_requested_bytes', la
 for k, v in want.items():
     assert samples.get(k) == v, '%s = %s, expected %s' % (k, samples.get(k), v)
 r = samples[('ckalloc_reserved_bytes', lab0)]
-assert abs(samples[('ckalloc_fragmentation_ratio', lab0)] - r / alloc) < 1e-5
+assert abs(samples[('ckalloc_fragmentation_ratio', lab0)] - (1 - alloc / r)) < 1e-5
+pk = samples[('ckalloc_peak_physical_bytes', lab0)] / samples[('ckalloc_peak_requested_bytes', lab0)]
+assert abs(samples[('ckalloc_peak_overhead_ratio', lab0)] - pk) < 1e-5
 assert samples[('ckalloc_peak_allocated_bytes', lab0)] >= alloc
 print('ok: %d families, %d samples' % (len(types), len(samples)))
 EOF

@@ -1,5 +1,5 @@
 /* ckalloc-replay: replay an allocation trace (ckalloc's own or a plain RMM
- * log) on a fresh pool and report peak memory, fragmentation, map/unmap
+ * log) on a fresh pool and report peak memory, peak_overhead, map/unmap
  * traffic and time per operation.
  *
  * The whole trace is parsed into memory first so that ns_per_op measures the
@@ -11,6 +11,7 @@
  * both on the two and prints them side by side. */
 #include "ckalloc/ckalloc.h"
 #include "internal.h"
+#include "ratios.h"
 #include "trace.h"
 #include "pytorch_sim.h"
 
@@ -30,7 +31,7 @@
 /* The host backend's simulated device size when --conf sets no host_mem. */
 #define DEFAULT_HOST_MEM ((uint64_t)1 << 40)
 /* The project's targets, flagged in --policy both (see README, "Targets"). */
-#define TARGET_FRAGMENTATION 1.05
+#define TARGET_PEAK_OVERHEAD 1.05 /* peak physical / peak live (alloc/ratios.h) */
 #define TARGET_MAP_UNMAP_PER_OP 0.01
 
 static void usage(FILE *out) {
@@ -291,7 +292,7 @@ static uint64_t stat_u(int64_t v) { return v < 0 ? 0 : (uint64_t)v; }
 static void print_json(FILE *out, const char *path, const results *r, const ck_stats *st,
                        const char *backend, size_t nstreams, const char *extra) {
     uint64_t peak_phys = stat_u(st->physical_bytes.peak);
-    double frag = r->peak_live ? (double)peak_phys / (double)r->peak_live : 0.0;
+    double frag = ck__peak_overhead(peak_phys, r->peak_live);
     double mu = r->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)r->ops : 0.0;
     double ns = r->ops ? r->seconds * 1e9 / (double)r->ops : 0.0;
     fputs("{\"trace\":", out);
@@ -301,7 +302,7 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
             ",\"frees\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"input_failures\":%" PRIu64
             ",\"unmatched_frees\":%" PRIu64 ",\"zero_size_allocs\":%" PRIu64
             ",\"duplicate_allocs\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64
-            ",\"peak_physical_bytes\":%" PRIu64 ",\"fragmentation\":%.4f,\"map_calls\":%" PRIu64
+            ",\"peak_physical_bytes\":%" PRIu64 ",\"peak_overhead\":%.4f,\"map_calls\":%" PRIu64
             ",\"unmap_calls\":%" PRIu64 ",\"map_unmap_per_op\":%.6f,\"ns_per_op\":%.1f"
             ",\"num_ooms\":%" PRIu64 ",\"num_alloc_retries\":%" PRIu64 ",\"budget\":%" PRIu64
             "%s}\n",
@@ -317,7 +318,7 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
                         int budget_set, const char *backend) {
     char a[32], b[32], c[32];
     uint64_t peak_phys = stat_u(st->physical_bytes.peak);
-    double frag = r->peak_live ? (double)peak_phys / (double)r->peak_live : 0.0;
+    double frag = ck__peak_overhead(peak_phys, r->peak_live);
     double mu = r->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)r->ops : 0.0;
     double ns = r->ops ? r->seconds * 1e9 / (double)r->ops : 0.0;
     fprintf(out, "trace          %s\n", path);
@@ -329,7 +330,7 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
             "ops            %" PRIu64 " (allocs %" PRIu64 ", frees %" PRIu64 ", failures %" PRIu64
             ", unmatched frees %" PRIu64 ", input failures %" PRIu64 ")\n",
             r->ops, r->allocs, r->frees, r->failures, r->unmatched_frees, r->input_failures);
-    fprintf(out, "peak live      %s\npeak physical  %s (fragmentation %.4f)\n",
+    fprintf(out, "peak live      %s\npeak physical  %s (peak_overhead %.4f)\n",
             ck__fmt_bytes(r->peak_live, a, sizeof a), ck__fmt_bytes(peak_phys, b, sizeof b), frag);
     if (budget_set)
         fprintf(out, "budget         %s\n", ck__fmt_bytes(st->budget, c, sizeof c));
@@ -526,7 +527,7 @@ static void run_pytorch(const ops_vec *ops, const char *name, uint64_t limit, do
 
 static void print_pytorch_json(FILE *out, const char *name, const results *r,
                                const pt_sim_stats *st, size_t nstreams) {
-    double frag = r->peak_live ? (double)st->peak_reserved_bytes / (double)r->peak_live : 0.0;
+    double frag = ck__peak_overhead(st->peak_reserved_bytes, r->peak_live);
     fputs("{\"trace\":", out);
     json_str(out, name);
     fprintf(out,
@@ -535,7 +536,7 @@ static void print_pytorch_json(FILE *out, const char *name, const results *r,
             ",\"input_failures\":%" PRIu64 ",\"unmatched_frees\":%" PRIu64
             ",\"zero_size_allocs\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
             ",\"peak_live_bytes\":%" PRIu64 ",\"peak_reserved_bytes\":%" PRIu64
-            ",\"peak_allocated_bytes\":%" PRIu64 ",\"fragmentation\":%.4f"
+            ",\"peak_allocated_bytes\":%" PRIu64 ",\"peak_overhead\":%.4f"
             ",\"segment_allocs\":%" PRIu64 ",\"segment_frees\":%" PRIu64
             ",\"num_alloc_retries\":%" PRIu64 ",\"num_ooms\":%" PRIu64 ",\"limit\":%" PRIu64 "}\n",
             nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
@@ -547,7 +548,7 @@ static void print_pytorch_json(FILE *out, const char *name, const results *r,
 static void print_pytorch_human(FILE *out, const char *name, const results *r,
                                 const pt_sim_stats *st) {
     char a[32], b[32], c[32];
-    double frag = r->peak_live ? (double)st->peak_reserved_bytes / (double)r->peak_live : 0.0;
+    double frag = ck__peak_overhead(st->peak_reserved_bytes, r->peak_live);
     fprintf(out, "trace          %s\n", name);
     fprintf(out, "policy         PyTorch's native caching allocator, simulated (no device)\n");
     fprintf(out,
@@ -582,8 +583,8 @@ static void compare(const results *ck, const ck_stats *st, const results *pt,
     c->peak_live = ck->peak_live;
     c->ck_peak = stat_u(st->physical_bytes.peak);
     c->pt_peak = pst->peak_reserved_bytes;
-    c->ck_frag = ck->peak_live ? (double)c->ck_peak / (double)ck->peak_live : 0.0;
-    c->pt_frag = pt->peak_live ? (double)c->pt_peak / (double)pt->peak_live : 0.0;
+    c->ck_frag = ck__peak_overhead(c->ck_peak, ck->peak_live);
+    c->pt_frag = ck__peak_overhead(c->pt_peak, pt->peak_live);
     c->ck_mu =
         ck->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)ck->ops : 0.0;
     c->ck_fail = ck->failures;
@@ -591,7 +592,7 @@ static void compare(const results *ck, const ck_stats *st, const results *pt,
     c->budget_set = budget_set;
     c->budget = st->budget;
     c->pt_fail_capped = ptc ? ptc->failures : 0;
-    c->miss_frag = c->ck_frag > TARGET_FRAGMENTATION;
+    c->miss_frag = c->ck_frag > TARGET_PEAK_OVERHEAD;
     c->miss_mu = c->ck_mu > TARGET_MAP_UNMAP_PER_OP;
     c->miss_peak = c->ck_peak > c->pt_peak;
     c->miss_fail = ck->failures > 0;
@@ -600,7 +601,7 @@ static void compare(const results *ck, const ck_stats *st, const results *pt,
 static void print_compare_json(char *buf, size_t n, const comparison *c, const pt_sim_stats *pst) {
     char miss[160] = "";
     size_t m = 0;
-    const char *names[] = {"fragmentation", "map_unmap_per_op", "peak_vs_pytorch", "failures"};
+    const char *names[] = {"peak_overhead", "map_unmap_per_op", "peak_vs_pytorch", "failures"};
     int flags[] = {c->miss_frag, c->miss_mu, c->miss_peak, c->miss_fail};
     for (int i = 0; i < 4; i++)
         if (flags[i])
@@ -609,7 +610,7 @@ static void print_compare_json(char *buf, size_t n, const comparison *c, const p
     if (c->budget_set) snprintf(under, sizeof under, "%" PRIu64, c->pt_fail_capped);
     snprintf(buf, n,
              ",\"policy\":\"both\",\"pytorch\":{\"peak_reserved_bytes\":%" PRIu64
-             ",\"fragmentation\":%.4f,\"segment_allocs\":%" PRIu64 ",\"segment_frees\":%" PRIu64
+             ",\"peak_overhead\":%.4f,\"segment_allocs\":%" PRIu64 ",\"segment_frees\":%" PRIu64
              ",\"failures_under_budget\":%s},\"misses\":[%s]",
              c->pt_peak, c->pt_frag, pst->segment_allocs, pst->segment_frees, under, miss);
 }
@@ -630,7 +631,7 @@ static void print_compare_human(FILE *out, const comparison *c, const char *back
     fprintf(out, "%-20s %-30s %s\n", "peak reserved", cell,
             ck__fmt_bytes(c->pt_peak, b, sizeof b));
     snprintf(cell, sizeof cell, "%-10.4f %s (<= %.2f)", c->ck_frag, flag(c->miss_frag),
-             TARGET_FRAGMENTATION);
+             TARGET_PEAK_OVERHEAD);
     fprintf(out, "%-20s %-30s %.4f\n", "  / peak live", cell, c->pt_frag);
     snprintf(cell, sizeof cell, "%-10" PRIu64 " %s", c->ck_fail, flag(c->miss_fail));
     if (c->budget_set)

@@ -50,7 +50,7 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(s["requested_bytes"]["current"], MiB + 1000)
         self.assertGreaterEqual(s["reserved_bytes"]["current"], MiB + 1024)
         self.assertGreaterEqual(s["physical_bytes"]["current"], s["reserved_bytes"]["current"])
-        self.assertEqual(s, ckalloc.stats(device=0) | {"fragmentation": s["fragmentation"]})
+        self.assertEqual(s, ckalloc.stats(device=0) | {k: s[k] for k in ("fragmentation", "peak_overhead")})
 
         lib.ckalloc_torch_free(p, MiB, 0, None)
         lib.ckalloc_torch_free(q, 1000, 0, None)
@@ -93,7 +93,14 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(text.count("\n"), 1, text)
         j = json.loads(text)
         s = ckalloc.stats()
-        self.assertAlmostEqual(j.pop("fragmentation"), s.pop("fragmentation"), places=4)
+        # the two ratios (README "Stats"): the C and Python sides agree
+        r = s["reserved_bytes"]["current"]
+        self.assertAlmostEqual(s["fragmentation"], 1 - s["allocated_bytes"]["current"] / r)
+        self.assertGreater(s["fragmentation"], 0)  # 3 MiB in a larger mapping
+        self.assertAlmostEqual(s["peak_overhead"],
+                               s["physical_bytes"]["peak"] / s["requested_bytes"]["peak"])
+        for k in ("fragmentation", "peak_overhead"):
+            self.assertAlmostEqual(j.pop(k), s.pop(k), places=4)
         self.assertEqual(j, s)
         self.assertEqual(j["allocated_bytes"]["current"], 3 * MiB)
         self.assertEqual(j["version"], ckalloc.version())
@@ -166,7 +173,8 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(m["requested_bytes.all.current"], 2 * MiB + 5)
         self.assertEqual(list(m), sorted(m))
         self.assertTrue(all(isinstance(v, (int, float)) for v in m.values()))
-        self.assertEqual(ct.memory_stats(0), m | {"ckalloc.fragmentation": m["ckalloc.fragmentation"]})
+        self.assertEqual(ct.memory_stats(0),
+                         m | {k: m[k] for k in ("ckalloc.fragmentation", "ckalloc.peak_overhead")})
         lib.ckalloc_torch_free(p, 2 * MiB + 5, 0, None)
 
     @isolated(HOST)

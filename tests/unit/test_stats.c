@@ -6,6 +6,7 @@
 #include "ckalloc/ckalloc.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -322,6 +323,9 @@ START_TEST(t_table_names) {
     ck_assert_ptr_nonnull(strstr(t, "host"));
     ck_assert_ptr_nonnull(strstr(t, ck_version()));
     ck_assert_ptr_nonnull(strstr(t, "512.00 MiB"));
+    /* The two ratios, under their one name each (alloc/ratios.h). */
+    ck_assert_ptr_nonnull(strstr(t, "\nfragmentation "));
+    ck_assert_ptr_nonnull(strstr(t, "\npeak_overhead "));
     /* The live allocations count (4) is printed in the allocation row. */
     char *row = strstr(t, "\nallocation ");
     ck_assert_ptr_nonnull(row);
@@ -360,9 +364,20 @@ START_TEST(t_json_matches_get_stats) {
     const jv *be = jget(root, "backend");
     ck_assert_msg(be && be->kind == J_STR, "JSON lacks a backend string");
     ck_assert_str_eq(be->str, "host");
+    /* The two ratios, one definition each (alloc/ratios.h, README "Stats"). */
     const jv *frag = jget(root, "fragmentation");
     ck_assert_msg(frag && frag->kind == J_NUM, "JSON lacks fragmentation");
-    ck_assert(frag->num >= 1.0); /* physical peak over requested peak */
+    double want_frag = 1.0 - (double)st.allocated_bytes.current / (double)st.reserved_bytes.current;
+    ck_assert_msg(st.allocated_bytes.current < st.reserved_bytes.current,
+                  "the pattern must leave cached bytes for the check to mean something");
+    ck_assert_msg(fabs(frag->num - want_frag) < 1e-4, "fragmentation %g, expected %g", frag->num,
+                  want_frag);
+    const jv *over = jget(root, "peak_overhead");
+    ck_assert_msg(over && over->kind == J_NUM, "JSON lacks peak_overhead");
+    double want_over = (double)st.physical_bytes.peak / (double)st.requested_bytes.peak;
+    ck_assert_msg(fabs(over->num - want_over) < 1e-4, "peak_overhead %g, expected %g", over->num,
+                  want_over);
+    ck_assert(over->num >= 1.0);
     jfree(root);
     free(j);
     for (int i = 0; i < 5; i++) ASSERT_OK(ck_free(p, keep[i], NULL));

@@ -2,6 +2,7 @@
  * inline (CSS, the data as JSON, the script that draws the SVG timeline), so
  * the page opens offline and can be mailed around. The headline numbers and
  * the tables are plain HTML; only the timeline needs the script. */
+#include "ratios.h"
 #include "stat.h"
 
 #include <errno.h>
@@ -67,12 +68,12 @@ static void headline(FILE *f, const ckstat_pool *p) {
     snprintf(sub, sizeof sub, "peak %s", fmt_bytes(pos(s->physical_bytes.peak), b, sizeof b));
     card(f, "physical", fmt_bytes(pos(s->physical_bytes.current), a, sizeof a), sub);
     card(f, "budget", fmt_bytes(s->budget, a, sizeof a), "");
-    if (s->requested_bytes.peak > 0)
-        snprintf(a, sizeof a, "%.3f",
-                 (double)s->physical_bytes.peak / (double)s->requested_bytes.peak);
-    else
-        snprintf(a, sizeof a, "-");
-    card(f, "fragmentation", a, "peak physical / peak requested");
+    /* The two ratios, as everywhere else (alloc/ratios.h). */
+    snprintf(a, sizeof a, "%.3f", ck__fragmentation(live, reserved));
+    card(f, "fragmentation", a, "1 - allocated / reserved, now");
+    snprintf(a, sizeof a, "%.3f",
+             ck__peak_overhead(pos(s->physical_bytes.peak), pos(s->requested_bytes.peak)));
+    card(f, "peak_overhead", a, "peak physical / peak requested");
     snprintf(a, sizeof a, "%" PRId64, s->allocation.current);
     snprintf(sub, sizeof sub, "peak %" PRId64, s->allocation.peak);
     card(f, "allocations", a, sub);

@@ -1,6 +1,7 @@
 /* ckalloc-stat's printers: one report (a live process or a snapshot) or a
  * list of them, as a table for a person, JSON, or Prometheus text. */
 #include "internal.h"
+#include "ratios.h"
 #include "stat.h"
 
 #include <inttypes.h>
@@ -31,9 +32,12 @@ static int largest_free_known(const ckstat_report *r, const ckstat_pool *p) {
 static uint64_t ucur(const ck_stat *s) { return s->current < 0 ? 0 : (uint64_t)s->current; }
 static uint64_t upeak(const ck_stat *s) { return s->peak < 0 ? 0 : (uint64_t)s->peak; }
 
-/* reserved / allocated; NAN when nothing is allocated. */
-static double ratio(uint64_t reserved, uint64_t allocated) {
-    return allocated ? (double)reserved / (double)allocated : NAN;
+/* The two ratios, as everywhere else (alloc/ratios.h). */
+static double frag_of(const ck_stats *s) {
+    return ck__fragmentation(ucur(&s->allocated_bytes), ucur(&s->reserved_bytes));
+}
+static double overhead_of(const ck_stats *s) {
+    return ck__peak_overhead(upeak(&s->physical_bytes), upeak(&s->requested_bytes));
 }
 
 static const char *bytes(uint64_t v, char *buf, size_t n) { return ck__fmt_bytes(v, buf, n); }
@@ -142,9 +146,10 @@ static void table_report(FILE *f, const ckstat_report *r) {
         row_bytes(f, "reserved", &s->reserved_bytes);
         row_bytes(f, "physical", &s->physical_bytes);
         row_bytes(f, "requested", &s->requested_bytes);
-        fmt_ratio(ratio(ucur(&s->reserved_bytes), ucur(&s->allocated_bytes)), a, sizeof a);
-        fmt_ratio(ratio(upeak(&s->reserved_bytes), upeak(&s->allocated_bytes)), b, sizeof b);
-        fprintf(f, "  %-16s %14s %14s   reserved / allocated\n", "fragmentation", a, b);
+        fmt_ratio(frag_of(s), a, sizeof a);
+        fprintf(f, "  %-16s %14s %14s   1 - allocated / reserved, now\n", "fragmentation", a, "");
+        fmt_ratio(overhead_of(s), b, sizeof b);
+        fprintf(f, "  %-16s %14s %14s   peak physical / peak requested\n", "peak_overhead", "", b);
         row_count(f, "allocations", &s->allocation);
         row_count(f, "segments", &s->segment);
         if (largest_free_known(r, p))
@@ -222,9 +227,9 @@ static void json_pool(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
     if (largest_free_known(r, p)) fprintf(f, ",\"largest_free\":%" PRIu64, s->largest_free);
     else fputs(",\"largest_free\":null", f);
     fputs(",\"fragmentation\":", f);
-    jnum(f, ratio(ucur(&s->reserved_bytes), ucur(&s->allocated_bytes)));
-    fputs(",\"fragmentation_peak\":", f);
-    jnum(f, ratio(upeak(&s->reserved_bytes), upeak(&s->allocated_bytes)));
+    jnum(f, frag_of(s));
+    fputs(",\"peak_overhead\":", f);
+    jnum(f, overhead_of(s));
     if (is_live(r)) {
         fprintf(f, ",\"top_fresh\":%s,\"top_age_s\":", p->top_fresh ? "true" : "false");
         if (p->top_fresh) fputs("0", f);
@@ -328,8 +333,14 @@ static int g_lfree(const ckstat_report *r, const ckstat_pool *p, double *v) {
 
 static int g_frag(const ckstat_report *r, const ckstat_pool *p, double *v) {
     (void)r;
-    *v = ratio(ucur(&p->stats.reserved_bytes), ucur(&p->stats.allocated_bytes));
-    return !isnan(*v);
+    *v = frag_of(&p->stats);
+    return 1;
+}
+
+static int g_overhead(const ckstat_report *r, const ckstat_pool *p, double *v) {
+    (void)r;
+    *v = overhead_of(&p->stats);
+    return 1;
 }
 
 static const metric metrics[] = {
@@ -352,7 +363,12 @@ static const metric metrics[] = {
     {"ckalloc_budget_bytes", "Cap on ckalloc_physical_bytes.", M_GAUGE, g_budget},
     {"ckalloc_largest_free_bytes",
      "Largest fully mapped free range, as of the owner's last answer.", M_GAUGE, g_lfree},
-    {"ckalloc_fragmentation_ratio", "Reserved bytes / allocated bytes.", M_GAUGE, g_frag},
+    {"ckalloc_fragmentation_ratio",
+     "1 - allocated bytes / reserved bytes: the share of reserved memory that serves no live "
+     "block.",
+     M_GAUGE, g_frag},
+    {"ckalloc_peak_overhead_ratio", "Peak physical bytes / peak requested bytes.", M_GAUGE,
+     g_overhead},
     {"ckalloc_live_allocations", "Live allocations.", M_GAUGE, g_nalloc},
     {"ckalloc_segments", "Mapped segments.", M_GAUGE, g_nseg},
     {"ckalloc_allocs_total", "Allocations made.", M_COUNTER, g_allocs},

@@ -461,8 +461,11 @@ class Pool:
             d[n] = getattr(s, n).as_dict()
         for n in COUNT_NAMES:
             d[n] = getattr(s, n)
+        # The two ratios, one definition each (README "Stats", alloc/ratios.h).
+        a, r = max(0, s.allocated_bytes.current), max(0, s.reserved_bytes.current)
+        d["fragmentation"] = 1.0 - a / r if 0 < r and a < r else 0.0
         req = s.requested_bytes.peak
-        d["fragmentation"] = s.physical_bytes.peak / req if req > 0 else 0.0
+        d["peak_overhead"] = s.physical_bytes.peak / req if req > 0 else 0.0
         return d
 
     def reset_peak_stats(self):

@@ -164,6 +164,7 @@ def memory_stats(device=None, pool=None):
             out["ckalloc." + name] = s[name]
     out["ckalloc.budget"] = s["budget"]
     out["ckalloc.fragmentation"] = s["fragmentation"]
+    out["ckalloc.peak_overhead"] = s["peak_overhead"]
     return MemoryStats(sorted(out.items()))
 
 
