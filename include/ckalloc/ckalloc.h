@@ -127,10 +127,11 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
 
 /* Parse a one-string config into *opts, on top of what it holds, e.g.
  *   "backend=host,budget=20G,trace=/tmp/t.csv"
- * Keys: backend (auto|host|cuda), device, budget, va, release (pressure|eager),
- * trace, live (0|1), snapshot, snapshot_signal (USR1|USR2|none|number),
- * host_mem, fault_create, fault_map, fault_copy, sim_clock (0|1),
- * sim_bandwidth. Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * Keys: backend (auto|host|cuda; auto is cuda, and fails without a device),
+ * device, budget (a size, a share such as 90%, or none; 0 bytes is refused),
+ * va, release (pressure|eager), trace, live (0|1), snapshot, snapshot_signal
+ * (USR1|USR2|none|number, not a fault signal), host_mem, fault_create,
+ * fault_map, fault_copy, sim_clock (0|1), sim_bandwidth, verbose (0|1). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful
