@@ -392,6 +392,22 @@ expect_rc $? 2
 grep -q "bad --policy 'bogus'" "$W/badpolicy.err"
 ]=] FIXTURES_REQUIRED ck_tiny_trace)
 
+# budget=N% is a budget: the report says so and PyTorch's simulation runs
+# under the same cap (it ran uncapped when only byte budgets counted).
+ck_tool_test(replay_budget_percent [=[
+"$R" --json --policy both --conf host_mem=64G,budget=50% "$W/tiny.csv" > "$W/pct.json"
+expect_rc $? 0
+check "$W/pct.json" "j['budget'] == 32 * 2**30 and j['pytorch']['failures_under_budget'] is not None"
+"$R" --policy both --conf host_mem=64G,budget=50% "$W/tiny.csv" > "$W/pct.txt"
+expect_rc $? 0
+grep -q "^budget  *32" "$W/pct.txt"
+"$R" --json --policy pytorch --conf host_mem=64G,budget=50% "$W/tiny.csv" > "$W/pct_pt.json"
+expect_rc $? 0
+"$R" --policy pytorch --conf backend=cuda,budget=50% "$W/tiny.csv" > /dev/null 2> "$W/pct_pt.err"
+expect_rc $? 2
+grep -q "needs the device's size" "$W/pct_pt.err"
+]=] FIXTURES_REQUIRED ck_tiny_trace)
+
 # ---- --pace: a replay that lasts, for ckalloc-stat -p to watch ----
 
 ck_tool_test(replay_pace_watchable [=[

@@ -740,10 +740,27 @@ int main(int argc, char **argv) {
                 "ckalloc-stat -p %d --watch 1\n",
                 (int)getpid(), name, pace, (int)getpid());
 
+    /* budget=N% is a share of the device; the host backend's device is
+     * host_mem, known before any pool exists. */
+    const int budget_set = opts.budget != 0 || opts.budget_fraction > 0;
     if (policy == POLICY_PYTORCH) {
+        uint64_t cap = opts.budget;
+        if (!cap && opts.budget_fraction > 0) {
+            if (opts.backend != CK_BACKEND_HOST) {
+                fprintf(stderr,
+                        "ckalloc-replay: --policy pytorch: budget=%g%% needs the device's size; "
+                        "give the budget in bytes or use --policy both\n",
+                        opts.budget_fraction * 100);
+                free(ops.v);
+                free(streams.ids);
+                free(streams.streams);
+                return EXIT_BAD_INPUT;
+            }
+            cap = (uint64_t)(opts.budget_fraction * (double)opts.host_mem);
+        }
         pt_sim_stats pst;
         uint64_t in_fail = res.input_failures;
-        run_pytorch(&ops, name, opts.budget, pace, 0, &res, &pst);
+        run_pytorch(&ops, name, cap, pace, 0, &res, &pst);
         res.input_failures = in_fail;
         if (json) print_pytorch_json(stdout, name, &res, &pst, streams.n);
         else if (!quiet) print_pytorch_human(stdout, name, &res, &pst);
@@ -799,21 +816,21 @@ int main(int argc, char **argv) {
         results pres, pcap;
         pt_sim_stats pstat, pcst;
         run_pytorch(&ops, name, 0, 0, 1, &pres, &pstat);
-        if (opts.budget) run_pytorch(&ops, name, opts.budget, 0, 1, &pcap, &pcst);
+        if (budget_set) run_pytorch(&ops, name, st.budget, 0, 1, &pcap, &pcst);
         comparison cmp;
-        compare(&res, &st, &pres, &pstat, opts.budget ? &pcap : NULL, opts.budget != 0, &cmp);
+        compare(&res, &st, &pres, &pstat, budget_set ? &pcap : NULL, budget_set, &cmp);
         if (json) {
             char extra[512];
             print_compare_json(extra, sizeof extra, &cmp, &pstat);
             print_json(stdout, name, &res, &st, ck_pool_backend(pool), streams.n, extra);
         } else if (!quiet) {
-            print_human(stdout, name, &res, &st, opts.budget != 0, ck_pool_backend(pool));
+            print_human(stdout, name, &res, &st, budget_set, ck_pool_backend(pool));
             print_compare_human(stdout, &cmp, ck_pool_backend(pool), &st, &pstat);
         }
     } else if (json) {
         print_json(stdout, name, &res, &st, ck_pool_backend(pool), streams.n, "");
     } else if (!quiet) {
-        print_human(stdout, name, &res, &st, opts.budget != 0, ck_pool_backend(pool));
+        print_human(stdout, name, &res, &st, budget_set, ck_pool_backend(pool));
         ck_print_stats(pool, stdout, CK_FORMAT_TABLE);
     }
     if (!rc)
