@@ -147,16 +147,21 @@ void ckp_driver_report(const ckp_driver *d) {
 
 /* --------------------------------------------------------------- pools -- */
 
-static void warn_no_pool(int dev, const char *why) {
-    fprintf(stderr, "ckalloc: no pool for device %d (%s); its allocations go to the CUDA driver\n",
-            dev, why);
+static void warn_no_pool(int dev, const char *why, const char *then) {
+    fprintf(stderr, "ckalloc: no pool for device %d (%s); %s\n", dev, why, then);
 }
 
+/* What happens to a call that finds no pool, for the warning. */
+#define CKP_TO_DRIVER "its allocations go to the CUDA driver"
+#define CKP_TO_TORCH "ckalloc_torch_malloc returns NULL, which PyTorch reports as out of memory"
+
+
 /* The pool for dev, or NULL with ck_last_error() saying why. warn: when
- * there is none, print that on stderr (once per device) - for allocations,
- * which then go to the driver; ckalloc_preload_pool passes 0, since its
+ * there is none, print that on stderr (once per device) with what happens
+ * to the call instead (CKP_TO_DRIVER for hooked allocations, CKP_TO_TORCH
+ * for the pluggable allocator); ckalloc_preload_pool passes NULL, since its
  * caller gets the reason from ck_last_error() and prints what it likes. */
-static ck_pool *pool_for(int dev, int warn) {
+static ck_pool *pool_for(int dev, const char *warn) {
     if (dev < 0 || dev >= CKP_MAX_DEVICES) {
         ck__err(CK_ERR_INVALID, "ckalloc: device %d is out of range (0..%d)", dev,
                 CKP_MAX_DEVICES - 1);
@@ -173,7 +178,7 @@ static ck_pool *pool_for(int dev, int warn) {
     if (say) g.warned[dev] = 1;
     pthread_mutex_unlock(&g.mu);
     if (why) {
-        if (say) warn_no_pool(dev, why);
+        if (say) warn_no_pool(dev, why, warn);
         ck__err(CK_ERR_NO_DEVICE, "%s", why);
         free(why);
         return NULL;
@@ -186,7 +191,7 @@ static ck_pool *pool_for(int dev, int warn) {
         int say = warn && !g.warned[dev];
         if (say) g.warned[dev] = 1;
         pthread_mutex_unlock(&g.mu);
-        if (say) warn_no_pool(dev, ck_last_error());
+        if (say) warn_no_pool(dev, ck_last_error(), warn);
         return NULL;
     }
     ck_pool *expect = NULL;
@@ -197,7 +202,7 @@ static ck_pool *pool_for(int dev, int warn) {
     return p;
 }
 
-CKP_API ck_pool *ckalloc_preload_pool(int device) { return pool_for(device, 0); }
+CKP_API ck_pool *ckalloc_preload_pool(int device) { return pool_for(device, NULL); }
 
 /* ---------------------------------------------------- current device --- */
 
@@ -258,7 +263,7 @@ ckp_route ckp_route_alloc(ck_pool **pool, CUstream s, int is_async) {
     if (atomic_load_explicit(&g.captures, memory_order_relaxed) > 0 &&
         (!is_async || capturing(s)))
         return CKP_REAL;
-    ck_pool *p = pool_for(dev, 1);
+    ck_pool *p = pool_for(dev, CKP_TO_DRIVER);
     if (!p) return CKP_REAL;
     *pool = p;
     return CKP_OURS;
@@ -404,7 +409,7 @@ CUresult ckp_cu_error(ck_status s) {
 
 CKP_API void *ckalloc_torch_malloc(ssize_t size, int device, CUstream stream) {
     if (size <= 0) return NULL;
-    ck_pool *p = pool_for(device, 1);
+    ck_pool *p = pool_for(device, CKP_TO_TORCH);
     void *ptr = NULL;
     if (!p || ck_malloc(p, &ptr, (size_t)size, (ck_stream)stream) != CK_OK) return NULL;
     return ptr;
@@ -413,7 +418,7 @@ CKP_API void *ckalloc_torch_malloc(ssize_t size, int device, CUstream stream) {
 CKP_API void ckalloc_torch_free(void *ptr, ssize_t size, int device, CUstream stream) {
     (void)size;
     if (!ptr) return;
-    ck_pool *p = pool_for(device, 1);
+    ck_pool *p = pool_for(device, CKP_TO_TORCH);
     if (!p || ck_free(p, ptr, (ck_stream)stream) != CK_OK)
         fprintf(stderr, "ckalloc: ckalloc_torch_free: %s\n", ck_last_error());
 }
