@@ -73,7 +73,7 @@ static inline void ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t
     r->allocated = p->c->allocated_bytes.current;
     r->reserved = p->c->reserved_bytes.current;
     r->physical = p->c->physical_bytes.current;
-    ck__hist_push(&p->hist, r);
+    if (!(p->ring_n & (CK_RING_N - 1))) ck__hist_fold(&p->hist, p->ring, p->ring_n); /* about to wrap */
 }
 
 /* ------------------------------------------------------------- rounds -- */

@@ -100,7 +100,10 @@ typedef struct ck_ring_rec {
  * record's tick and the min and max of allocated, reserved and physical
  * bytes. When every bucket is in use and the last is full, neighbours merge
  * in pairs (snapshot.c) and a bucket covers twice as many records: constant
- * memory, any run length, and every peak is some bucket's max. */
+ * memory, any run length, and every peak is some bucket's max. The ring is
+ * folded in when it is about to wrap (and a copy of the rest when a snapshot
+ * is taken), so an operation pays one test, and the folding runs as tight
+ * min/max loops over the ring. */
 #define CK_HIST_N 1024u /* even */
 typedef struct ck_hist_bucket {
     uint64_t tick0, tick1;
@@ -108,35 +111,17 @@ typedef struct ck_hist_bucket {
 } ck_hist_bucket;
 
 typedef struct ck_hist {
+    uint64_t folded; /* ring records folded in so far */
     uint64_t span; /* records per full bucket (a power of two; 0 before the first) */
     uint64_t fill; /* records in the last bucket */
     uint32_t n;    /* buckets in use */
     ck_hist_bucket b[CK_HIST_N];
 } ck_hist;
 
-/* snapshot.c: merge pairs of buckets (h->n == CK_HIST_N, the last full). */
+/* snapshot.c: merge pairs of buckets (h->n == CK_HIST_N, the last full);
+ * fold ring records [h->folded, upto) into h (at most CK_RING_N of them). */
 void ck__hist_halve(ck_hist *h);
-
-static inline void ck__hist_push(ck_hist *h, const ck_ring_rec *r) {
-    int64_t v[3] = {r->allocated, r->reserved, r->physical};
-    ck_hist_bucket *b;
-    if (h->n && h->fill < h->span) {
-        b = &h->b[h->n - 1];
-        h->fill++;
-        b->tick1 = r->tick;
-        for (int k = 0; k < 3; k++) {
-            if (v[k] < b->lo[k]) b->lo[k] = v[k];
-            if (v[k] > b->hi[k]) b->hi[k] = v[k];
-        }
-        return;
-    }
-    if (!h->span) h->span = 1;
-    if (h->n == CK_HIST_N) ck__hist_halve(h);
-    b = &h->b[h->n++];
-    h->fill = 1;
-    b->tick0 = b->tick1 = r->tick;
-    for (int k = 0; k < 3; k++) b->lo[k] = b->hi[k] = v[k];
-}
+void ck__hist_fold(ck_hist *h, const ck_ring_rec *ring, uint64_t upto);
 
 /* A cheap timestamp for the ring: the TSC where there is one (a third of
  * clock_gettime's cost on a VM), calibrated against ck__now_ns when a

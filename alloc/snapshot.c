@@ -74,6 +74,48 @@ void ck__hist_halve(ck_hist *h) {
     h->fill = h->span;
 }
 
+/* Runs of records go into the last bucket with the running min and max in
+ * locals (a per-record update through memory costs ~2 ns an operation). */
+void ck__hist_fold(ck_hist *h, const ck_ring_rec *ring, uint64_t upto) {
+    const uint64_t mask = CK_RING_N - 1;
+    uint64_t k = h->folded;
+    while (k < upto) {
+        const ck_ring_rec *r = &ring[k & mask];
+        if (!h->n || h->fill >= h->span) { /* a new bucket */
+            if (!h->span) h->span = 1;
+            if (h->n == CK_HIST_N) ck__hist_halve(h);
+            ck_hist_bucket *b = &h->b[h->n++];
+            h->fill = 1;
+            b->tick0 = b->tick1 = r->tick;
+            b->lo[0] = b->hi[0] = r->allocated;
+            b->lo[1] = b->hi[1] = r->reserved;
+            b->lo[2] = b->hi[2] = r->physical;
+            k++;
+            continue;
+        }
+        ck_hist_bucket *b = &h->b[h->n - 1];
+        uint64_t take = h->span - h->fill;
+        if (take > upto - k) take = upto - k;
+        int64_t lo0 = b->lo[0], lo1 = b->lo[1], lo2 = b->lo[2];
+        int64_t hi0 = b->hi[0], hi1 = b->hi[1], hi2 = b->hi[2];
+        for (uint64_t j = k; j < k + take; j++) {
+            const ck_ring_rec *q = &ring[j & mask];
+            lo0 = q->allocated < lo0 ? q->allocated : lo0;
+            hi0 = q->allocated > hi0 ? q->allocated : hi0;
+            lo1 = q->reserved < lo1 ? q->reserved : lo1;
+            hi1 = q->reserved > hi1 ? q->reserved : hi1;
+            lo2 = q->physical < lo2 ? q->physical : lo2;
+            hi2 = q->physical > hi2 ? q->physical : hi2;
+        }
+        b->lo[0] = lo0, b->lo[1] = lo1, b->lo[2] = lo2;
+        b->hi[0] = hi0, b->hi[1] = hi1, b->hi[2] = hi2;
+        b->tick1 = ring[(k + take - 1) & mask].tick;
+        h->fill += take;
+        k += take;
+    }
+    h->folded = upto;
+}
+
 static int cmp_seg(const void *a, const void *b) {
     uintptr_t x = ((const snap_seg *)a)->va, y = ((const snap_seg *)b)->va;
     return x < y ? -1 : x > y;
@@ -139,6 +181,7 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
     for (size_t k = 0; k < sp->nring; k++)
         sp->ring[k] = p->ring[(first + k) & (CK_RING_N - 1)];
     *sp->hist = p->hist;
+    ck__hist_fold(sp->hist, p->ring, p->ring_n); /* what the pool has not folded yet */
     sp->tick0 = p->ring_tick0;
     sp->ns0 = p->ring_ns0;
     sp->tick1 = ck__ring_clock();
