@@ -61,7 +61,18 @@ ck_snapshot_test(snapshot_stat_report [=[
 "$S" "$W/s.json" > "$W/s_report.txt"
 expect_rc $? 0
 cat "$W/s_report.txt"
-grep -q "s.json" "$W/s_report.txt" && grep -q "host backend" "$W/s_report.txt" && grep -q "allocated" "$W/s_report.txt"
+grep -q "s.json" "$W/s_report.txt" && grep -q "host backend" "$W/s_report.txt" && grep -q "allocated" "$W/s_report.txt" || exit 1
+# the whole run's table names the peak the stats report
+PEAK=$(jq "$W/s.json" 'j["pools"][0]["stats"]["allocated_bytes"]["peak"]')
+"$PY" - "$W/s_report.txt" "$PEAK" <<'PYEOF'
+import re, sys
+text, peak = open(sys.argv[1]).read(), int(sys.argv[2])
+m = re.search(r"memory over the whole run \((\d+) operations in (\d+) buckets; live peaks at ([0-9.]+) (B|KiB|MiB|GiB)", text)
+units = {"B": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30}
+ok = m is not None and abs(float(m.group(3)) * units[m.group(4)] - peak) <= 0.005 * units[m.group(4)]
+print(("ok: " if ok else "FAILED: ") + "the whole-run table's peak %s, the stats' %d" % (m.group(0) if m else None, peak))
+sys.exit(0 if ok else 1)
+PYEOF
 ]=] FIXTURES_REQUIRED ck_snapshot)
 
 # --json carries the snapshot's numbers unchanged.

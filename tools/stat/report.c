@@ -98,14 +98,46 @@ static void table_top(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
     }
 }
 
+/* The whole run from the history: 12 rows, each the max over its share of
+ * the buckets, so the peak shows in a row as in the headline. */
+static void table_history(FILE *f, const ckstat_pool *p) {
+    const ckstat_bucket *b = p->history;
+    size_t n = p->nhistory, peak = 0;
+    for (size_t i = 1; i < n; i++)
+        if (b[i].hi.live > b[peak].hi.live) peak = i;
+    char a[32];
+    fprintf(f, "\n  memory over the whole run (%" PRIu64 " operations in %zu buckets; live peaks at %s",
+            p->history_total, n, bytes(b[peak].hi.live, a, sizeof a));
+    if (p->history_timed) fprintf(f, ", t = %.3f s", b[peak].t0_s);
+    fprintf(f, ")\n  %10s %14s %14s %14s   (max over each row's %s)\n",
+            p->history_timed ? "from t (s)" : "from op", "live", "reserved", "physical",
+            p->history_timed ? "time" : "operations");
+    size_t rows = n < 12 ? n : 12;
+    for (size_t k = 0; k < rows; k++) {
+        size_t i0 = k * n / rows, i1 = (k + 1) * n / rows;
+        ckstat_point m = b[i0].hi;
+        for (size_t i = i0 + 1; i < i1; i++) {
+            if (b[i].hi.live > m.live) m.live = b[i].hi.live;
+            if (b[i].hi.reserved > m.reserved) m.reserved = b[i].hi.reserved;
+            if (b[i].hi.physical > m.physical) m.physical = b[i].hi.physical;
+        }
+        char l[32], r[32], ph[32];
+        if (p->history_timed) fprintf(f, "  %10.3f", b[i0].t0_s);
+        else fprintf(f, "  %10" PRIu64, (uint64_t)i0 * p->history_span);
+        fprintf(f, " %14s %14s %14s\n", bytes(m.live, l, sizeof l), bytes(m.reserved, r, sizeof r),
+                bytes(m.physical, ph, sizeof ph));
+    }
+}
+
 static void table_timeline(FILE *f, const ckstat_pool *p) {
+    if (p->history && p->nhistory) table_history(f, p);
     if (!p->timeline || p->npoints == 0) return;
     const ckstat_point *pt = p->timeline;
     size_t n = p->npoints, peak = 0;
     for (size_t i = 1; i < n; i++)
         if (pt[i].live > pt[peak].live) peak = i;
     char a[32];
-    fprintf(f, "\n  memory timeline (%zu points over %.3f s; live peaks at %s, t = %.3f s)\n", n,
+    fprintf(f, "\n  recent operations (%zu points over %.3f s; live peaks at %s, t = %.3f s)\n", n,
             pt[n - 1].t_s, bytes(pt[peak].live, a, sizeof a), pt[peak].t_s);
     fprintf(f, "  %10s %14s %14s %14s\n", "t (s)", "live", "reserved", "physical");
     /* At most 12 rows, evenly spaced, the last point included. */
