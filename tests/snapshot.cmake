@@ -143,6 +143,19 @@ json.dump(j,open(sys.argv[4],"w"))' "$W/s.json" "$W/bad_negative.json" "$W/bad_m
 bad "$W/bad_negative.json" 'pools\[0\].blocks\[0\].size: must be a non-negative integer'
 bad "$W/bad_missing.json" 'pools\[0\].stats.reserved_bytes: missing'
 bad "$W/bad_type.json" 'pools\[0\].trace.records\[0\].size: must be a number'
+"$PY" -c 'import json,sys
+j=json.load(open(sys.argv[1]))
+j["pools"][0]["history"]["records_per_bucket"]=3
+json.dump(j,open(sys.argv[2],"w"))
+j=json.load(open(sys.argv[1]))
+j["pools"][0]["history"]["buckets"][0]["allocated"]=[5,2]
+json.dump(j,open(sys.argv[3],"w"))
+j=json.load(open(sys.argv[1]))
+j["pools"][0]["history"]["total"]+=1
+json.dump(j,open(sys.argv[4],"w"))' "$W/s.json" "$W/bad_span.json" "$W/bad_range.json" "$W/bad_total.json"
+bad "$W/bad_span.json" 'pools\[0\].history.records_per_bucket: must be a power of two (got 3)'
+bad "$W/bad_range.json" 'pools\[0\].history.buckets\[0\].allocated: must be \[min, max\]'
+bad "$W/bad_total.json" 'pools\[0\].history.buckets: cover [0-9]* operations, but total is'
 bad "$W/no-such-snapshot.json" "cannot open"
 "$S" --html "$W/bad_truncated.json" -o "$W/bad.html" > /dev/null 2>&1
 expect_rc $? 2

@@ -28,10 +28,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (p->top[k].size > p->top[k - 1].size) abort(); /* largest first */
         for (size_t k = 1; k < p->npoints; k++)
             if (p->timeline[k].t_s < p->timeline[k - 1].t_s) abort();
+        /* the whole-run history: min <= max, buckets cover the total */
+        uint64_t covered = 0;
+        for (size_t k = 0; k < p->nhistory; k++) {
+            const ckstat_bucket *b = &p->history[k];
+            if (b->lo.live > b->hi.live || b->lo.reserved > b->hi.reserved ||
+                b->lo.physical > b->hi.physical || b->records == 0 || b->records > p->history_span)
+                abort();
+            covered += b->records;
+        }
+        if (p->history && covered != p->history_total) abort();
     }
     if (ckstat_write_html(&r, "/dev/null", err, sizeof err) != 0) abort();
     for (size_t i = 0; i < r.npools; i++) {
         free(r.pools[i].timeline);
+        free(r.pools[i].history);
         free(r.pools[i].tags);
     }
     free(r.pools);
