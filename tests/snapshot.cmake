@@ -93,6 +93,10 @@ checks = [
     (op["nsegments"] == len(sp["segments"]) and op["nblocks"] == len(sp["blocks"]), "row counts"),
     (len(op["timeline"]) == len(sp["trace"]["records"]), "timeline points"),
     (op["timeline"][-1]["physical"] == sp["trace"]["records"][-1]["physical"], "last point"),
+    (len(op["history"]["buckets"]) == len(sp["history"]["buckets"]) and
+     op["history"]["total"] == sp["history"]["total"], "history buckets"),
+    (max(b["live"][1] for b in op["history"]["buckets"]) == sp["stats"]["allocated_bytes"]["peak"],
+     "history's max live = the peak"),
     (op["requested_bytes"]["peak"] == rep["peak_live_bytes"], "peak requested = the replay's peak live"),
 ]
 for k in ("allocated_bytes", "reserved_bytes", "physical_bytes", "requested_bytes", "segment", "allocation"):

@@ -292,6 +292,24 @@ static void json_pool(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
         }
         fputc(']', f);
     }
+    if (p->history) {
+        /* the whole run: [min, max] per bucket, times since the pool's creation */
+        fprintf(f,
+                ",\"history\":{\"records_per_bucket\":%" PRIu64 ",\"total\":%" PRIu64
+                ",\"end_s\":%.6f,\"timed\":%s,\"buckets\":[",
+                p->history_span, p->history_total, p->history_end_s,
+                p->history_timed ? "true" : "false");
+        for (size_t i = 0; i < p->nhistory; i++) {
+            const ckstat_bucket *b = &p->history[i];
+            fprintf(f,
+                    "%s{\"t0_s\":%.6f,\"t1_s\":%.6f,\"records\":%" PRIu64 ",\"live\":[%" PRIu64
+                    ",%" PRIu64 "],\"reserved\":[%" PRIu64 ",%" PRIu64 "],\"physical\":[%" PRIu64
+                    ",%" PRIu64 "]}",
+                    i ? "," : "", b->t0_s, b->t1_s, b->records, b->lo.live, b->hi.live,
+                    b->lo.reserved, b->hi.reserved, b->lo.physical, b->hi.physical);
+        }
+        fputs("]}", f);
+    }
     if (p->tags && p->ntags) {
         fputs(",\"tags\":[", f);
         for (size_t i = 0; i < p->ntags; i++) {
