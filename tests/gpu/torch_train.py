@@ -214,6 +214,7 @@ def train(args):
             "num_alloc_retries": s["num_alloc_retries"],
             "num_map_calls": s["num_map_calls"],
             "fragmentation": s["fragmentation"],
+            "peak_overhead": s["peak_overhead"],
         }
         out["ok"] = out["ok"] and s["allocation"]["allocated"] > 0
         if mode == "preload":
