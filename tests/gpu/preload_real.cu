@@ -309,6 +309,17 @@ int main() {
     cuda_ok(cudaMemGetInfo(&free1, &total1), "cudaMemGetInfo (end)");
     CkView ck;
     bool ck_read = ck.read(dev);
+    // How the preload's hooks matched cudart's cuGetProcAddress answers: by
+    // the driver's exported address, or by base name (the driver handed out
+    // internal addresses). -1: no preload in the process.
+    long hooks_by_address = -1, hooks_by_name = -1;
+    typedef void (*matches_fn)(unsigned long *, unsigned long *);
+    if (matches_fn m = (matches_fn)dlsym(RTLD_DEFAULT, "ckalloc_preload_hook_matches")) {
+        unsigned long a = 0, n = 0;
+        m(&a, &n);
+        hooks_by_address = (long)a;
+        hooks_by_name = (long)n;
+    }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
     std::string pre_json = pre ? pre : "";
@@ -322,11 +333,12 @@ int main() {
            "\"ckalloc_in_process\":%s,\"malloc0\":\"%s\",\"allocs\":%ld,\"frees\":%ld,\"driver_api_blocks\":%d,"
            "\"bytes_checked\":%llu,\"bad_bytes\":%llu,"
            "\"mem_free_start\":%zu,\"mem_total_start\":%zu,\"mem_free_busy\":%zu,"
-           "\"mem_total_busy\":%zu,\"mem_free_end\":%zu,\"mem_total_end\":%zu,\"ms\":%.1f",
+           "\"mem_total_busy\":%zu,\"mem_free_end\":%zu,\"mem_total_end\":%zu,\"ms\":%.1f,"
+           "\"hooks_by_address\":%ld,\"hooks_by_name\":%ld",
            g_fail.count ? "false" : "true", g_fail.count, first.c_str(), prop.name, prop.major,
            prop.minor, rt, drv, pre_json.c_str(), ck.present ? "true" : "false", malloc0.c_str(), allocs, frees,
            driver_blocks, bytes_checked, bad_bytes, free0, total0, free_mid, total_mid, free1,
-           total1, ms);
+           total1, ms, hooks_by_address, hooks_by_name);
     if (ck_read)
         printf(",\"ck\":{\"budget\":%llu,\"allocation_allocated\":%llu,\"allocation_current\":%lld,"
                "\"allocation_peak_busy\":%lld,\"allocated_bytes_peak\":%lld,"

@@ -5,7 +5,9 @@
 #   - plain: no ckalloc in the process;
 #   - preload: ckalloc is in the process, cudaMemGetInfo's total is at most
 #     the 4 GiB budget, every allocation of the program went to the pool, and
-#     cudaMalloc(&p, 0) answers as it does without the library.
+#     cudaMalloc(&p, 0) answers as it does without the library;
+#   - it prints how the hooks matched cudart's cuGetProcAddress answers (by
+#     address or by base name) and fails when none reached them.
 # Exit 0 pass, 1 fail, 77 skipped (no CUDA device).
 #   preload_real.sh BINARY LIBCKALLOC_PRELOAD PYTHON3 WORKDIR
 set -u
@@ -45,6 +47,14 @@ checks = [
     ("cudaMemGetInfo free <= total", pre["mem_free_end"] <= pre["mem_total_end"]),
     ("plain total is the device's (> 4 GiB or equal to it)", plain["mem_total_start"] >= pre["mem_total_start"]),
     ("cudaMalloc(&p, 0) answers alike (%s / %s)" % (plain["malloc0"], pre["malloc0"]), plain["malloc0"] == pre["malloc0"]),
+]
+# Which case holds on this driver: its cuGetProcAddress answers are its
+# exported functions (by address) or internal ones (by base name).
+print("hooks matched: %d by address, %d by name" % (pre["hooks_by_address"], pre["hooks_by_name"]))
+checks += [
+    ("plain run has no hook counts", plain["hooks_by_address"] == -1),
+    ("cudart's driver lookups reached the hooks (%d by address, %d by name)"
+     % (pre["hooks_by_address"], pre["hooks_by_name"]), pre["hooks_by_address"] + pre["hooks_by_name"] > 0),
 ]
 ck = pre.get("ck", {})
 if ck:
