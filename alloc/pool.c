@@ -1168,7 +1168,12 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     p->seq = &p->seq_private;
     p->gran = be->granularity;
     p->budget = o.budget ? o.budget : be->total_mem;
+    /* The first reservation: 1.5 x the device, at most CK_VA_DEFAULT_MAX (a
+     * 1 TiB simulated host device would ask for 1.5 TiB, more than some
+     * address-space layouts hold, sanitizers' among them); more regions are
+     * reserved when it runs out. */
     uint64_t va = o.va_size ? o.va_size : be->total_mem + be->total_mem / 2;
+    if (!o.va_size && va > CK_VA_DEFAULT_MAX) va = CK_VA_DEFAULT_MAX;
     p->va_default = (size_t)ck__align_up(va < p->gran ? p->gran : va, p->gran);
     /* Round 0 is "before anything": blocks stamped 0 are safe everywhere. */
     p->round_issued = p->round_done = 1;

@@ -29,6 +29,7 @@
 #define CK_PAGE_SIZE (2u << 20)       /* one small page */
 #define CK_MAX_ALLOC ((size_t)1 << 46) /* larger requests are CK_ERR_INVALID */
 #define CK_NBINS 576
+#define CK_VA_DEFAULT_MAX ((uint64_t)256 << 30) /* the default first reservation's cap */
 
 typedef struct ck_block ck_block;
 typedef struct ck_seg ck_seg;

@@ -98,7 +98,7 @@ typedef struct ck_pool_options {
     ck_backend_kind backend;
     int device;             /* CUDA device ordinal (cuda backend) */
     uint64_t budget;        /* cap on physical bytes; 0 = the device's memory */
-    uint64_t va_size;       /* first VA reservation; 0 = 1.5 x device memory */
+    uint64_t va_size;       /* first VA reservation; 0 = 1.5 x device memory, at most 256 GiB */
     ck_release release;
     const char *trace_path; /* RMM-style CSV trace of every call; NULL = none */
     /* host backend only */
