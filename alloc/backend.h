@@ -24,9 +24,14 @@ struct ck_backend_ops {
     /* Create size bytes of physical memory (a multiple of granularity). */
     ck_status (*create)(ck_backend *b, size_t size, ck_phys *out);
     ck_status (*release)(ck_backend *b, ck_phys h);
-    /* Map all of h at va (va..va+size inside a reservation) read/write. */
-    ck_status (*map)(ck_backend *b, uintptr_t va, size_t size, ck_phys h);
-    /* Unmap exactly one earlier map; the range faults on touch afterwards. */
+    /* Map n handles of `chunk` bytes each back to back from va (inside one
+     * reservation, nothing mapped there yet), one mapping per handle, and
+     * make the run read/write with one access call. On failure nothing of
+     * it stays mapped. */
+    ck_status (*map)(ck_backend *b, uintptr_t va, size_t chunk, size_t n, const ck_phys *h);
+    /* Unmap exactly one earlier mapping (one handle's: a part of one, or two
+     * at once, is refused as CUDA refuses it); the range faults on touch
+     * afterwards. release takes only handles that are no longer mapped. */
     ck_status (*unmap)(ck_backend *b, uintptr_t va, size_t size);
     ck_status (*memcpy_async)(ck_backend *b, void *dst, const void *src, size_t n, ck_stream s);
     ck_status (*memset_async)(ck_backend *b, void *dst, int value, size_t n, ck_stream s);

@@ -238,28 +238,41 @@ static ck_status cuda_release(ck_backend *b, ck_phys h) {
     CU_CALL(c, cuMemRelease, (CUmemGenericAllocationHandle)h);
 }
 
-static ck_status cuda_map(ck_backend *b, uintptr_t va, size_t size, ck_phys h) {
+/* n handles of `chunk` bytes back to back from va: one cuMemMap each (a
+ * mapping can only be unmapped whole, so one per handle keeps every chunk
+ * releasable on its own), then one cuMemSetAccess over the run. On failure
+ * nothing stays mapped: the caller treats a failed map as no map. */
+static ck_status cuda_map(ck_backend *b, uintptr_t va, size_t chunk, size_t n, const ck_phys *h) {
     cuda_backend *c = cb(b);
     CUcontext prev;
     ck_status st = ctx_enter(c, &prev);
     if (st != CK_OK)
         return st;
-    CUresult r = c->fn.cuMemMap((CUdeviceptr)va, size, 0, (CUmemGenericAllocationHandle)h, 0);
-    if (r != CUDA_SUCCESS) {
-        ctx_leave(c, prev);
-        return cu_fail(c, "cuMemMap", r);
+    size_t done = 0;
+    CUresult r = CUDA_SUCCESS;
+    for (; done < n; done++) {
+        r = c->fn.cuMemMap((CUdeviceptr)(va + done * chunk), chunk, 0,
+                           (CUmemGenericAllocationHandle)h[done], 0);
+        if (r != CUDA_SUCCESS)
+            break;
     }
-    CUmemAccessDesc acc;
-    memset(&acc, 0, sizeof acc);
-    acc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    acc.location.id = c->dev;
-    acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    r = c->fn.cuMemSetAccess((CUdeviceptr)va, size, &acc, 1);
+    const char *what = "cuMemMap";
+    if (r == CUDA_SUCCESS) {
+        CUmemAccessDesc acc;
+        memset(&acc, 0, sizeof acc);
+        acc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        acc.location.id = c->dev;
+        acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+        r = c->fn.cuMemSetAccess((CUdeviceptr)va, n * chunk, &acc, 1);
+        what = "cuMemSetAccess";
+    }
     if (r != CUDA_SUCCESS) {
-        /* Leave nothing mapped: the caller treats a failed map as no map. */
-        c->fn.cuMemUnmap((CUdeviceptr)va, size);
+        while (done > 0) {
+            done--;
+            c->fn.cuMemUnmap((CUdeviceptr)(va + done * chunk), chunk);
+        }
         ctx_leave(c, prev);
-        return cu_fail(c, "cuMemSetAccess", r);
+        return cu_fail(c, what, r);
     }
     ctx_leave(c, prev);
     return CK_OK;

@@ -61,13 +61,22 @@ typedef struct host_event {
 typedef struct host_phys {
     uint64_t magic;
     size_t size;
+    uint32_t nmaps; /* mappings of it now in force */
 } host_phys;
 
+/* What the driver knows of a reservation's mappings, per granule:
+ * map[i] = 0 unmapped, MAP_INNER inside a mapping, else the mapping that
+ * starts at granule i has map[i] granules. It lets the host backend refuse
+ * what CUDA refuses: mapping over a mapping, and unmapping anything but
+ * exactly one earlier mapping. */
+#define MAP_INNER UINT32_MAX
 typedef struct reservation {
     uintptr_t va;
     size_t size;
     void *base;
     size_t base_size;
+    uint32_t *map;       /* per granule, see above */
+    host_phys **handle;  /* per mapping start: its handle */
     struct reservation *next;
 } reservation;
 
@@ -230,6 +239,15 @@ static ck_status h_reserve(ck_backend *b, size_t size, uintptr_t *va) {
     }
     r->va = (uintptr_t)ck__align_up((uintptr_t)r->base, g);
     r->size = size;
+    r->map = calloc(size / g, sizeof *r->map);
+    r->handle = calloc(size / g, sizeof *r->handle);
+    if (!r->map || !r->handle) {
+        munmap(r->base, r->base_size);
+        free(r->map);
+        free(r->handle);
+        free(r);
+        return ck__err(CK_ERR_NOMEM, "host backend: out of host memory");
+    }
     pthread_mutex_lock(&hb->mu);
     r->next = hb->res;
     hb->res = r;
@@ -246,9 +264,18 @@ static ck_status h_unreserve(ck_backend *b, uintptr_t va, size_t size) {
     reservation *r = *pp;
     if (r) *pp = r->next;
     pthread_mutex_unlock(&hb->mu);
-    if (!r || r->size != size)
+    if (!r || r->size != size) {
+        if (r) { /* put it back: nothing changes on a refused call */
+            pthread_mutex_lock(&hb->mu);
+            r->next = hb->res;
+            hb->res = r;
+            pthread_mutex_unlock(&hb->mu);
+        }
         return ck__err(CK_ERR_BACKEND, "host backend: %#lx is not a reservation", (unsigned long)va);
+    }
     munmap(r->base, r->base_size);
+    free(r->map);
+    free(r->handle);
     free(r);
     return CK_OK;
 }
@@ -281,6 +308,7 @@ static ck_status h_create(ck_backend *b, size_t size, ck_phys *out) {
     }
     p->magic = HOST_PHYS_MAGIC;
     p->size = size;
+    p->nmaps = 0;
     *out = (ck_phys)(uintptr_t)p;
     return CK_OK;
 }
@@ -295,36 +323,101 @@ static ck_status h_release(ck_backend *b, ck_phys h) {
     host_phys *p = phys_of(h);
     if (!p) return ck__err(CK_ERR_BACKEND, "host backend: release of an unknown handle");
     pthread_mutex_lock(&hb->mu);
-    hb->created_bytes -= p->size;
+    uint32_t nmaps = p->nmaps;
+    if (!nmaps) hb->created_bytes -= p->size;
     pthread_mutex_unlock(&hb->mu);
+    /* ckalloc releases only unmapped handles (the driver would keep a mapped
+     * one's memory until its last unmap: a leak in disguise). */
+    if (nmaps)
+        return ck__err(CK_ERR_BACKEND, "host backend: release of a handle that is still mapped");
     p->magic = 0;
     free(p);
     return CK_OK;
 }
 
-static ck_status h_map(ck_backend *b, uintptr_t va, size_t size, ck_phys h) {
+/* The reservation holding [va, va+size), or NULL. Lock held. */
+static reservation *res_holding(host_backend *hb, uintptr_t va, size_t size) {
+    for (reservation *r = hb->res; r; r = r->next)
+        if (va >= r->va && size <= r->size && va - r->va <= r->size - size) return r;
+    return NULL;
+}
+
+/* Map n handles of `chunk` bytes each back to back from va, then make them
+ * accessible, as cuMemMap per handle + one cuMemSetAccess over the run. The
+ * rules are CUDA's: each handle exactly chunk bytes, the range inside one
+ * reservation and not mapped yet. On failure nothing stays mapped. */
+static ck_status h_map(ck_backend *b, uintptr_t va, size_t chunk, size_t n, const ck_phys *h) {
     host_backend *hb = hb_of(b);
+    size_t g = b->granularity;
     if (fault_hit(hb, &hb->n_map, hb->fault_map))
         return ck__err(CK_ERR_BACKEND, "host backend: injected failure of map call %llu",
                        (unsigned long long)hb->fault_map);
-    host_phys *p = phys_of(h);
-    if (!p || p->size != size)
-        return ck__err(CK_ERR_BACKEND, "host backend: map of %zu bytes with a handle of another size",
-                       size);
-    void *r = mmap((void *)va, size, PROT_READ | PROT_WRITE,
+    if (n == 0 || chunk == 0 || chunk % g || va % g || n > SIZE_MAX / chunk)
+        return ck__err(CK_ERR_INVALID, "host backend: map of %zu x %zu bytes at %#lx", n, chunk,
+                       (unsigned long)va);
+    size_t size = n * chunk, per = chunk / g;
+    for (size_t i = 0; i < n; i++) {
+        host_phys *p = phys_of(h[i]);
+        if (!p || p->size != chunk)
+            return ck__err(CK_ERR_BACKEND,
+                           "host backend: map of %zu bytes with a handle of another size", chunk);
+    }
+    pthread_mutex_lock(&hb->mu);
+    reservation *r = res_holding(hb, va, size);
+    size_t first = r ? (va - r->va) / g : 0;
+    int clash = 0;
+    for (size_t i = 0; r && i < size / g && !clash; i++) clash = r->map[first + i] != 0;
+    if (!r || clash) {
+        pthread_mutex_unlock(&hb->mu);
+        return ck__err(CK_ERR_BACKEND, "host backend: map at %#lx (%zu bytes) %s", (unsigned long)va,
+                       size, r ? "overlaps a mapping" : "is not inside one reservation");
+    }
+    void *m = mmap((void *)va, size, PROT_READ | PROT_WRITE,
                    MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r == MAP_FAILED)
+    if (m == MAP_FAILED) {
+        int e = errno;
+        pthread_mutex_unlock(&hb->mu);
         return ck__err(CK_ERR_BACKEND, "host backend: commit of %zu bytes failed: %s", size,
-                       strerror(errno));
+                       strerror(e));
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t at = first + i * per;
+        r->map[at] = (uint32_t)per;
+        for (size_t k = 1; k < per; k++) r->map[at + k] = MAP_INNER;
+        r->handle[at] = phys_of(h[i]);
+        r->handle[at]->nmaps++;
+    }
+    pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
 
+/* Unmap exactly one earlier mapping, as cuMemUnmap: a part of one, or a
+ * range spanning two, is refused with nothing changed. */
 static ck_status h_unmap(ck_backend *b, uintptr_t va, size_t size) {
+    host_backend *hb = hb_of(b);
+    size_t g = b->granularity;
+    pthread_mutex_lock(&hb->mu);
+    reservation *r = size && va % g == 0 ? res_holding(hb, va, size) : NULL;
+    size_t first = r ? (va - r->va) / g : 0;
+    if (!r || r->map[first] == 0 || r->map[first] == MAP_INNER ||
+        (size_t)r->map[first] * g != size) {
+        pthread_mutex_unlock(&hb->mu);
+        return ck__err(CK_ERR_BACKEND,
+                       "host backend: unmap of %#lx (%zu bytes) is not exactly one mapping",
+                       (unsigned long)va, size);
+    }
     /* A fresh PROT_NONE mapping drops the pages and makes the range fault. */
-    void *r = mmap((void *)va, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    void *m = mmap((void *)va, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
-    if (r == MAP_FAILED)
-        return ck__err(CK_ERR_BACKEND, "host backend: decommit failed: %s", strerror(errno));
+    if (m == MAP_FAILED) {
+        int e = errno;
+        pthread_mutex_unlock(&hb->mu);
+        return ck__err(CK_ERR_BACKEND, "host backend: decommit failed: %s", strerror(e));
+    }
+    memset(&r->map[first], 0, size / g * sizeof *r->map);
+    r->handle[first]->nmaps--;
+    r->handle[first] = NULL;
+    pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
 
@@ -479,6 +572,8 @@ static void h_destroy(ck_backend *b) {
         reservation *r = hb->res;
         hb->res = r->next;
         munmap(r->base, r->base_size);
+        free(r->map);
+        free(r->handle);
         free(r);
     }
     pthread_mutex_destroy(&hb->mu);

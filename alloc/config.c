@@ -177,6 +177,13 @@ static ck_status p_host_mem(ck_pool_options *o, const char *k, const char *v, si
     return size_into(k, v, n, &o->host_mem, 0);
 }
 
+static ck_status p_chunk_align(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    if (suffix_eq(v, n, "auto")) o->chunk_align = 0;
+    else if (suffix_eq(v, n, "off")) o->chunk_align = UINT64_MAX;
+    else return size_into(k, v, n, &o->chunk_align, 0);
+    return CK_OK;
+}
+
 static ck_status p_release(ck_pool_options *o, const char *key, const char *v, size_t n) {
     if (suffix_eq(v, n, "pressure")) o->release = CK_RELEASE_PRESSURE;
     else if (suffix_eq(v, n, "eager")) o->release = CK_RELEASE_EAGER;
@@ -273,6 +280,7 @@ static const struct {
     {"sim_clock", p_sim_clock},     {"sim_bandwidth", p_sim_bw},
     {"live", p_live},               {"snapshot", p_snapshot},
     {"snapshot_signal", p_snap_sig}, {"verbose", p_verbose},
+    {"chunk_align", p_chunk_align},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -303,7 +311,8 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                 return ck__err(CK_ERR_INVALID,
                                "config key '%.*s' is unknown (known: backend, device, budget, va, "
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
-                               "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose)",
+                               "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
+                               "chunk_align)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

@@ -1,4 +1,5 @@
-/* The caching allocator: regions, segments, heaps, blocks, rounds.
+/* The caching allocator: heaps, blocks, rounds and the public API (the
+ * physical layer under it is phys.c).
  * See pool.h for the picture. Everything below runs under pool->mu. */
 #include "pool.h"
 
@@ -55,25 +56,6 @@ static int grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first)
     *(void **)v = nv;
     *cap = c;
     return 0;
-}
-
-/* ---------------------------------------------------------------- ring -- */
-
-/* One record of the recent-operations ring: a few stores, so the cached
- * alloc+free pair stays cheap; the clock is read only by pools that will
- * write snapshots. */
-static inline void ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t size,
-                             ck_stream s) {
-    ck_ring_rec *r = &p->ring[p->ring_n++ & (CK_RING_N - 1)];
-    r->tick = p->ring_stamp ? ck__ring_clock() : 0;
-    r->action = action;
-    r->addr = addr;
-    r->size = size;
-    r->stream = (uintptr_t)s;
-    r->allocated = p->c->allocated_bytes.current;
-    r->reserved = p->c->reserved_bytes.current;
-    r->physical = p->c->physical_bytes.current;
-    if (!(p->ring_n & (CK_RING_N - 1))) ck__hist_fold(&p->hist, p->ring, p->ring_n); /* about to wrap */
 }
 
 /* ------------------------------------------------------------- rounds -- */
@@ -282,214 +264,25 @@ static ck_block *hash_find(const ck_pool *p, uintptr_t a) {
     return b;
 }
 
-/* ------------------------------------------------------------ segments -- */
-
-static size_t chunk_of(const ck_pool *p, const ck_region *r, uintptr_t a) {
-    return (a - r->va) / p->gran;
-}
-
-static void seglist_remove(ck_pool *p, ck_seg *g) {
-    if (g->lprev) g->lprev->lnext = g->lnext;
-    else p->free_segs = g->lnext;
-    if (g->lnext) g->lnext->lprev = g->lprev;
-    else p->free_segs_tail = g->lprev;
-    g->lnext = g->lprev = NULL;
-}
-
-static void seglist_append(ck_pool *p, ck_seg *g) {
-    g->lnext = NULL;
-    g->lprev = p->free_segs_tail;
-    if (g->lprev) g->lprev->lnext = g;
-    else p->free_segs = g;
-    p->free_segs_tail = g;
-}
-
-/* Add delta (+1/-1) to the busy count of every segment under [a, a+n). */
-static void segs_busy(ck_pool *p, ck_region *r, uintptr_t a, size_t n, int delta) {
-    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1);
-    while (i <= last) {
-        ck_seg *g = r->chunk[i];
-        if (!g) {
-            i++;
-            continue;
-        }
-        if (delta > 0) {
-            if (g->nbusy++ == 0) seglist_remove(p, g);
-        } else if (--g->nbusy == 0) {
-            g->free_round = p->round_issued;
-            seglist_append(p, g);
-        }
-        i = chunk_of(p, r, g->va + g->size);
-    }
-}
-
-/* Bytes in [a, a+n) whose chunks are not mapped. */
-static size_t unmapped_bytes(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n) {
-    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n - 1), missing = 0;
-    while (i <= last) {
-        ck_seg *g = r->chunk[i];
-        if (g) {
-            i = chunk_of(p, r, g->va + g->size);
-        } else {
-            missing += p->gran;
-            i++;
-        }
-    }
-    return missing;
-}
-
-static void seg_destroy(ck_pool *p, ck_seg *g, int unmap) {
-    ck_region *r = g->region;
-    size_t first = chunk_of(p, r, g->va), n = g->size / p->gran;
-    if (unmap) {
-        p->be->ops->unmap(p->be, g->va, g->size);
-        ck__cnt_inc(&p->c->num_unmap_calls);
-    }
-    p->be->ops->release(p->be, g->phys);
-    ck__cnt_inc(&p->c->num_release_calls);
-    for (size_t i = 0; i < n; i++) r->chunk[first + i] = NULL;
-    ck__stat_add(&p->c->mapped_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c->reserved_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c->physical_bytes, -(int64_t)g->size);
-    ck__stat_add(&p->c->segment, -1);
-    ring_push(p, CK_RING_UNMAP, g->va, g->size, NULL);
-    free(g);
-}
-
-/* Map chunks [first, first+n) of r as one segment. */
-static ck_status seg_map(ck_pool *p, ck_region *r, size_t first, size_t n, ck_seg **out) {
-    ck_seg *g = calloc(1, sizeof *g);
-    if (!g) return ck__err(CK_ERR_NOMEM, "out of host memory for segment bookkeeping");
-    g->va = r->va + first * p->gran;
-    g->size = n * p->gran;
-    g->region = r;
-    /* Counters count calls that took effect, so create - release and
-     * map - unmap always equal the live segments. */
-    ck_status s = p->be->ops->create(p->be, g->size, &g->phys);
-    if (s != CK_OK) {
-        free(g);
-        return s;
-    }
-    s = p->be->ops->map(p->be, g->va, g->size, g->phys);
-    if (s != CK_OK) {
-        p->be->ops->release(p->be, g->phys);
-        free(g);
-        return s;
-    }
-    ck__cnt_inc(&p->c->num_create_calls);
-    ck__cnt_inc(&p->c->num_map_calls);
-    for (size_t i = 0; i < n; i++) r->chunk[first + i] = g;
-    ck__stat_add(&p->c->mapped_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c->reserved_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c->physical_bytes, (int64_t)g->size);
-    ck__stat_add(&p->c->segment, 1);
-    ring_push(p, CK_RING_MAP, g->va, g->size, NULL);
-    /* Not busy yet: the caller marks the block that needed it. */
-    g->free_round = p->round_issued;
-    seglist_append(p, g);
-    *out = g;
-    return CK_OK;
-}
-
-/* Map every unmapped chunk under [a, a+n+ahead) for a block [a, a+n).
- * The block's partial edge chunks get segments of their own: a neighbour that
- * shares an edge chunk then pins only that chunk, and freeing the block frees
- * its interior segment whole (so the budget can unmap it). On failure the
- * segments mapped here are released again. */
-static ck_status ensure_mapped(ck_pool *p, ck_region *r, uintptr_t a, size_t n, size_t ahead) {
-    size_t i = chunk_of(p, r, a), last = chunk_of(p, r, a + n + ahead - 1);
-    /* Edges worth a segment of their own: a partial first chunk, and the
-     * chunk holding the block's end when the block's whole chunks behind it
-     * are at least SPLIT_MIN (below that, pinning costs little and the extra
-     * map call is not worth it). The map-ahead part shares the end chunk's
-     * segment: the next block lands there anyway. */
-    enum { SPLIT_MIN_CHUNKS = 4 };
-    size_t first = chunk_of(p, r, a), endc = chunk_of(p, r, a + n - 1);
-    size_t e1 = (a - r->va) % p->gran ? first : SIZE_MAX;
-    size_t e2 = SIZE_MAX;
-    if (endc - first >= SPLIT_MIN_CHUNKS)
-        e2 = (a + n - r->va) % p->gran ? endc : endc + 1; /* aligned end: the ahead part apart */
-    ck_seg *made[64]; /* a block maps a few runs; past 64 they stay as free segments */
-    size_t nmade = 0;
-    ck_status s = CK_OK;
-    while (i <= last && s == CK_OK) {
-        if (r->chunk[i]) {
-            i = chunk_of(p, r, r->chunk[i]->va + r->chunk[i]->size);
-            continue;
-        }
-        size_t j = i;
-        while (j <= last && !r->chunk[j]) j++;
-        for (size_t k = i; k < j && s == CK_OK;) {
-            size_t end = j;
-            /* e1 stands alone; e2 starts a segment that runs to the end. */
-            if (e1 == k) end = k + 1;
-            else if (e1 > k && e1 < end) end = e1;
-            if (e2 > k && e2 < end) end = e2;
-            ck_seg *g = NULL;
-            s = seg_map(p, r, k, end - k, &g);
-            if (s == CK_OK && nmade < 64) made[nmade++] = g;
-            k = end;
-        }
-        i = j;
-    }
-    if (s != CK_OK) {
-        for (size_t k = 0; k < nmade; k++) {
-            seglist_remove(p, made[k]);
-            seg_destroy(p, made[k], 1);
-        }
-    }
-    return s;
-}
-
-/* Unmap fully free segments that every stream has passed, oldest first,
- * skipping any that overlap [keep_a, keep_a+keep_n). Stops once `want` bytes
- * are released (want == SIZE_MAX: all). Returns bytes released. */
-static size_t release_free_segs(ck_pool *p, size_t want, uintptr_t keep_a, size_t keep_n) {
-    size_t got = 0;
-    ck_seg *g = p->free_segs;
-    while (g && got < want) {
-        ck_seg *nx = g->lnext;
-        int overlaps = keep_n && g->va < keep_a + keep_n && keep_a < g->va + g->size;
-        if (!overlaps && g->free_round < p->round_done) {
-            got += g->size;
-            seglist_remove(p, g);
-            seg_destroy(p, g, 1);
-        }
-        g = nx;
-    }
-    return got;
-}
-
 /* ------------------------------------------------------------- regions -- */
 
 static ck_status region_add(ck_pool *p, size_t min_size, ck_block **free_block) {
     size_t size = p->va_default;
     if (size < min_size) size = (size_t)ck__align_up(min_size, p->gran);
-    ck_region *r = calloc(1, sizeof *r);
     ck_block *b = block_new(p);
-    if (!r || !b) {
-        free(r);
-        if (b) block_delete(p, b);
-        return ck__err(CK_ERR_NOMEM, "out of host memory for region bookkeeping");
-    }
-    r->nchunks = size / p->gran;
-    r->chunk = calloc(r->nchunks, sizeof *r->chunk);
-    ck_status s = r->chunk ? p->be->ops->reserve(p->be, size, &r->va)
-                           : ck__err(CK_ERR_NOMEM, "out of host memory for region bookkeeping");
+    if (!b) return ck__err(CK_ERR_NOMEM, "out of host memory for region bookkeeping");
+    ck_region *r;
+    ck_status s = ck__region_new(p, size, &r);
     if (s != CK_OK) {
-        free(r->chunk);
-        free(r);
         block_delete(p, b);
         return s;
     }
-    r->size = size;
     r->next = p->regions;
     p->regions = r;
     b->addr = r->va;
     b->size = size;
     b->region = r;
     r->last = b;
-    r->used_top = r->va;
     b->state = BLK_FREE;
     b->free_round = 0; /* untouched VA is safe for every stream */
     b->stream = NULL;
@@ -499,21 +292,16 @@ static ck_status region_add(ck_pool *p, size_t min_size, ck_block **free_block) 
     return CK_OK;
 }
 
-static ck_region *region_of(const ck_pool *p, uintptr_t a) {
-    for (ck_region *r = p->regions; r; r = r->next)
-        if (a >= r->va && a < r->va + r->size) return r;
-    return NULL;
-}
-
 /* ------------------------------------------------------- split / merge -- */
 
-/* Cut b to size; the rest becomes a free block beside it. */
-static void split(ck_pool *p, ck_heap *h, ck_block *b, size_t size) {
-    if (b->size - size < CK_ROUND) return;
+/* Cut b at off: [b->addr + off, end) becomes a new block right after b with
+ * b's state, stream and stamp (hashed, not binned). NULL when the host is
+ * out of memory for its struct. */
+static ck_block *cut(ck_pool *p, ck_block *b, size_t off) {
     ck_block *r = block_new(p);
-    if (!r) return; /* hand out the whole block rather than fail */
-    r->addr = b->addr + size;
-    r->size = b->size - size;
+    if (!r) return NULL;
+    r->addr = b->addr + off;
+    r->size = b->size - off;
     r->prev = b;
     r->next = b->next;
     if (b->next) b->next->prev = r;
@@ -522,14 +310,13 @@ static void split(ck_pool *p, ck_heap *h, ck_block *b, size_t size) {
     r->region = b->region;
     r->page = b->page;
     r->small = b->small;
-    r->state = BLK_FREE;
+    r->state = b->state;
     r->stream = b->stream;
     r->free_round = b->free_round;
-    b->size = size;
+    b->size = off;
     hash_insert(p, r);
-    bin_insert(h, r);
+    return r;
 }
-
 
 /* Merge free block n, the block right after lo, into lo (both out of their
  * bins). lo keeps its address, so its hash entry stays valid. */
@@ -554,47 +341,134 @@ static void absorb_next(ck_pool *p, ck_block *lo, ck_block *n) {
 
 /* ----------------------------------------------------------------- find -- */
 
+/* Large blocks that start on a chunk boundary: pages (then exactly one
+ * chunk) and blocks of align_min or more, which then share at most their
+ * last chunk, so evicting one gives back all but 2 MiB of it. */
+static int chunk_aligned(const ck_pool *p, size_t size) {
+    return size >= p->align_min || size == CK_PAGE_SIZE;
+}
+
+/* Where a block of size would start inside free block b, or 0 if it does
+ * not fit there. */
+static uintptr_t fit_at(const ck_pool *p, const ck_block *b, size_t size, int align) {
+    uintptr_t a = align ? (uintptr_t)ck__align_up(b->addr, p->gran) : b->addr;
+    return a + size <= b->addr + b->size && a >= b->addr ? a : 0;
+}
+
 enum { SCAN_LIMIT = 32 };
 
-/* Best fit for size usable on stream s, or NULL. */
-static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_stream s) {
+/* Best fit for size usable on stream s, or NULL; *at: where it starts. */
+static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_stream s, int align,
+                           uintptr_t *at) {
     unsigned i = bin_index(size);
     ck_block *best = NULL;
     int scanned = 0;
     for (ck_block *b = h->bins[i]; b && scanned < SCAN_LIMIT; b = b->fnext, scanned++) {
-        if (b->size < size || !usable_on(p, b, s)) continue;
+        if (b->size < size || !usable_on(p, b, s) || !fit_at(p, b, size, align)) continue;
         if (!best || b->size < best->size) best = b;
-        if (b->size == size) return b;
+        if (b->size == size) break;
     }
-    if (best) return best;
-    for (i = bin_next(h, i + 1); i < CK_NBINS; i = bin_next(h, i + 1)) {
+    for (i = best ? CK_NBINS : bin_next(h, i + 1); i < CK_NBINS; i = bin_next(h, i + 1)) {
         scanned = 0;
         for (ck_block *b = h->bins[i]; b && scanned < SCAN_LIMIT; b = b->fnext, scanned++) {
-            if (!usable_on(p, b, s)) continue;
+            if (!usable_on(p, b, s) || !fit_at(p, b, size, align)) continue;
             if (!best || b->size < best->size) best = b;
         }
-        if (best) return best;
+        if (best) break;
     }
-    return NULL;
+    if (best) *at = fit_at(p, best, size, align);
+    return best;
+}
+
+/* The start inside free large block b for a block of size that needs the
+ * fewest chunks mapped: the block's start, its end, or one lined up with a
+ * chunk boundary (aligned requests: chunk boundaries only). *need gets the
+ * unmapped bytes. Returns 0 if it does not fit. */
+static uintptr_t place_mapped(const ck_pool *p, const ck_block *b, size_t size, int align,
+                              size_t *need) {
+    const ck_region *r = b->region;
+    uintptr_t lo = fit_at(p, b, size, align), end = b->addr + b->size;
+    if (!lo) return 0;
+    /* Nothing at or above map_top was ever mapped: stop the scan there. */
+    uintptr_t hi = end - size;
+    if (r->map_top + size < end) hi = r->map_top > lo ? r->map_top : lo;
+    if (!align) hi = hi & ~(uintptr_t)(CK_ROUND - 1);
+    size_t best_need = ck__phys_unmapped(p, r, lo, size);
+    uintptr_t best = lo;
+    uintptr_t first = (uintptr_t)ck__align_up(lo, p->gran);
+    for (uintptr_t c = first; c <= hi && best_need; c += p->gran) {
+        uintptr_t cand[2] = {c, c >= lo + size ? c - size : 0};
+        for (int k = 0; k < 2 - align; k++) {
+            uintptr_t x = cand[k];
+            if (!x || x < lo || x > hi) continue;
+            size_t n = ck__phys_unmapped(p, r, x, size);
+            if (n < best_need) {
+                best_need = n;
+                best = x;
+            }
+        }
+    }
+    if (!align && best_need && hi >= lo) {
+        size_t n = ck__phys_unmapped(p, r, hi, size);
+        if (n < best_need) {
+            best_need = n;
+            best = hi;
+        }
+    }
+    *need = best_need;
+    return best;
 }
 
 /* Under budget pressure, search every usable free block (no scan limit) and
- * prefer the one that needs the least new memory mapped, then the smallest. */
-static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s) {
+ * prefer the place that needs the least new memory mapped, then the
+ * smallest block. */
+static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s, int align,
+                                  uintptr_t *at, size_t *need) {
     const ck_heap *h = &p->large;
     ck_block *best = NULL;
     size_t best_need = SIZE_MAX;
     for (unsigned i = bin_next(h, bin_index(size)); i < CK_NBINS; i = bin_next(h, i + 1)) {
         for (ck_block *b = h->bins[i]; b; b = b->fnext) {
             if (b->size < size || !usable_on(p, b, s)) continue;
-            size_t need = unmapped_bytes(p, b->region, b->addr, size);
-            if (need < best_need || (need == best_need && b->size < best->size)) {
+            size_t n = 0;
+            uintptr_t a = place_mapped(p, b, size, align, &n);
+            if (!a) continue;
+            if (n < best_need || (n == best_need && b->size < best->size)) {
                 best = b;
-                best_need = need;
+                best_need = n;
+                *at = a;
             }
         }
     }
+    *need = best_need;
     return best;
+}
+
+/* The bytes take(b, at, size) hands out: size, or all of b from at when
+ * what would be left is less than CK_ROUND. */
+static size_t take_span(const ck_block *b, uintptr_t at, size_t size) {
+    size_t rest = (size_t)(b->addr + b->size - at);
+    return rest - size < CK_ROUND ? rest : size;
+}
+
+/* Take [at, at+take_span) out of free block b of heap h: the head before at
+ * and the tail after it go back to the bins as free blocks. Returns the
+ * block, or NULL when the host is out of memory for a struct. */
+static ck_block *take(ck_pool *p, ck_heap *h, ck_block *b, uintptr_t at, size_t size) {
+    if (at > b->addr) {
+        bin_remove(h, b);
+        ck_block *n = cut(p, b, at - b->addr);
+        bin_insert(h, b);
+        if (!n) return NULL;
+        b = n;
+    } else {
+        bin_remove(h, b);
+    }
+    if (take_span(b, b->addr, size) == size && b->size > size) {
+        ck_block *t = cut(p, b, size);
+        if (t) bin_insert(h, t); /* else hand out the whole block */
+    }
+    return b;
 }
 
 /* --------------------------------------------------------- free blocks -- */
@@ -617,11 +491,12 @@ static ck_block *spare_unpark(ck_pool *p) {
     return sb;
 }
 
-/* b (either heap) is now free: its segments stop being busy (large blocks),
+/* b (either heap) is now free: its chunks stop being held (large blocks),
  * then coalesce, bin, and give back what is whole. */
 static void block_make_free(ck_pool *p, ck_block *b) {
     ck_heap *h = b->small ? &p->small : &p->large;
-    if (!b->small) segs_busy(p, b->region, b->addr, b->size, -1);
+    if (!b->small && !b->evicted) ck__phys_drop(p, b->region, b->addr, b->size, b->free_round);
+    b->evicted = 0;
     b->state = BLK_FREE;
     b->requested = 0;
     if (b->small) {
@@ -678,15 +553,15 @@ static void spare_page_drop(ck_pool *p) {
 
 /* ---------------------------------------------------------- allocation -- */
 
-/* release=eager: give back every whole free segment the streams have passed.
+/* release=eager: give back every idle chunk the streams have passed.
  * Never blocks; what is not fenced yet goes on a later call. */
 void ck__pool_eager_release(ck_pool *p) {
     if (p->opts.release != CK_RELEASE_EAGER) return;
     spare_page_drop(p);
-    if (!p->free_segs) return;
+    if (!p->nidle) return;
     round_poll(p, 0);
     round_issue(p);
-    release_free_segs(p, SIZE_MAX, 0, 0);
+    ck__phys_release(p, SIZE_MAX, 0, 0);
 }
 
 static void pending_process(ck_pool *p, int wait) {
@@ -743,62 +618,66 @@ static const char *over_limit(const ck_pool *p, size_t size, char *buf, size_t n
 static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in) {
     char why[512];
     snprintf(why, sizeof why, "%s", why_in); /* why_in may be the error buffer itself */
-    char a[32], bud[32], live[32], cached[32], largest[32], phys[32], on[48];
+    char a[32], bud[32], live[32], cached[32], largest[32], phys[32], pend[32], on[48];
     if (s) snprintf(on, sizeof on, "stream %p", (void *)s);
     else snprintf(on, sizeof on, "the default stream");
     uint64_t phys_now = (uint64_t)p->c->physical_bytes.current;
     uint64_t lv = live_bytes(p);
-    uint64_t pend = (uint64_t)(p->c->active_bytes.current - p->c->allocated_bytes.current);
-    uint64_t cache = phys_now > lv + pend ? phys_now - lv - pend : 0;
+    uint64_t pb = (uint64_t)(p->c->active_bytes.current - p->c->allocated_bytes.current);
+    uint64_t cache = phys_now > lv + pb ? phys_now - lv - pb : 0;
     return ck__err(CK_ERR_NOMEM,
                    "out of memory: cannot allocate %s on %s (%s); %s %s, live %s in "
-                   "%lld allocations, cached %s (largest free range %s), physical %s, offloaded "
+                   "%lld allocations, pending %s (freed, waiting for streams given to "
+                   "ck_record_stream), cached %s (largest free range %s), physical %s, offloaded "
                    "0 B",
                    ck__fmt_bytes(size, a, sizeof a), on, why,
                    p->opts.budget ? "budget" : "no budget set, limit",
                    ck__fmt_bytes(p->budget, bud, sizeof bud), ck__fmt_bytes(lv, live, sizeof live),
-                   (long long)p->c->allocation.current, ck__fmt_bytes(cache, cached, sizeof cached),
+                   (long long)p->c->allocation.current, ck__fmt_bytes(pb, pend, sizeof pend),
+                   ck__fmt_bytes(cache, cached, sizeof cached),
                    ck__fmt_bytes(ck__largest_free(p), largest, sizeof largest),
                    ck__fmt_bytes(phys_now, phys, sizeof phys));
 }
 
-/* Make room for `need` more physical bytes under the budget by unmapping
- * whole free segments, keeping the target range mapped. The caller has
- * waited for the streams (ck__pool_quiesce), so cached memory is safe to
- * unmap. */
+/* Everything the pool can do without failing anyone to let `need` more
+ * bytes be mapped under the budget, keeping [keep_a, keep_a+keep_n): wait
+ * for the streams (so every free and record_stream wait is fenced), then
+ * release idle chunks oldest first. 1 if there is room. */
 static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n) {
     uint64_t phys = (uint64_t)p->c->physical_bytes.current;
     if (phys + need <= p->budget) return 1;
     size_t want = (size_t)(phys + need - p->budget);
-    size_t got = release_free_segs(p, want, keep_a, keep_n);
+    size_t got = ck__phys_release(p, want, keep_a, keep_n);
     if (got) ck__cnt_inc(&p->c->num_alloc_retries);
     return (uint64_t)p->c->physical_bytes.current + need <= p->budget;
+}
+
+/* Under pressure: make every free and pending block reusable by everyone
+ * (wait for the streams and for ck_record_stream's events). */
+static void settle(ck_pool *p) {
+    pending_process(p, 1);
+    ck__pool_quiesce(p);
+    spare_page_drop(p); /* last: the waits above can free a whole page */
 }
 
 /* A free region tail can be unusable on stream s because a block freed on
  * another stream merged into it. The part above used_top was never handed
  * out, so it is safe for every stream: split it off and offer it. */
-static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s) {
+static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s, int align, uintptr_t *at) {
     for (ck_region *r = p->regions; r; r = r->next) {
         ck_block *t = r->last;
-        uintptr_t cut = r->used_top, end = t->addr + t->size;
-        if (t->state != BLK_FREE || usable_on(p, t, s) || cut <= t->addr || end - cut < size)
+        uintptr_t cut_at = (uintptr_t)ck__align_up(r->used_top, p->gran), end = t->addr + t->size;
+        if (t->state != BLK_FREE || usable_on(p, t, s) || cut_at <= t->addr || cut_at >= end ||
+            end - cut_at < size)
             continue;
-        ck_block *n = block_new(p);
-        if (!n) return NULL;
         bin_remove(&p->large, t);
-        n->addr = cut;
-        n->size = end - cut;
-        n->prev = t;
-        t->next = n;
-        t->size = cut - t->addr;
-        n->region = r;
-        n->state = BLK_FREE;
-        n->free_round = 0;
-        r->last = n;
-        hash_insert(p, n);
+        ck_block *n = cut(p, t, cut_at - t->addr);
         bin_insert(&p->large, t);
+        if (!n) return NULL;
+        n->free_round = 0;
+        n->stream = NULL;
         bin_insert(&p->large, n);
+        *at = fit_at(p, n, size, align);
         return n;
     }
     return NULL;
@@ -807,74 +686,37 @@ static ck_block *pristine_tail(ck_pool *p, size_t size, ck_stream s) {
 /* Growing at the end of a region (the untouched tail), map a little ahead
  * so a run of growing allocations costs fewer map calls: 1/48 of what is
  * mapped, at most 256 MiB, never past the budget or the region. The ahead
- * part shares the segment of the block's end chunk, so it can only be
- * unmapped once the blocks placed in it are freed; scaling it with what is
- * mapped keeps it out of small pools, where block-sized segments matter
- * most. 1/48 is measured: on the generated 1b/7b/13b traces 1/64 left more
- * map calls and 1/32 put the slack at the peak above 5% (1b LoRA); mapping
- * ahead by the request's size pinned freed blocks under a budget. */
-static size_t grow_ahead(const ck_pool *p, const ck_block *b, size_t size, size_t need) {
+ * chunks are idle until a block lands on them, so pressure or trim can give
+ * them back at once. 1/48 is measured: on the generated 1b/7b/13b traces
+ * 1/64 left more map calls and 1/32 put the slack at the peak above 5%
+ * (1b LoRA). */
+static size_t grow_ahead(const ck_pool *p, const ck_block *b, uintptr_t at, size_t size,
+                         size_t need) {
     if (b->next || need == 0) return 0;
     uint64_t extra = (uint64_t)p->c->mapped_bytes.current / 48;
     if (extra > 256 * CK_MiB) extra = 256 * CK_MiB;
     uint64_t phys = (uint64_t)p->c->physical_bytes.current;
     uint64_t room = p->budget > phys + need ? p->budget - phys - need : 0;
     if (extra > room) extra = room;
-    if (extra > b->size - size) extra = b->size - size;
+    uintptr_t end = b->addr + b->size;
+    if (extra > end - (at + size)) extra = end - (at + size);
     return (size_t)(extra / p->gran * p->gran);
-}
-
-/* A small page carved over a small part of a large, fully free segment would
- * pin all of it (segments unmap whole) for as long as any of its small
- * blocks lives. When the segment is at least RESEG_FACTOR times the chunks
- * the page uses of it, unmap it first and map the page's own chunks apart.
- * Unmapping needs every stream past the frees on it: if that is not known
- * yet, wait for the streams only when the pool holds more than half its
- * budget (where pinning can fail a later allocation); below that the
- * segment stays, costing footprint only. Only pages: doing this for every
- * block remapped freed activation ranges over and over (7% of operations
- * were map calls on a 7B trace under a budget), while large blocks are freed
- * again soon and then unpin what they overlap. */
-enum { RESEG_FACTOR = 8 };
-static ck_status resegment(ck_pool *p, ck_block *b, size_t size) {
-    ck_region *r = b->region;
-    size_t i = chunk_of(p, r, b->addr), last = chunk_of(p, r, b->addr + size - 1);
-    int dropped = 0;
-    while (i <= last) {
-        ck_seg *g = r->chunk[i];
-        if (!g) {
-            i++;
-            continue;
-        }
-        size_t gend = chunk_of(p, r, g->va + g->size);
-        size_t used = (gend < last + 1 ? gend : last + 1) - i;
-        if (g->nbusy == 0 && g->size / p->gran >= RESEG_FACTOR * used) {
-            if (g->free_round >= p->round_done &&
-                (uint64_t)p->c->physical_bytes.current > p->budget / 2)
-                ck__pool_quiesce(p);
-            if (g->free_round < p->round_done) {
-                seglist_remove(p, g);
-                seg_destroy(p, g, 1);
-                dropped = 1;
-            }
-        }
-        i = gend;
-    }
-    return dropped ? ensure_mapped(p, r, b->addr, size, 0) : CK_OK;
 }
 
 /* Find (or make) a mapped large block of `size` usable on s. */
 static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
-    ck_block *b = heap_find(p, &p->large, size, s);
-    if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
+    int align = chunk_aligned(p, size);
+    uintptr_t at = 0;
+    ck_block *b = heap_find(p, &p->large, size, s, align, &at);
+    if (b && ck__phys_unmapped(p, b->region, at, size) == 0) goto got;
 
     /* Slow path: let other streams' frees and record_stream waits finish. */
     pending_process(p, 0);
     round_poll(p, 0);
     round_issue(p);
-    b = heap_find(p, &p->large, size, s);
-    if (!b) b = pristine_tail(p, size, s);
-    if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
+    b = heap_find(p, &p->large, size, s, align, &at);
+    if (!b) b = pristine_tail(p, size, s, align, &at);
+    if (b && ck__phys_unmapped(p, b->region, at, size) == 0) goto got;
 
     int capturing = 0;
     if (p->be->ops->stream_capturing(p->be, s, &capturing) == CK_OK && capturing)
@@ -882,56 +724,62 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
                      "the stream is capturing a CUDA graph and ckalloc maps no memory during "
                      "capture; run one step before capturing so the pool is warm");
 
-    size_t need = b ? unmapped_bytes(p, b->region, b->addr, size)
-                    : (size_t)ck__align_up(size, p->gran);
+    size_t need = b ? ck__phys_unmapped(p, b->region, at, size) : (size_t)ck__align_up(size, p->gran);
     if ((uint64_t)p->c->physical_bytes.current + need > p->budget) {
-        /* Under pressure: wait for every stream, then look again before
-         * unmapping anything. */
-        spare_page_drop(p);
-        ck__pool_quiesce(p);
-        pending_process(p, 0);
-        b = heap_find_mapped(p, size, s);
-        if (b && unmapped_bytes(p, b->region, b->addr, size) == 0) goto got;
-        need = b ? unmapped_bytes(p, b->region, b->addr, size) : (size_t)ck__align_up(size, p->gran);
-        if (!budget_room(p, need, b ? b->addr : 0, b ? size : 0)) {
+        /* Under pressure: wait for every stream, then look again (every
+         * usable free block, placed where the least is unmapped) before
+         * releasing anything. */
+        settle(p);
+        b = heap_find_mapped(p, size, s, align, &at, &need);
+        if (b && need == 0) goto got;
+        if (!b) need = (size_t)ck__align_up(size, p->gran);
+        if (!budget_room(p, need, b ? at : 0, b ? size : 0)) {
             char why[256];
             return nomem(p, size, s, over_limit(p, size, why, sizeof why));
         }
     }
     if (!b) {
-        ck_status st = region_add(p, size, &b);
+        ck_status st = region_add(p, size + (align ? p->gran : 0), &b);
         if (st != CK_OK) return st;
+        at = fit_at(p, b, size, align);
     }
-    ck_status st = ensure_mapped(p, b->region, b->addr, size, grow_ahead(p, b, size, need));
-    if (st == CK_ERR_NOMEM && p->free_segs) {
-        /* The device itself is full: give back cached memory and retry. */
+    size_t span = take_span(b, at, size);
+    ck_status st = ck__phys_map(p, b->region, at, span + grow_ahead(p, b, at, span, need));
+    if (st == CK_ERR_NOMEM && p->nidle) {
+        /* The device itself is full: give back cached memory and retry.
+         * Only the streams are waited for: settle() could free (and merge
+         * away) the block b we hold. */
         ck__pool_quiesce(p);
-        if (release_free_segs(p, SIZE_MAX, b->addr, size)) ck__cnt_inc(&p->c->num_alloc_retries);
-        st = ensure_mapped(p, b->region, b->addr, size, 0);
+        if (ck__phys_release(p, SIZE_MAX, at, span)) ck__cnt_inc(&p->c->num_alloc_retries);
+        st = ck__phys_map(p, b->region, at, span);
     }
     if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
     if (st != CK_OK) return st;
 got:;
-    if (size == CK_PAGE_SIZE) {
-        ck_status rs = resegment(p, b, size);
-        if (rs != CK_OK) return rs;
-    }
-    bin_remove(&p->large, b);
-    split(p, &p->large, b, size);
-    segs_busy(p, b->region, b->addr, b->size, +1);
-    if (b->addr + b->size > b->region->used_top) b->region->used_top = b->addr + b->size;
-    *out = b;
+    ck_block *g = take(p, &p->large, b, at, size);
+    if (!g) return nomem(p, size, s, "out of host memory for block bookkeeping");
+    ck__phys_hold(p, g->region, g->addr, g->size);
+    if (g->addr + g->size > g->region->used_top) g->region->used_top = g->addr + g->size;
+    *out = g;
     return CK_OK;
 }
 
 static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
-    ck_block *b = heap_find(p, &p->small, size, s);
+    uintptr_t at = 0;
+    ck_block *b = heap_find(p, &p->small, size, s, 0, &at);
     if (!b) {
         ck_block *pg;
         ck_status st = large_get(p, CK_PAGE_SIZE, s, &pg);
+        /* Under pressure large_get waited for the streams: free space in
+         * pages that other streams used may serve now. */
+        if (st == CK_ERR_NOMEM && (b = heap_find(p, &p->small, size, s, 0, &at)) != NULL) {
+            ck__clear_error();
+            goto got;
+        }
         if (st != CK_OK) return st;
         b = block_new(p);
         if (!b) {
+            pg->free_round = p->round_issued;
             block_make_free(p, pg);
             return ck__err(CK_ERR_NOMEM, "out of host memory for block bookkeeping");
         }
@@ -944,17 +792,20 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         b->page = pg;
         b->small = 1;
         b->state = BLK_FREE;
-        b->stream = s;
-        b->free_round = p->round_issued;
+        /* The page's free space is as safe as the range it came from. */
+        b->stream = pg->stream;
+        b->free_round = pg->free_round;
         hash_insert(p, b);
         ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
         ck__stat_add(&p->c->inactive_split, 1);
         bin_insert(&p->small, b);
+        at = b->addr;
     }
+got:
     if (b == p->spare_page) spare_unpark(p);
-    bin_remove(&p->small, b);
     size_t before = b->size;
-    split(p, &p->small, b, size);
+    b = take(p, &p->small, b, at, size);
+    if (!b) return ck__err(CK_ERR_NOMEM, "out of host memory for block bookkeeping");
     ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)b->size);
     if (b->size == before) ck__stat_add(&p->c->inactive_split, -1);
     *out = b;
@@ -975,7 +826,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     if (st != CK_OK) {
         if (st == CK_ERR_NOMEM) ck__cnt_inc(&p->c->num_ooms);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
-        ring_push(p, CK_RING_ALLOC_FAIL, 0, size, stream);
+        ck__ring_push(p, CK_RING_ALLOC_FAIL, 0, size, stream);
         pool_unlock(p);
         return st;
     }
@@ -988,7 +839,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     ck__stat_add(&p->c->active_bytes, (int64_t)b->size);
     ck__stat_add(&p->c->requested_bytes, (int64_t)size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
-    ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
+    ck__ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
     ck__pool_eager_release(p);
     pool_unlock(p);
     *ptr = (void *)b->addr;
@@ -1004,7 +855,7 @@ static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **ou
         return CK_OK;
     }
     if (b) return ck__err(CK_ERR_DOUBLE_FREE, "%s: %p was already freed", fn, ptr);
-    if (region_of(p, (uintptr_t)ptr))
+    if (ck__region_of(p, (uintptr_t)ptr))
         return ck__err(CK_ERR_NOT_OWNED,
                        "%s: %p is inside the pool but is not the start of a live allocation "
                        "(freed before, or an interior pointer)",
@@ -1026,7 +877,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     ck__stat_add(&p->c->allocation, -1);
     ck__stat_add(&p->c->allocated_bytes, -(int64_t)b->size);
     ck__stat_add(&p->c->requested_bytes, -(int64_t)b->requested);
-    ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
+    ck__ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
     b->stream = stream;
     b->free_round = p->round_issued;
     if (p->ndirty == 0 || p->dirty[p->ndirty - 1] != stream) mark_dirty(p, stream);
@@ -1102,13 +953,65 @@ CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
 CK_API ck_status ck_trim(ck_pool *p, size_t *released) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_trim: pool is NULL");
     pool_lock(p);
-    pending_process(p, 0);
-    spare_page_drop(p);
-    ck__pool_quiesce(p);
-    size_t got = release_free_segs(p, SIZE_MAX, 0, 0);
+    /* Trim is synchronous: wait for every stream and every ck_record_stream
+     * event, so memory that is idle now is given back now. */
+    settle(p);
+    size_t got = ck__phys_release(p, SIZE_MAX, 0, 0);
     pool_unlock(p);
     if (released) *released = got;
     return CK_OK;
+}
+
+/* ------------------------------------------------- the tier engine's hold -- */
+
+ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released) {
+    if (!p) return ck__err(CK_ERR_INVALID, "evict: pool is NULL");
+    pool_lock(p);
+    ck_block *b;
+    ck_status st = live_block(p, ptr, "evict", &b);
+    size_t got = 0;
+    if (st == CK_OK && b->evicted)
+        st = ck__err(CK_ERR_INVALID, "evict: %p is evicted already", ptr);
+    if (st == CK_OK) {
+        /* chunk_align=auto: from the first eviction on, blocks of 4 MiB or
+         * more start on a chunk, so later ones give back all but 2 MiB. */
+        if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
+        b->evicted = 1;
+        /* A small block shares its page: nothing of it can be given back,
+         * but it counts as not resident all the same. */
+        if (!b->small) {
+            ck__phys_drop(p, b->region, b->addr, b->size, 0);
+            got = ck__phys_release_under(p, b->region, b->addr, b->size);
+        }
+    }
+    pool_unlock(p);
+    if (released) *released = got;
+    return st;
+}
+
+ck_status ck__pool_restore(ck_pool *p, void *ptr) {
+    if (!p) return ck__err(CK_ERR_INVALID, "restore: pool is NULL");
+    pool_lock(p);
+    ck_block *b;
+    ck_status st = live_block(p, ptr, "restore", &b);
+    if (st == CK_OK && !b->evicted)
+        st = ck__err(CK_ERR_INVALID, "restore: %p is not evicted", ptr);
+    if (st == CK_OK && !b->small) {
+        size_t need = ck__phys_unmapped(p, b->region, b->addr, b->size);
+        if ((uint64_t)p->c->physical_bytes.current + need > p->budget) {
+            settle(p);
+            if (!budget_room(p, need, b->addr, b->size)) {
+                char why[256];
+                st = nomem(p, b->size, b->stream, over_limit(p, b->size, why, sizeof why));
+            }
+        }
+        if (st == CK_OK) st = ck__phys_map(p, b->region, b->addr, b->size);
+        if (st == CK_ERR_NOMEM) st = nomem(p, b->size, b->stream, ck_last_error());
+        if (st == CK_OK) ck__phys_hold(p, b->region, b->addr, b->size);
+    }
+    if (st == CK_OK) b->evicted = 0;
+    pool_unlock(p);
+    return st;
 }
 
 /* ------------------------------------------------------ create/destroy -- */
@@ -1167,6 +1070,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     p->c = &p->c_private;
     p->seq = &p->seq_private;
     p->gran = be->granularity;
+    p->align_min = o.chunk_align ? o.chunk_align : UINT64_MAX; /* auto: none until an eviction */
     p->budget = o.budget ? o.budget : be->total_mem;
     /* The first reservation: 1.5 x the device, at most CK_VA_DEFAULT_MAX (a
      * 1 TiB simulated host device would ask for 1.5 TiB, more than some
@@ -1213,24 +1117,11 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     pool_lock(p);
     pending_process(p, 1);
     ck__pool_quiesce(p);
-    /* Unmap and release every segment, then the regions. */
-    for (ck_region *r = p->regions; r; r = r->next) {
-        for (size_t i = 0; i < r->nchunks;) {
-            ck_seg *g = r->chunk[i];
-            if (!g) {
-                i++;
-                continue;
-            }
-            i = chunk_of(p, r, g->va + g->size);
-            seg_destroy(p, g, 1);
-        }
-    }
+    /* Unmap and release every chunk, then the regions. */
     while (p->regions) {
         ck_region *r = p->regions;
         p->regions = r->next;
-        p->be->ops->unreserve(p->be, r->va, r->size);
-        free(r->chunk);
-        free(r);
+        ck__region_delete(p, r);
     }
     for (size_t i = 0; i < p->nround_ev; i++) p->be->ops->event_destroy(p->be, p->round_ev[i]);
     for (size_t i = 0; i < p->nev_cache; i++) p->be->ops->event_destroy(p->be, p->ev_cache[i]);
@@ -1266,27 +1157,26 @@ uint64_t ck__largest_free(ck_pool *p) {
         const ck_heap *heap = h ? &p->small : &p->large;
         for (unsigned i = bin_next(heap, 0); i < CK_NBINS; i = bin_next(heap, i + 1)) {
             for (ck_block *b = heap->bins[i]; b; b = b->fnext) {
+                if (b->size <= best) continue;
                 if (b->small) {
-                    if (b->size > best) best = b->size;
+                    best = b->size;
                     continue;
                 }
-                /* Longest mapped run inside b, walked by chunk index: the
-                 * unmapped tail of a region (tens of thousands of chunks)
-                 * then costs one load per chunk, not a division. */
+                /* Longest mapped run inside b; nothing above map_top was
+                 * ever mapped. */
                 ck_region *r = b->region;
                 uintptr_t end = b->addr + b->size, run_start = b->addr;
-                size_t c = chunk_of(p, r, b->addr), last = chunk_of(p, r, end - 1);
-                while (c <= last) {
-                    ck_seg *g = r->chunk[c];
-                    if (!g) {
-                        while (c <= last && !r->chunk[c]) c++;
-                        run_start = r->va + c * p->gran;
+                if (end > r->map_top) end = r->map_top;
+                if (end <= b->addr) continue;
+                size_t c = ck__chunk_of(p, r, b->addr), last = ck__chunk_of(p, r, end - 1);
+                for (; c <= last; c++) {
+                    uintptr_t cva = r->va + c * p->gran;
+                    if (!r->chunk[c].mapped) {
+                        run_start = cva + p->gran;
                         continue;
                     }
-                    uintptr_t next = g->va + g->size;
-                    if (next > end) next = end;
-                    if (next - run_start > best) best = next - run_start;
-                    c = chunk_of(p, r, g->va + g->size);
+                    uintptr_t stop = cva + p->gran < end ? cva + p->gran : end;
+                    if (stop > run_start && stop - run_start > best) best = stop - run_start;
                 }
             }
         }
@@ -1298,7 +1188,7 @@ uint64_t ck__largest_free(ck_pool *p) {
 
 int ck__pool_contains(ck_pool *p, const void *ptr) {
     pool_lock(p);
-    int in = region_of(p, (uintptr_t)ptr) != NULL;
+    int in = ck__region_of(p, (uintptr_t)ptr) != NULL;
     pool_unlock(p);
     return in;
 }
@@ -1322,7 +1212,7 @@ int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
     uintptr_t a = (uintptr_t)ptr;
     pool_lock(p);
     int res = 0;
-    ck_region *r = region_of(p, a);
+    ck_region *r = ck__region_of(p, a);
     if (r) {
         ck_block *b = block_holding(p, r, a);
         res = -1;
@@ -1330,8 +1220,12 @@ int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
         else if (n > b->size || a - b->addr > b->size - n) *why = "runs past the end of its allocation";
         else {
             res = 1;
-            for (size_t i = chunk_of(p, r, a), e = chunk_of(p, r, a + n - 1); i <= e; i++)
-                if (!r->chunk[i]) {
+            if (b->evicted) {
+                res = -1;
+                *why = "is not resident (its pages are unmapped)";
+            }
+            for (size_t i = ck__chunk_of(p, r, a), e = ck__chunk_of(p, r, a + n - 1); res == 1 && i <= e; i++)
+                if (!r->chunk[i].mapped) {
                     res = -1;
                     *why = "is not resident (its pages are unmapped)";
                     break;

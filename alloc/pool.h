@@ -1,17 +1,20 @@
-/* The caching allocator's internal state, shared by pool.c, stats.c and
- * stream.c.
+/* The caching allocator's internal state, shared by pool.c, phys.c,
+ * check.c, stats.c, snapshot.c and stream.c.
  *
- * Picture: one or more VA regions reserved from the backend; physical memory
- * mapped into them in segments (one create + one map each, a whole number of
- * granularity-sized chunks); blocks tile each region in address order. Large
- * requests (> 1 MiB) are best-fit from the large heap's free blocks; small
- * ones come from 2 MiB pages that are themselves large blocks. A segment whose
- * chunks hold no live block can be unmapped (under budget pressure, on trim,
- * or eagerly), so physical memory tracks live bytes, not the VA high water.
+ * Picture: one or more VA regions reserved from the backend; blocks tile
+ * each region in address order. Physical memory is held per *chunk* (the
+ * backend's granularity, 2 MiB): each mapped chunk is one physical handle
+ * with one mapping of its own (phys.c), so any chunk that no resident block
+ * touches can be unmapped and released, whatever was mapped beside it, and
+ * a run of chunks is mapped with one backend call. Large requests (> 1 MiB)
+ * are best-fit from the large heap's free blocks; small ones come from
+ * 2 MiB pages that are themselves large blocks and start on a chunk (so a
+ * page is exactly one chunk). Blocks of at least the pool's align_min start
+ * on a chunk boundary too, so they share at most their last chunk.
  *
  * Cross-stream safety uses "rounds": a round records one event on every
  * stream that freed something since the previous round. A free block (or
- * free segment) stamped with round r is safe for any stream, or to unmap,
+ * idle chunk) stamped with round r is safe for any stream, or to unmap,
  * once round r+1 has completed; before that only its own stream may reuse it.
  */
 #ifndef CK_POOL_H
@@ -29,31 +32,33 @@
 #define CK_PAGE_SIZE (2u << 20)       /* one small page */
 #define CK_MAX_ALLOC ((size_t)1 << 46) /* larger requests are CK_ERR_INVALID */
 #define CK_NBINS 576
+#define CK_ALIGN_MIN ((uint64_t)4 << 20) /* align_min once the pool evicts (chunk_align=auto) */
 #define CK_VA_DEFAULT_MAX ((uint64_t)256 << 30) /* the default first reservation's cap */
 
 typedef struct ck_block ck_block;
-typedef struct ck_seg ck_seg;
 typedef struct ck_region ck_region;
 
 enum { BLK_FREE = 0, BLK_LIVE = 1, BLK_PENDING = 2 };
 
-struct ck_seg {
-    uintptr_t va;
-    size_t size;
-    ck_phys phys;
-    ck_region *region;
-    uint32_t nbusy;        /* live/pending large blocks overlapping it */
-    uint64_t free_round;   /* round when nbusy dropped to 0 */
-    ck_seg *lnext, *lprev; /* list of fully free segments, oldest first */
-};
+/* One granule of a region's address space and the physical memory under it. */
+typedef struct ck_chunk {
+    ck_phys h;           /* the physical handle mapped here (when mapped) */
+    uint64_t free_round; /* round of the last free of a block touching it */
+    uint32_t nres;       /* resident live/pending large blocks touching it */
+    uint32_t iprev, inext; /* idle list (index + 1; 0 = none) */
+    uint8_t mapped;
+    uint8_t idle;        /* on the region's idle list: mapped, nres == 0 */
+} ck_chunk;
 
 struct ck_region {
     uintptr_t va;
     size_t size;
     size_t nchunks;
-    ck_seg **chunk; /* per chunk: the segment mapped there, or NULL */
+    ck_chunk *chunk;
+    uint32_t idle_head, idle_tail; /* idle chunks, oldest first (index + 1) */
     ck_block *last;   /* the block that ends the region */
     uintptr_t used_top; /* nothing at or above this was ever handed out */
+    uintptr_t map_top;  /* nothing at or above this was ever mapped */
     ck_region *next;
 };
 
@@ -80,6 +85,7 @@ struct ck_block {
     uint8_t state;
     uint8_t small;            /* lives in the small heap */
     uint8_t is_page;          /* large block hosting a small page */
+    uint8_t evicted;          /* live, its chunks given back (ck__pool_evict) */
     uint16_t tag;             /* 0 = untagged; the tag API will set it (fits the padding) */
 };
 
@@ -170,7 +176,8 @@ struct ck_pool {
     ck_block *pending; /* freed blocks waiting on record_stream events */
     size_t npending;
 
-    ck_seg *free_segs, *free_segs_tail; /* fully free segments, oldest first */
+    uint64_t nidle;     /* idle chunks, all regions */
+    uint64_t align_min; /* large blocks this size or more start on a chunk */
 
     /* rounds */
     uint64_t round_issued, round_done;
@@ -205,8 +212,65 @@ struct ck_pool {
 
 /* stats.c */
 void ck__stat_add(ck_stat *s, int64_t delta);
+
+/* One record of the recent-operations ring: a few stores, so the cached
+ * alloc+free pair stays cheap; the clock is read only by pools that will
+ * write snapshots. */
+static inline void ck__ring_push(ck_pool *p, unsigned action, uintptr_t addr, size_t size,
+                             ck_stream s) {
+    ck_ring_rec *r = &p->ring[p->ring_n++ & (CK_RING_N - 1)];
+    r->tick = p->ring_stamp ? ck__ring_clock() : 0;
+    r->action = action;
+    r->addr = addr;
+    r->size = size;
+    r->stream = (uintptr_t)s;
+    r->allocated = p->c->allocated_bytes.current;
+    r->reserved = p->c->reserved_bytes.current;
+    r->physical = p->c->physical_bytes.current;
+    if (!(p->ring_n & (CK_RING_N - 1))) ck__hist_fold(&p->hist, p->ring, p->ring_n); /* about to wrap */
+}
+
 /* Largest free range that is fully mapped; called with the lock held. */
 uint64_t ck__largest_free(ck_pool *p);
+
+/* phys.c, the physical layer (lock held). Chunks are counted by the large
+ * blocks that touch them: hold when a block becomes live or a page is
+ * carved, drop (stamping the round of the free) when it is freed. */
+size_t ck__chunk_of(const ck_pool *p, const ck_region *r, uintptr_t a);
+ck_status ck__region_new(ck_pool *p, size_t size, ck_region **out);
+void ck__region_delete(ck_pool *p, ck_region *r); /* unmaps what is left */
+ck_region *ck__region_of(const ck_pool *p, uintptr_t a);
+/* Map every unmapped chunk under [a, a+n); on failure what this call
+ * mapped is given back. New chunks are idle until held. */
+ck_status ck__phys_map(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
+/* Bytes of the chunks under [a, a+n) that are not mapped. */
+size_t ck__phys_unmapped(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n);
+void ck__phys_hold(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
+void ck__phys_drop(ck_pool *p, ck_region *r, uintptr_t a, size_t n, uint64_t round);
+/* Release idle chunks whose last free is fenced, oldest first, skipping
+ * those under [keep_a, keep_a+keep_n), until `want` bytes (SIZE_MAX: all).
+ * Returns the bytes released. */
+size_t ck__phys_release(ck_pool *p, size_t want, uintptr_t keep_a, size_t keep_n);
+/* Release the idle chunks under [a, a+n) now: those wholly inside it at
+ * once, the edge chunks once their frees are fenced. Returns bytes. */
+size_t ck__phys_release_under(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
+void ck__phys_release_all(ck_pool *p, ck_region *r);
+
+/* The tier engine's hold on a live block's memory (each takes the lock).
+ * evict: the block stays allocated at its address, its chunks that no
+ * other resident block touches are unmapped and released now (*released:
+ * the bytes); the caller has made sure no queued work still uses it.
+ * restore: map them back at the same address, under the budget as an
+ * allocation would (CK_ERR_NOMEM with the pool's sentence when it cannot);
+ * the contents are undefined until the caller refills them. */
+ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released);
+ck_status ck__pool_restore(ck_pool *p, void *ptr);
+
+/* check.c: 0 if every invariant of the pool's structure holds (blocks,
+ * bins, hash, chunks and their counts, idle lists, counters), else -1 with
+ * the first broken one described in why. Lock held or no other thread in
+ * the pool. */
+int ck__pool_check(ck_pool *p, char *why, size_t n);
 
 /* pool.c: wait for every stream that freed memory, with the lock held. */
 ck_status ck__pool_quiesce(ck_pool *p);

@@ -146,15 +146,8 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
     sp->device = p->opts.device;
     pool_lock(p);
     ck__stats_fill(p, &sp->st);
-    size_t nseg = 0;
-    for (ck_region *r = p->regions; r; r = r->next)
-        for (size_t i = 0; i < r->nchunks;)
-            if (r->chunk[i]) {
-                nseg++;
-                i = (r->chunk[i]->va + r->chunk[i]->size - r->va) / p->gran;
-            } else {
-                i++;
-            }
+    /* "segments": the mapped runs (segment.current of them). */
+    size_t nseg = p->c->segment.current > 0 ? (size_t)p->c->segment.current : 0;
     sp->nring = p->ring_n < CK_RING_N ? (size_t)p->ring_n : CK_RING_N;
     sp->segs = malloc((nseg ? nseg : 1) * sizeof *sp->segs);
     sp->blks = malloc((p->hcount ? p->hcount : 1) * sizeof *sp->blks);
@@ -165,16 +158,18 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
         snap_pool_free(sp);
         return ck__err(CK_ERR_NOMEM, "snapshot: out of host memory copying the pool");
     }
-    for (ck_region *r = p->regions; r; r = r->next)
-        for (size_t i = 0; i < r->nchunks;) {
-            ck_seg *g = r->chunk[i];
-            if (!g) {
+    for (ck_region *r = p->regions; r; r = r->next) {
+        for (size_t i = 0; i < r->nchunks && sp->nsegs < nseg;) {
+            if (!r->chunk[i].mapped) {
                 i++;
                 continue;
             }
-            sp->segs[sp->nsegs++] = (snap_seg){g->va, g->size};
-            i = (g->va + g->size - r->va) / p->gran;
+            size_t j = i;
+            while (j < r->nchunks && r->chunk[j].mapped) j++;
+            sp->segs[sp->nsegs++] = (snap_seg){r->va + i * p->gran, (j - i) * p->gran};
+            i = j;
         }
+    }
     /* The hash holds every block but the pages that host small blocks (the
      * small blocks cover those). */
     for (size_t i = 0; i <= p->hmask; i++)

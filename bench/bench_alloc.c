@@ -160,7 +160,7 @@ static void *direct_alloc_fn(void *ctx, size_t n) {
     ck_phys h;
     ck_status st = d->be->ops->create(d->be, sz, &h);
     if (st != CK_OK) die("direct create", st);
-    st = d->be->ops->map(d->be, va, sz, h);
+    st = d->be->ops->map(d->be, va, sz, 1, &h);
     if (st != CK_OK) die("direct map", st);
     d->phys[(va - d->base) / d->gran] = h;
     return (void *)va;

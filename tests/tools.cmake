@@ -267,7 +267,7 @@ fi
 "$R" --conf budget=20G,host_mem=8G "$W/80g.csv" > /dev/null 2> "$W/hm20.err"
 expect_rc $? 1
 cat "$W/hm20.err"
-grep -q "(host backend: host_mem, the simulated device size, is exhausted (1.00 GiB more of 8.00 GiB)). budget 20.00 GiB" "$W/hm20.err"
+grep -q "(host backend: host_mem, the simulated device size, is exhausted (2.00 MiB more of 8.00 GiB)). budget 20.00 GiB" "$W/hm20.err"
 ]=] FIXTURES_REQUIRED ck_80g_trace)
 
 # One request larger than the budget says so (not "the budget is reached"),

@@ -119,6 +119,12 @@ typedef struct ck_pool_options {
                                only when budget is 0 ("budget=90%") */
     int verbose;            /* 1: the preload library says on stderr when it is active;
                                0 (default): it prints only what went wrong */
+    uint64_t chunk_align;   /* large blocks of at least this many bytes start on a 2 MiB
+                               chunk, so releasing one under a live tensor frees all but
+                               2 MiB of it; costs up to 2 MiB of address (and of a shared
+                               chunk) per block. 0 = auto (default): off until the pool
+                               first releases a live block's memory, then 4 MiB;
+                               UINT64_MAX = off */
 } ck_pool_options;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
@@ -131,7 +137,8 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * device, budget (a size, a share such as 90%, or none; 0 bytes is refused),
  * va, release (pressure|eager), trace, live (0|1), snapshot, snapshot_signal
  * (USR1|USR2|none|number, not a fault signal), host_mem, fault_create,
- * fault_map, fault_copy, sim_clock (0|1), sim_bandwidth, verbose (0|1). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * fault_map, fault_copy, sim_clock (0|1), sim_bandwidth, verbose (0|1),
+ * chunk_align (auto|off|a size). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful

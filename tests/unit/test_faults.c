@@ -45,9 +45,9 @@ typedef struct live {
     size_t size[NSLOTS];
 } live;
 
-/* Also check that the call counters balance against live segments:
- * num_map_calls - num_unmap_calls == segment.current, and the same for
- * create/release. Kept apart so the other properties are checked even when
+/* Also check that the call counters balance against the chunks held (one
+ * handle each): num_create_calls - num_release_calls == physical / 2 MiB,
+ * and every chunk unmapped was mapped by some map call. Kept apart so the other properties are checked even when
  * these fail. */
 static int check_counters;
 
@@ -75,14 +75,17 @@ static void check_consistent(ck_pool *p, const live *l, const char *when) {
     ck_assert_msg(s.mapped_bytes.current >= sum_round, "%s: mapped %lld < live %lld", when,
                   (long long)s.mapped_bytes.current, (long long)sum_round);
     if (!check_counters) return;
-    ck_assert_msg((int64_t)(s.num_map_calls - s.num_unmap_calls) == s.segment.current,
-                  "%s: num_map_calls %llu - num_unmap_calls %llu != segment.current %lld", when,
-                  (unsigned long long)s.num_map_calls, (unsigned long long)s.num_unmap_calls,
-                  (long long)s.segment.current);
-    ck_assert_msg((int64_t)(s.num_create_calls - s.num_release_calls) == s.segment.current,
-                  "%s: num_create_calls %llu - num_release_calls %llu != segment.current %lld",
-                  when, (unsigned long long)s.num_create_calls,
-                  (unsigned long long)s.num_release_calls, (long long)s.segment.current);
+    int64_t chunks = s.physical_bytes.current / (int64_t)(2 * MiB);
+    ck_assert_msg((int64_t)(s.num_create_calls - s.num_release_calls) == chunks,
+                  "%s: num_create_calls %llu - num_release_calls %llu != %lld chunks held", when,
+                  (unsigned long long)s.num_create_calls, (unsigned long long)s.num_release_calls,
+                  (long long)chunks);
+    ck_assert_msg(s.num_unmap_calls == s.num_release_calls,
+                  "%s: num_unmap_calls %llu != num_release_calls %llu", when,
+                  (unsigned long long)s.num_unmap_calls, (unsigned long long)s.num_release_calls);
+    ck_assert_msg(s.num_map_calls <= s.num_create_calls && (s.num_map_calls > 0) == (s.num_create_calls > 0),
+                  "%s: num_map_calls %llu for %llu handles created", when,
+                  (unsigned long long)s.num_map_calls, (unsigned long long)s.num_create_calls);
 }
 
 /* Runs the workload; returns how many operations failed (each retried once,

@@ -653,10 +653,10 @@ static uint64_t largest_free_reference(ck_pool *p) {
                 uintptr_t a = b->addr, end = b->addr + b->size, run_start = a;
                 while (a < end) {
                     size_t c = (a - r->va) / p->gran;
-                    ck_seg *g = r->chunk[c];
-                    uintptr_t next = g ? g->va + g->size : r->va + (c + 1) * p->gran;
+                    int mapped = r->chunk[c].mapped;
+                    uintptr_t next = r->va + (c + 1) * p->gran;
                     if (next > end) next = end;
-                    if (!g) run_start = next;
+                    if (!mapped) run_start = next;
                     else if (next - run_start > best) best = next - run_start;
                     a = next;
                 }

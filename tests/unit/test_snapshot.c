@@ -167,7 +167,7 @@ START_TEST(t_known_pattern) {
     ck_assert_uint_eq((uint64_t)num(s, "num_map_calls"), st.num_map_calls);
     get(s, "fragmentation");
 
-    /* segments: one row per mapped segment */
+    /* segments: one row per mapped run (maximal range of mapped chunks) */
     ck_assert_int_eq(cJSON_GetArraySize(get(pl, "segments")), (int)st.segment.current);
     uint64_t seg_bytes = 0;
     const cJSON *g;
