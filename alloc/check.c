@@ -257,8 +257,10 @@ static void check(ck_pool *p, checker *k) {
     size_t npend = 0;
     for (ck_block *b = p->pending, *prev = NULL; b; prev = b, b = b->fnext) {
         CHK(b->fprev == prev && b->state == BLK_PENDING, "pending list at %#lx", (unsigned long)b->addr);
+        if (!b->fnext) CHK(p->pending_tail == b, "pending list tail");
         npend++;
     }
+    if (!p->pending) CHK(p->pending_tail == NULL, "pending list tail without a head");
     CHK_EQ(npend, p->npending);
     CHK_EQ((int64_t)npend, pend_n);
     if (p->spare_page)

@@ -46,18 +46,6 @@ static unsigned bin_next(const ck_heap *h, unsigned i) {
     return CK_NBINS;
 }
 
-/* Make room for one more element in a growing array (*v, *cap). Returns 0,
- * or -1 with the array untouched when memory runs out. */
-static int grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first) {
-    if (n < *cap) return 0;
-    size_t c = *cap ? *cap * 2 : first;
-    void *nv = realloc(*(void **)v, c * elem);
-    if (!nv) return -1;
-    *(void **)v = nv;
-    *cap = c;
-    return 0;
-}
-
 /* ------------------------------------------------------------- rounds -- */
 
 /* Owner of a free block merged from frees on different streams: no stream
@@ -70,118 +58,6 @@ static int usable_on(const ck_pool *p, const ck_block *b, ck_stream s) {
     return b->stream == s || fenced(p, b);
 }
 
-static void mark_dirty(ck_pool *p, ck_stream s) {
-    for (size_t i = 0; i < p->ndirty; i++)
-        if (p->dirty[i] == s) return;
-    if (grow_array(&p->dirty, &p->cap_dirty, p->ndirty, sizeof *p->dirty, 8) != 0) {
-        /* Cannot track it for the next round: wait for it now, so that the
-         * next round (even an empty one) fences its frees truthfully. */
-        p->be->ops->stream_sync(p->be, s);
-        return;
-    }
-    p->dirty[p->ndirty++] = s;
-}
-
-static ck_status event_get(ck_pool *p, ck_event *out) {
-    if (p->nev_cache) {
-        *out = p->ev_cache[--p->nev_cache];
-        return CK_OK;
-    }
-    /* never timed: a fence where the backend has a cheaper kind */
-    if (p->be->ops->fence_create)
-        return p->be->ops->fence_create(p->be, out);
-    return p->be->ops->event_create(p->be, out);
-}
-
-static void event_put(ck_pool *p, ck_event e) {
-    if (grow_array(&p->ev_cache, &p->cap_ev_cache, p->nev_cache, sizeof e, 16) != 0) {
-        p->be->ops->event_destroy(p->be, e);
-        return;
-    }
-    p->ev_cache[p->nev_cache++] = e;
-}
-
-static int push_round_event(ck_pool *p, ck_event e) {
-    if (grow_array(&p->round_ev, &p->cap_round_ev, p->nround_ev, sizeof e, 8) != 0) return -1;
-    p->round_ev[p->nround_ev++] = e;
-    return 0;
-}
-
-/* Has event e passed? wait=0 asks without blocking: only a completed event
- * counts (a failed query proves nothing). wait=1 blocks until it completes
- * and then goes on regardless of errors (destroy and quiesce must finish). */
-static int event_passed(ck_pool *p, ck_event e, int wait) {
-    if (wait) return p->be->ops->event_sync(p->be, e), 1;
-    return p->be->ops->event_query(p->be, e) == CK_OK;
-}
-
-/* Poll the round in flight; returns 1 if it (or an earlier one) completed. */
-static int round_poll(ck_pool *p, int wait) {
-    if (p->round_done == p->round_issued) return 1;
-    for (size_t i = 0; i < p->nround_ev; i++)
-        if (!event_passed(p, p->round_ev[i], wait)) return 0;
-    for (size_t i = 0; i < p->nround_ev; i++) event_put(p, p->round_ev[i]);
-    p->nround_ev = 0;
-    p->round_done = p->round_issued;
-    return 1;
-}
-
-/* Start a round on every dirty stream (only one round is in flight). A
- * round must cover every dirty stream or none: if one cannot take an event
- * (it is capturing a graph), no round starts and blocks keep to their own
- * streams until it can. */
-static void round_issue(ck_pool *p) {
-    if (!round_poll(p, 0)) return;
-    if (p->ndirty == 0) {
-        /* No stream freed anything since the last round: every stamp so far
-         * is covered already, so an empty round completes at once. */
-        p->round_done = ++p->round_issued;
-        return;
-    }
-    for (size_t i = 0; i < p->ndirty; i++) {
-        int capturing = 0;
-        if (p->be->ops->stream_capturing(p->be, p->dirty[i], &capturing) != CK_OK || capturing)
-            return;
-    }
-    for (size_t i = 0; i < p->ndirty; i++) {
-        ck_event e;
-        int ok = event_get(p, &e) == CK_OK;
-        if (ok && (p->be->ops->event_record(p->be, e, p->dirty[i]) != CK_OK ||
-                   push_round_event(p, e) != 0)) {
-            event_put(p, e);
-            ok = 0;
-        }
-        if (!ok) {
-            /* Events recorded so far are harmless: recycle them. */
-            for (size_t k = 0; k < p->nround_ev; k++) event_put(p, p->round_ev[k]);
-            p->nround_ev = 0;
-            return;
-        }
-    }
-    p->ndirty = 0;
-    p->round_issued++;
-}
-
-ck_status ck__pool_quiesce(ck_pool *p) {
-    round_poll(p, 1);
-    round_issue(p);
-    round_poll(p, 1);
-    return CK_OK;
-}
-
-void ck__pool_forget_stream(ck_pool *p, ck_stream s) {
-    ck__pool_quiesce(p);
-    for (size_t i = 0; i < p->ndirty; i++)
-        if (p->dirty[i] == s) p->dirty[i] = p->dirty[--p->ndirty];
-    /* The stream's work is done (destroy waits for it), so live blocks no
-     * longer need to wait for it when they are freed. */
-    for (size_t i = 0; i <= p->hmask; i++)
-        for (ck_block *b = p->htab[i]; b; b = b->hnext)
-            for (uint32_t k = 0; k < b->nuses;)
-                if (b->uses[k] == s) b->uses[k] = b->uses[--b->nuses];
-                else k++;
-}
-
 /* ------------------------------------------------------- block structs -- */
 
 static ck_block *block_new(ck_pool *p) {
@@ -189,7 +65,7 @@ static ck_block *block_new(ck_pool *p) {
         enum { N = 256 };
         ck_block *slab = calloc(N, sizeof *slab);
         if (!slab) return NULL;
-        if (grow_array(&p->slabs, &p->cap_slabs, p->nslabs, sizeof *p->slabs, 16) != 0) {
+        if (ck__grow_array(&p->slabs, &p->cap_slabs, p->nslabs, sizeof *p->slabs, 16) != 0) {
             free(slab);
             return NULL;
         }
@@ -559,23 +435,28 @@ void ck__pool_eager_release(ck_pool *p) {
     if (p->opts.release != CK_RELEASE_EAGER) return;
     spare_page_drop(p);
     if (!p->nidle) return;
-    round_poll(p, 0);
-    round_issue(p);
+    ck__round_poll(p, 0);
+    ck__round_issue(p);
     ck__phys_release(p, SIZE_MAX, 0, 0);
 }
 
-static void pending_process(ck_pool *p, int wait) {
+/* Free the pending blocks whose record_stream events have passed. The list
+ * is oldest first; oldest_only stops at the first that has not (the cheap
+ * poll ck_malloc makes: one query while the oldest waits). */
+static void pending_process_(ck_pool *p, int wait, int oldest_only) {
     ck_block *b = p->pending;
     while (b) {
         ck_block *nx = b->fnext;
         int done = 1;
-        for (uint32_t i = 0; i < b->npend && done; i++) done = event_passed(p, b->pend[i], wait);
+        for (uint32_t i = 0; i < b->npend && done; i++) done = ck__event_passed(p, b->pend[i], wait);
+        if (!done && oldest_only) return;
         if (done) {
             if (b->fprev) b->fprev->fnext = b->fnext;
             else p->pending = b->fnext;
             if (b->fnext) b->fnext->fprev = b->fprev;
+            else p->pending_tail = b->fprev;
             b->fprev = b->fnext = NULL;
-            for (uint32_t i = 0; i < b->npend; i++) event_put(p, b->pend[i]);
+            for (uint32_t i = 0; i < b->npend; i++) ck__event_put(p, b->pend[i]);
             free(b->pend);
             b->pend = NULL;
             b->npend = 0;
@@ -587,6 +468,8 @@ static void pending_process(ck_pool *p, int wait) {
         b = nx;
     }
 }
+
+static void pending_process(ck_pool *p, int wait) { pending_process_(p, wait, 0); }
 
 static uint64_t live_bytes(const ck_pool *p) { return (uint64_t)p->c->allocated_bytes.current; }
 
@@ -712,8 +595,8 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
 
     /* Slow path: let other streams' frees and record_stream waits finish. */
     pending_process(p, 0);
-    round_poll(p, 0);
-    round_issue(p);
+    ck__round_poll(p, 0);
+    ck__round_issue(p);
     b = heap_find(p, &p->large, size, s, align, &at);
     if (!b) b = pristine_tail(p, size, s, align, &at);
     if (b && ck__phys_unmapped(p, b->region, at, size) == 0) goto got;
@@ -820,9 +703,15 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
                        size, (size_t)CK_MAX_ALLOC);
     size_t rs = (size_t)ck__align_up(size, CK_ROUND);
     pool_lock(p);
-    if (p->npending) pending_process(p, 0);
+    uint32_t sidx;
+    ck_status st = ck__stream_lookup(p, stream, "ck_malloc", &sidx);
+    if (st != CK_OK) {
+        pool_unlock(p);
+        return st;
+    }
+    if (p->npending) pending_process_(p, 0, 1);
     ck_block *b = NULL;
-    ck_status st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
+    st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
     if (st != CK_OK) {
         if (st == CK_ERR_NOMEM) ck__cnt_inc(&p->c->num_ooms);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
@@ -840,7 +729,6 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     ck__stat_add(&p->c->requested_bytes, (int64_t)size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
     ck__ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
-    ck__pool_eager_release(p);
     pool_unlock(p);
     *ptr = (void *)b->addr;
     return CK_OK;
@@ -868,7 +756,9 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     if (!ptr) return CK_OK; /* like free(NULL) and cudaFree(NULL): nothing to do */
     pool_lock(p);
     ck_block *b;
-    ck_status st = live_block(p, ptr, "ck_free", &b);
+    uint32_t sidx;
+    ck_status st = ck__stream_lookup(p, stream, "ck_free", &sidx);
+    if (st == CK_OK) st = live_block(p, ptr, "ck_free", &b);
     if (st != CK_OK) {
         pool_unlock(p);
         return st;
@@ -880,26 +770,26 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     ck__ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
     b->stream = stream;
     b->free_round = p->round_issued;
-    if (p->ndirty == 0 || p->dirty[p->ndirty - 1] != stream) mark_dirty(p, stream);
+    ck__mark_dirty(p, sidx);
 
-    /* Streams given to ck_record_stream: wait for them before reuse. */
+    /* Streams given to ck_record_stream (still alive: a destroyed one has
+     * finished its work): wait for them before reuse. */
     uint32_t nrec = 0;
-    for (uint32_t i = 0; i < b->nuses; i++)
-        if (b->uses[i] != stream) nrec++;
-    if (nrec) b->pend = malloc(nrec * sizeof *b->pend);
     for (uint32_t i = 0; i < b->nuses; i++) {
-        if (b->uses[i] == stream) continue;
+        uint32_t k = (uint32_t)(b->uses[i] >> 32);
+        if (k != sidx && p->sent[k].gen == (uint32_t)b->uses[i]) b->uses[nrec++] = b->uses[i];
+    }
+    if (nrec) b->pend = malloc(nrec * sizeof *b->pend);
+    for (uint32_t i = 0; i < nrec; i++) {
+        ck_stream us = p->sent[b->uses[i] >> 32].s;
         ck_event e;
-        if (b->pend && event_get(p, &e) == CK_OK) {
-            if (p->be->ops->event_record(p->be, e, b->uses[i]) == CK_OK) {
-                b->pend[b->npend++] = e;
-                continue;
-            }
-            event_put(p, e);
+        if (b->pend && ck__event_record(p, us, &e) == CK_OK) {
+            b->pend[b->npend++] = e;
+            continue;
         }
         /* No event to wait on: wait for that stream now rather than risk
          * handing the block out while it is still in use there. */
-        p->be->ops->stream_sync(p->be, b->uses[i]);
+        p->be->ops->stream_sync(p->be, us);
     }
     free(b->uses);
     b->uses = NULL;
@@ -907,16 +797,18 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     b->requested = 0;
     if (b->npend) {
         b->state = BLK_PENDING;
-        b->fprev = NULL;
-        b->fnext = p->pending;
-        if (p->pending) p->pending->fprev = b;
-        p->pending = b;
+        b->fnext = NULL; /* appended: the list is oldest first */
+        b->fprev = p->pending_tail;
+        if (p->pending_tail) p->pending_tail->fnext = b;
+        else p->pending = b;
+        p->pending_tail = b;
         p->npending++;
     } else {
         ck__stat_add(&p->c->active, -1);
         ck__stat_add(&p->c->active_bytes, -(int64_t)b->size);
+        uint64_t idle = p->nidle;
         block_make_free(p, b);
-        ck__pool_eager_release(p);
+        if (p->nidle != idle) ck__pool_eager_release(p); /* chunks went idle */
     }
     pool_unlock(p);
     return CK_OK;
@@ -928,24 +820,26 @@ CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
     ck_block *b;
     /* The allocation stream counts too: freeing on another stream must wait
      * for it when the caller says it uses the block. */
-    ck_status st = live_block(p, ptr, "ck_record_stream", &b);
+    uint32_t sidx;
+    ck_status st = ck__stream_lookup(p, stream, "ck_record_stream", &sidx);
+    if (st == CK_OK) st = live_block(p, ptr, "ck_record_stream", &b);
     if (st == CK_OK) {
+        uint64_t u = (uint64_t)sidx << 32 | p->sent[sidx].gen;
         uint32_t i = 0;
-        while (i < b->nuses && b->uses[i] != stream) i++;
+        while (i < b->nuses && b->uses[i] != u) i++;
         if (i == b->nuses) {
             if (b->nuses == b->cap_uses) {
                 uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 4;
-                ck_stream *u = realloc(b->uses, cap * sizeof *u);
-                if (!u) st = ck__err(CK_ERR_NOMEM, "ck_record_stream: out of host memory");
+                uint64_t *nu = realloc(b->uses, cap * sizeof *nu);
+                if (!nu) st = ck__err(CK_ERR_NOMEM, "ck_record_stream: out of host memory");
                 else {
-                    b->uses = u;
+                    b->uses = nu;
                     b->cap_uses = cap;
                 }
             }
-            if (st == CK_OK) b->uses[b->nuses++] = stream;
+            if (st == CK_OK) b->uses[b->nuses++] = u;
         }
     }
-    ck__pool_eager_release(p);
     pool_unlock(p);
     return st;
 }
@@ -1088,6 +982,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     p->htab = calloc(p->hmask + 1, sizeof *p->htab);
     pthread_mutex_init(&p->mu, NULL);
     if (!p->htab) s = ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
+    if (s == CK_OK) s = ck__streams_init(p);
     if (s == CK_OK && o.trace_path) {
         p->trace_path = strdup(o.trace_path);
         p->opts.trace_path = p->trace_path;
@@ -1140,7 +1035,7 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     free(p->htab);
     free(p->round_ev);
     free(p->ev_cache);
-    free(p->dirty);
+    ck__streams_free(p);
     free(p->trace_path);
     pool_unlock(p);
     pthread_mutex_destroy(&p->mu);
@@ -1236,8 +1131,16 @@ int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
     return res;
 }
 
+/* A foreign stream is about to be destroyed (the preload's cuStreamDestroy
+ * hook): frees on it since the last round are fenced by waiting for it, and
+ * its entry goes. */
 void ck__pool_stream_gone(ck_pool *p, ck_stream s) {
     pool_lock(p);
-    ck__pool_forget_stream(p, s);
+    uint32_t idx;
+    if (s && ck__stream_lookup(p, s, "stream destroy", &idx) == CK_OK) {
+        if (p->sent[idx].dirty) p->be->ops->stream_sync(p->be, s);
+        ck__stream_retire(p, idx);
+    }
+    ck__clear_error();
     pool_unlock(p);
 }

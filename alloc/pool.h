@@ -62,6 +62,15 @@ struct ck_region {
     ck_region *next;
 };
 
+/* A stream the pool knows (fence.c). */
+#define CK_NO_STREAM UINT32_MAX
+typedef struct ck_sent {
+    ck_stream s;
+    uint32_t gen;   /* bumped when the stream goes: (index, gen) pairs go stale */
+    uint32_t hnext; /* hash chain, or free list when not hashed (index + 1) */
+    uint8_t live, own, dirty, hashed;
+} ck_sent;
+
 typedef struct ck_heap {
     ck_block *bins[CK_NBINS];
     uint64_t bitmap[(CK_NBINS + 63) / 64];
@@ -78,7 +87,7 @@ struct ck_block {
     ck_region *region;
     ck_stream stream;         /* live: allocation stream; free: stream that freed it */
     uint64_t free_round;
-    ck_stream *uses;          /* streams given to ck_record_stream */
+    uint64_t *uses;           /* ck_record_stream's streams: index << 32 | generation */
     ck_event *pend;           /* pending: events that must complete first */
     uint32_t nuses, cap_uses, npend;
     uint16_t bin;
@@ -173,7 +182,7 @@ struct ck_pool {
     void **slabs;
     size_t nslabs, cap_slabs;
 
-    ck_block *pending; /* freed blocks waiting on record_stream events */
+    ck_block *pending, *pending_tail; /* freed blocks waiting on record_stream events, oldest first */
     size_t npending;
 
     uint64_t nidle;     /* idle chunks, all regions */
@@ -181,8 +190,14 @@ struct ck_pool {
 
     /* rounds */
     uint64_t round_issued, round_done;
-    ck_stream *dirty;       /* streams that freed since the last round */
+    uint32_t *dirty;        /* streams (entries) that freed since the last round */
     size_t ndirty, cap_dirty;
+    /* the stream registry (fence.c) */
+    ck_sent *sent;
+    size_t nsent, cap_sent;
+    uint32_t sfree;         /* free entries (index + 1) */
+    uint32_t *sbucket, smask;
+    uint32_t last_sidx;     /* the entry looked up last */
     ck_event *round_ev;     /* events of the round in flight */
     size_t nround_ev, cap_round_ev;
     ck_event *ev_cache;     /* idle events for reuse */
@@ -272,12 +287,32 @@ ck_status ck__pool_restore(ck_pool *p, void *ptr);
  * the pool. */
 int ck__pool_check(ck_pool *p, char *why, size_t n);
 
-/* pool.c: wait for every stream that freed memory, with the lock held. */
+/* fence.c: streams and rounds (lock held). */
+int ck__grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first);
+ck_status ck__streams_init(ck_pool *p);
+void ck__streams_free(ck_pool *p);
+/* The entry of stream s, registering a foreign CUstream on first sight;
+ * CK_ERR_INVALID (a sentence naming fn) for a destroyed stream or another
+ * pool's, with nothing changed. */
+ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx);
+ck_status ck__stream_register_own(ck_pool *p, ck_stream s);
+/* The stream of entry idx is gone (its work done): forget it. */
+void ck__stream_retire(ck_pool *p, uint32_t idx);
+void ck__mark_dirty(ck_pool *p, uint32_t idx);
+/* An event recorded on s (a cached fence); put it back when passed. */
+ck_status ck__event_record(ck_pool *p, ck_stream s, ck_event *out);
+void ck__event_put(ck_pool *p, ck_event e);
+/* Has e passed? wait=0 asks without blocking (only a completed event
+ * counts); wait=1 blocks until it completes and goes on regardless of
+ * errors (destroy and quiesce must finish). */
+int ck__event_passed(ck_pool *p, ck_event e, int wait);
+/* Poll the round in flight: 1 if it (or an earlier one) completed. */
+int ck__round_poll(ck_pool *p, int wait);
+void ck__round_issue(ck_pool *p);
+/* Wait for every stream that freed memory. */
 ck_status ck__pool_quiesce(ck_pool *p);
 /* pool.c: release=eager housekeeping, run by pool calls (lock held). */
 void ck__pool_eager_release(ck_pool *p);
-/* pool.c: drop a stream from the round bookkeeping before it is destroyed. */
-void ck__pool_forget_stream(ck_pool *p, ck_stream s);
 
 /* For the interposition library (each takes the lock): 1 if ptr lies in one
  * of the pool's VA regions; forget a stream its owner is about to destroy. */

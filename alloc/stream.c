@@ -7,31 +7,68 @@
         if (!p) return ck__err(CK_ERR_INVALID, fn ": pool is NULL");      \
     } while (0)
 
+/* s must be a stream this pool may use (fence.c's registry): a destroyed
+ * stream or another pool's is CK_ERR_INVALID naming fn. */
+static ck_status stream_ok(ck_pool *p, ck_stream s, const char *fn) {
+    if (!s) return CK_OK;
+    pool_lock(p);
+    uint32_t idx;
+    ck_status st = ck__stream_lookup(p, s, fn, &idx);
+    pool_unlock(p);
+    return st;
+}
+
 CK_API ck_status ck_stream_create(ck_pool *p, ck_stream *out) {
     CHECK_POOL("ck_stream_create");
     if (!out) return ck__err(CK_ERR_INVALID, "ck_stream_create: out is NULL");
-    return p->be->ops->stream_create(p->be, out);
+    ck_stream s;
+    ck_status st = p->be->ops->stream_create(p->be, &s);
+    if (st != CK_OK) return st;
+    pool_lock(p);
+    st = ck__stream_register_own(p, s);
+    pool_unlock(p);
+    if (st != CK_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ck_last_error());
+        p->be->ops->stream_destroy(p->be, s);
+        return ck__err(st, "%s", msg);
+    }
+    *out = s;
+    return CK_OK;
 }
 
 CK_API ck_status ck_stream_destroy(ck_pool *p, ck_stream s) {
     CHECK_POOL("ck_stream_destroy");
     if (!s) return ck__err(CK_ERR_INVALID, "ck_stream_destroy: the default stream cannot be destroyed");
-    /* Blocks freed on s must be fenced before s goes away. */
     pool_lock(p);
-    ck__pool_forget_stream(p, s);
+    uint32_t idx;
+    ck_status st = ck__stream_lookup(p, s, "ck_stream_destroy", &idx);
+    if (st == CK_OK && !p->sent[idx].own)
+        st = ck__err(CK_ERR_INVALID, "ck_stream_destroy: stream %p was not made by ck_stream_create "
+                                     "on this pool", (void *)s);
     pool_unlock(p);
-    return p->be->ops->stream_destroy(p->be, s);
+    if (st != CK_OK) return st;
+    /* The backend waits for the stream's work, so frees on it are done;
+     * its entry goes after (blocks name it by index and generation). */
+    st = p->be->ops->stream_destroy(p->be, s);
+    if (st != CK_OK) return st;
+    pool_lock(p);
+    ck__stream_retire(p, idx);
+    pool_unlock(p);
+    return CK_OK;
 }
 
 CK_API ck_status ck_stream_synchronize(ck_pool *p, ck_stream s) {
     CHECK_POOL("ck_stream_synchronize");
-    return p->be->ops->stream_sync(p->be, s);
+    ck_status st = stream_ok(p, s, "ck_stream_synchronize");
+    return st != CK_OK ? st : p->be->ops->stream_sync(p->be, s);
 }
 
 CK_API ck_status ck_stream_wait_event(ck_pool *p, ck_stream s, ck_event e) {
     CHECK_POOL("ck_stream_wait_event");
     if (!e) return ck__err(CK_ERR_INVALID, "ck_stream_wait_event: event is NULL");
-    return p->be->ops->stream_wait_event(p->be, s, e);
+    ck_status st = stream_ok(p, s, "ck_stream_wait_event");
+    return st != CK_OK ? st : p->be->ops->stream_wait_event(p->be, s, e);
 }
 
 CK_API ck_status ck_event_create(ck_pool *p, ck_event *out) {
@@ -49,7 +86,8 @@ CK_API ck_status ck_event_destroy(ck_pool *p, ck_event e) {
 CK_API ck_status ck_event_record(ck_pool *p, ck_event e, ck_stream s) {
     CHECK_POOL("ck_event_record");
     if (!e) return ck__err(CK_ERR_INVALID, "ck_event_record: event is NULL");
-    return p->be->ops->event_record(p->be, e, s);
+    ck_status st = stream_ok(p, s, "ck_event_record");
+    return st != CK_OK ? st : p->be->ops->event_record(p->be, e, s);
 }
 
 CK_API ck_status ck_event_query(ck_pool *p, ck_event e) {
@@ -73,11 +111,13 @@ CK_API ck_status ck_event_elapsed_ms(ck_pool *p, ck_event a, ck_event b, float *
 CK_API ck_status ck_memcpy_async(ck_pool *p, void *dst, const void *src, size_t n, ck_stream s) {
     CHECK_POOL("ck_memcpy_async");
     if ((!dst || !src) && n) return ck__err(CK_ERR_INVALID, "ck_memcpy_async: NULL pointer");
-    return p->be->ops->memcpy_async(p->be, dst, src, n, s);
+    ck_status st = stream_ok(p, s, "ck_memcpy_async");
+    return st != CK_OK ? st : p->be->ops->memcpy_async(p->be, dst, src, n, s);
 }
 
 CK_API ck_status ck_memset_async(ck_pool *p, void *dst, int value, size_t n, ck_stream s) {
     CHECK_POOL("ck_memset_async");
     if (!dst && n) return ck__err(CK_ERR_INVALID, "ck_memset_async: NULL pointer");
-    return p->be->ops->memset_async(p->be, dst, value, n, s);
+    ck_status st = stream_ok(p, s, "ck_memset_async");
+    return st != CK_OK ? st : p->be->ops->memset_async(p->be, dst, value, n, s);
 }
