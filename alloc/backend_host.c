@@ -45,6 +45,7 @@ typedef struct host_stream {
     struct host_stream *next; /* every created stream, so destroy can join them */
     pthread_t thread;
     host_op *head, *tail;
+    pthread_cond_t wake; /* signalled when work is queued or the stream stops */
     uint64_t enq, done; /* ops queued / completed */
     double sim_ns;
     int stop;
@@ -83,7 +84,8 @@ typedef struct reservation {
 typedef struct host_backend {
     ck_backend base;
     pthread_mutex_t mu; /* guards everything below and all streams/events */
-    pthread_cond_t cv;  /* broadcast on any completion or enqueue */
+    pthread_cond_t cv;  /* broadcast on a completion while anyone waits for one */
+    uint32_t nwaiters;  /* threads waiting on cv (waits in workers included) */
     host_stream *def;   /* the NULL stream */
     host_stream *created; /* streams from stream_create still alive */
     reservation *res;
@@ -102,6 +104,16 @@ static host_stream *stream_of(host_backend *hb, ck_stream s) {
 
 /* ---- stream workers ---- */
 
+/* Wait (hb->mu held) until *v reaches target: woken by completions, which
+ * broadcast only while somebody waits, so idle workers are not woken by
+ * every op of every stream. */
+static void wait_until(host_backend *hb, const uint64_t *v, uint64_t target) {
+    if (*v >= target) return;
+    hb->nwaiters++;
+    while (*v < target) pthread_cond_wait(&hb->cv, &hb->mu);
+    hb->nwaiters--;
+}
+
 static double op_sim_cost(host_backend *hb, const host_op *op) {
     return (double)op->n / hb->sim_bw * 1e9;
 }
@@ -111,7 +123,7 @@ static void *stream_main(void *arg) {
     host_backend *hb = s->hb;
     pthread_mutex_lock(&hb->mu);
     for (;;) {
-        while (!s->head && !s->stop) pthread_cond_wait(&hb->cv, &hb->mu);
+        while (!s->head && !s->stop) pthread_cond_wait(&s->wake, &hb->mu);
         if (!s->head) break; /* stop requested and the queue is drained */
         host_op *op = s->head;
         s->head = op->next;
@@ -139,7 +151,7 @@ static void *stream_main(void *arg) {
             }
             break;
         case OP_WAIT:
-            while (op->ev->reached < op->gen) pthread_cond_wait(&hb->cv, &hb->mu);
+            wait_until(hb, &op->ev->reached, op->gen);
             if (hb->sim_clock && op->ev->time_ns > s->sim_ns) s->sim_ns = op->ev->time_ns;
             break;
         }
@@ -150,7 +162,7 @@ static void *stream_main(void *arg) {
             free(op->ev);
         free(op);
         s->done++;
-        pthread_cond_broadcast(&hb->cv);
+        if (hb->nwaiters) pthread_cond_broadcast(&hb->cv);
     }
     pthread_mutex_unlock(&hb->mu);
     return NULL;
@@ -160,8 +172,10 @@ static ck_status stream_new(host_backend *hb, host_stream **out) {
     host_stream *s = calloc(1, sizeof *s);
     if (!s) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory creating a stream");
     s->hb = hb;
+    pthread_cond_init(&s->wake, NULL);
     int rc = pthread_create(&s->thread, NULL, stream_main, s);
     if (rc != 0) {
+        pthread_cond_destroy(&s->wake);
         free(s);
         return ck__err(CK_ERR_BACKEND, "host backend: cannot start a stream thread: %s",
                        strerror(rc));
@@ -173,9 +187,10 @@ static ck_status stream_new(host_backend *hb, host_stream **out) {
 static void stream_join(host_backend *hb, host_stream *s) {
     pthread_mutex_lock(&hb->mu);
     s->stop = 1;
-    pthread_cond_broadcast(&hb->cv);
+    pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&hb->mu);
     pthread_join(s->thread, NULL);
+    pthread_cond_destroy(&s->wake);
     free(s);
 }
 
@@ -186,7 +201,7 @@ static void enqueue_locked(host_backend *hb, host_stream *s, host_op *op) {
     else s->head = op;
     s->tail = op;
     s->enq++;
-    pthread_cond_broadcast(&hb->cv);
+    pthread_cond_signal(&s->wake);
 }
 
 static ck_status enqueue(host_backend *hb, ck_stream st, host_op tmpl) {
@@ -452,8 +467,7 @@ static ck_status h_stream_sync(ck_backend *b, ck_stream st) {
     host_backend *hb = hb_of(b);
     host_stream *s = stream_of(hb, st);
     pthread_mutex_lock(&hb->mu);
-    uint64_t target = s->enq;
-    while (s->done < target) pthread_cond_wait(&hb->cv, &hb->mu);
+    wait_until(hb, &s->done, s->enq);
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
@@ -541,8 +555,7 @@ static ck_status h_event_sync(ck_backend *b, ck_event ev) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;
     pthread_mutex_lock(&hb->mu);
-    uint64_t target = e->recorded;
-    while (e->reached < target) pthread_cond_wait(&hb->cv, &hb->mu);
+    wait_until(hb, &e->reached, e->recorded);
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }

@@ -20,6 +20,7 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,6 +154,10 @@ static void sretire(ck_pool *p, uint32_t idx, int keep) {
             }
         e->dirty = 0;
     }
+    if (e->fev) {
+        ck__event_put(p, e->fev);
+        e->fev = NULL;
+    }
     e->live = 0;
     e->gen++;
     if (p->last_sidx == idx) p->last_sidx = CK_NO_STREAM;
@@ -211,6 +216,60 @@ ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *i
     p->last_sidx = i;
     *idx = i;
     return CK_OK;
+}
+
+int ck__stream_alive(const ck_pool *p, ck_stream s) {
+    if (!s) return 1;
+    uint32_t i = sfind(p, s);
+    return i != CK_NO_STREAM && p->sent[i].live;
+}
+
+int ck__stream_passed(ck_pool *p, ck_stream s, uint64_t seq) {
+    uint32_t i = s ? sfind(p, s) : 0;
+    if (i == CK_NO_STREAM || !p->sent[i].live) return 1; /* destroyed: its work is done */
+    ck_sent *e = &p->sent[i];
+    for (int pass = 0; pass < 2; pass++) {
+        if (e->done_seq > seq) return 1;
+        if (e->fev && ck__event_passed(p, e->fev, 0)) {
+            e->done_seq = e->fev_seq;
+            ck__event_put(p, e->fev);
+            e->fev = NULL;
+            e->fev_waited = 0;
+            continue;
+        }
+        if (e->fev && e->fev_seq > seq) break; /* the event in flight covers it */
+        if (e->fev) {                         /* too old: a newer one replaces it */
+            ck__event_put(p, e->fev);
+            e->fev = NULL;
+            e->fev_waited = 0;
+        }
+        int capturing = 0;
+        if (p->be->ops->stream_capturing(p->be, s, &capturing) != CK_OK || capturing) return 0;
+        if (ck__event_record(p, s, &e->fev) != CK_OK) {
+            e->fev = NULL;
+            return 0;
+        }
+        e->fev_seq = p->free_seq;
+        break;
+    }
+    if (!e->fev || e->fev_waited) return 0;
+    /* A short wait: a stream about to pass its frees is worth it (no new
+     * memory); a busy one is not (the caller maps instead, as PyTorch
+     * would, and later calls only poll). Never blocks indefinitely, so a
+     * stream held up by the host cannot deadlock an allocation. */
+    uint64_t t0 = ck__now_ns();
+    for (;;) {
+        if (ck__event_passed(p, e->fev, 0)) {
+            e->done_seq = e->fev_seq;
+            ck__event_put(p, e->fev);
+            e->fev = NULL;
+            return e->done_seq > seq;
+        }
+        if (ck__now_ns() - t0 > CK_FENCE_WAIT_NS) break;
+        sched_yield();
+    }
+    e->fev_waited = 1;
+    return 0;
 }
 
 ck_status ck__stream_register_own(ck_pool *p, ck_stream s) {
@@ -328,6 +387,25 @@ void ck__round_issue(ck_pool *p) {
     for (size_t i = 0; i < p->ndirty; i++) p->sent[p->dirty[i]].dirty = 0;
     p->ndirty = 0;
     p->round_issued++;
+}
+
+int ck__round_wait_bounded(ck_pool *p, uint64_t stamp) {
+    uint64_t t0 = ck__now_ns();
+    while (p->round_done <= stamp) {
+        if (ck__round_poll(p, 0)) {
+            if (p->round_done > stamp) break;
+            ck__round_issue(p); /* the round that covers stamp */
+            if (p->round_done == p->round_issued) return p->round_done > stamp; /* could not */
+            continue;
+        }
+        /* A round is in flight: wait for it, briefly, once. */
+        if (p->round_stuck == p->round_issued || ck__now_ns() - t0 > CK_FENCE_WAIT_NS) {
+            p->round_stuck = p->round_issued;
+            return 0;
+        }
+        sched_yield();
+    }
+    return 1;
 }
 
 ck_status ck__pool_quiesce(ck_pool *p) {

@@ -54,8 +54,12 @@ static unsigned bin_next(const ck_heap *h, unsigned i) {
 
 static int fenced(const ck_pool *p, const ck_block *b) { return b->free_round < p->round_done; }
 
+/* Not a stream: "any stream", for asking whether a free block would serve
+ * once the frees on it are fenced. */
+#define CK_STREAM_ANY ((ck_stream)(uintptr_t)-2)
+
 static int usable_on(const ck_pool *p, const ck_block *b, ck_stream s) {
-    return b->stream == s || fenced(p, b);
+    return b->stream == s || fenced(p, b) || s == CK_STREAM_ANY;
 }
 
 /* ------------------------------------------------------- block structs -- */
@@ -189,6 +193,7 @@ static ck_block *cut(ck_pool *p, ck_block *b, size_t off) {
     r->state = b->state;
     r->stream = b->stream;
     r->free_round = b->free_round;
+    r->free_seq = b->free_seq;
     b->size = off;
     hash_insert(p, r);
     return r;
@@ -203,9 +208,11 @@ static void absorb_next(ck_pool *p, ck_block *lo, ck_block *n) {
     if (fenced(p, lo) && !fenced(p, n)) {
         lo->stream = n->stream;
         lo->free_round = n->free_round;
+        lo->free_seq = n->free_seq;
     } else if (!fenced(p, lo) && !fenced(p, n)) {
         if (lo->stream != n->stream) lo->stream = CK_STREAM_NOBODY;
         if (n->free_round > lo->free_round) lo->free_round = n->free_round;
+        if (n->free_seq > lo->free_seq) lo->free_seq = n->free_seq;
     }
     lo->next = n->next;
     if (lo->next) lo->next->prev = lo;
@@ -256,12 +263,15 @@ static ck_block *heap_find(const ck_pool *p, const ck_heap *h, size_t size, ck_s
     return best;
 }
 
-/* The start inside free large block b for a block of size that needs the
- * fewest chunks mapped: the block's start, its end, or one lined up with a
- * chunk boundary (aligned requests: chunk boundaries only). *need gets the
- * unmapped bytes. Returns 0 if it does not fit. */
+/* The start inside free large block b for a block of size that costs the
+ * budget least: the fewest chunks no resident block holds (unmapped ones
+ * must be mapped; idle ones inside cannot be released to make room), then
+ * the fewest unmapped. Candidates: the block's start, its end, and starts
+ * or ends on chunk boundaries (aligned requests: chunk boundaries only).
+ * *cost gets that unheld count in bytes, *need the unmapped bytes. Returns
+ * 0 if it does not fit. */
 static uintptr_t place_mapped(const ck_pool *p, const ck_block *b, size_t size, int align,
-                              size_t *need) {
+                              size_t *cost, size_t *need) {
     const ck_region *r = b->region;
     uintptr_t lo = fit_at(p, b, size, align), end = b->addr + b->size;
     if (!lo) return 0;
@@ -269,54 +279,50 @@ static uintptr_t place_mapped(const ck_pool *p, const ck_block *b, size_t size, 
     uintptr_t hi = end - size;
     if (r->map_top + size < end) hi = r->map_top > lo ? r->map_top : lo;
     if (!align) hi = hi & ~(uintptr_t)(CK_ROUND - 1);
-    size_t best_need = ck__phys_unmapped(p, r, lo, size);
     uintptr_t best = lo;
+    size_t best_cost = ck__phys_unheld(p, r, lo, size), best_need = ck__phys_unmapped(p, r, lo, size);
     uintptr_t first = (uintptr_t)ck__align_up(lo, p->gran);
-    for (uintptr_t c = first; c <= hi && best_need; c += p->gran) {
-        uintptr_t cand[2] = {c, c >= lo + size ? c - size : 0};
-        for (int k = 0; k < 2 - align; k++) {
+    for (uintptr_t c = first; c <= hi + p->gran && (best_cost || best_need); c += p->gran) {
+        uintptr_t cand[3] = {c, c >= lo + size ? c - size : 0, c == first ? hi : 0};
+        for (int k = 0; k < 3; k++) {
             uintptr_t x = cand[k];
-            if (!x || x < lo || x > hi) continue;
-            size_t n = ck__phys_unmapped(p, r, x, size);
-            if (n < best_need) {
-                best_need = n;
+            if (!x || x < lo || x > hi || (align && x % p->gran)) continue;
+            size_t co = ck__phys_unheld(p, r, x, size), ne = ck__phys_unmapped(p, r, x, size);
+            if (co < best_cost || (co == best_cost && ne < best_need)) {
+                best_cost = co;
+                best_need = ne;
                 best = x;
             }
         }
     }
-    if (!align && best_need && hi >= lo) {
-        size_t n = ck__phys_unmapped(p, r, hi, size);
-        if (n < best_need) {
-            best_need = n;
-            best = hi;
-        }
-    }
+    *cost = best_cost;
     *need = best_need;
     return best;
 }
 
 /* Under budget pressure, search every usable free block (no scan limit) and
- * prefer the place that needs the least new memory mapped, then the
+ * prefer the place that costs the budget least (place_mapped), then the
  * smallest block. */
 static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s, int align,
                                   uintptr_t *at, size_t *need) {
     const ck_heap *h = &p->large;
     ck_block *best = NULL;
-    size_t best_need = SIZE_MAX;
+    size_t best_cost = SIZE_MAX;
+    *need = SIZE_MAX;
     for (unsigned i = bin_next(h, bin_index(size)); i < CK_NBINS; i = bin_next(h, i + 1)) {
         for (ck_block *b = h->bins[i]; b; b = b->fnext) {
             if (b->size < size || !usable_on(p, b, s)) continue;
-            size_t n = 0;
-            uintptr_t a = place_mapped(p, b, size, align, &n);
+            size_t co = 0, ne = 0;
+            uintptr_t a = place_mapped(p, b, size, align, &co, &ne);
             if (!a) continue;
-            if (n < best_need || (n == best_need && b->size < best->size)) {
+            if (co < best_cost || (co == best_cost && (ne < *need || (ne == *need && b->size < best->size)))) {
                 best = b;
-                best_need = n;
+                best_cost = co;
+                *need = ne;
                 *at = a;
             }
         }
     }
-    *need = best_need;
     return best;
 }
 
@@ -413,6 +419,7 @@ static void small_page_return(ck_pool *p, ck_block *sb) {
     ck__stat_add(&p->c->inactive_split, -1);
     pg->stream = sb->stream;
     pg->free_round = sb->free_round;
+    pg->free_seq = sb->free_seq;
     pg->is_page = 0;
     hash_remove(p, sb);
     block_delete(p, sb);
@@ -586,6 +593,21 @@ static size_t grow_ahead(const ck_pool *p, const ck_block *b, uintptr_t at, size
     return (size_t)(extra / p->gran * p->gran);
 }
 
+/* Free block b (found for any stream) is not usable on s yet: wait for the
+ * stream that freed it to pass the free (one event; a whole round when
+ * frees of several streams merged in b). Returns 1 if b is usable on s
+ * now. Never during a graph capture (nothing is waited for then). */
+static int fence_wait(ck_pool *p, ck_block *b, ck_stream s) {
+    if (usable_on(p, b, s)) return 1;
+    if (b->stream == CK_STREAM_NOBODY) {
+        /* Frees of several streams merged: only a round fences it. */
+        return ck__round_wait_bounded(p, b->free_round) && usable_on(p, b, s);
+    }
+    if (!ck__stream_passed(p, b->stream, b->free_seq)) return 0;
+    b->free_round = 0; /* every free in it has passed: safe for every stream */
+    return 1;
+}
+
 /* Find (or make) a mapped large block of `size` usable on s. */
 static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
     int align = chunk_aligned(p, size);
@@ -600,6 +622,18 @@ static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     b = heap_find(p, &p->large, size, s, align, &at);
     if (!b) b = pristine_tail(p, size, s, align, &at);
     if (b && ck__phys_unmapped(p, b->region, at, size) == 0) goto got;
+    /* Mapped memory freed on another stream would serve once that stream's
+     * work passes the free: wait for that rather than map more (the pool's
+     * footprint then follows live bytes however many streams there are). */
+    {
+        uintptr_t any_at;
+        ck_block *any = heap_find(p, &p->large, size, CK_STREAM_ANY, align, &any_at);
+        if (any && ck__phys_unmapped(p, any->region, any_at, size) == 0 && fence_wait(p, any, s)) {
+            b = any;
+            at = any_at;
+            goto got;
+        }
+    }
 
     int capturing = 0;
     if (p->be->ops->stream_capturing(p->be, s, &capturing) == CK_OK && capturing)
@@ -651,6 +685,12 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
     uintptr_t at = 0;
     ck_block *b = heap_find(p, &p->small, size, s, 0, &at);
     if (!b) {
+        /* Space in pages other streams freed: fence it rather than carve
+         * a new page (a page per stream is how footprint grows with them). */
+        ck_block *any = heap_find(p, &p->small, size, CK_STREAM_ANY, 0, &at);
+        if (any && fence_wait(p, any, s)) b = any;
+    }
+    if (!b) {
         ck_block *pg;
         ck_status st = large_get(p, CK_PAGE_SIZE, s, &pg);
         /* Under pressure large_get waited for the streams: free space in
@@ -678,6 +718,7 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         /* The page's free space is as safe as the range it came from. */
         b->stream = pg->stream;
         b->free_round = pg->free_round;
+        b->free_seq = pg->free_seq;
         hash_insert(p, b);
         ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
         ck__stat_add(&p->c->inactive_split, 1);
@@ -770,7 +811,15 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     ck__ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
     b->stream = stream;
     b->free_round = p->round_issued;
+    b->free_seq = p->free_seq++;
     ck__mark_dirty(p, sidx);
+    /* Now and then start a round without waiting for it, so frees get
+     * fenced in the background and other streams can reuse them. */
+    if (++p->frees_since_round >= CK_ROUND_EVERY) {
+        p->frees_since_round = 0;
+        ck__round_poll(p, 0);
+        ck__round_issue(p);
+    }
 
     /* Streams given to ck_record_stream (still alive: a destroyed one has
      * finished its work): wait for them before reuse. */

@@ -32,6 +32,8 @@
 #define CK_PAGE_SIZE (2u << 20)       /* one small page */
 #define CK_MAX_ALLOC ((size_t)1 << 46) /* larger requests are CK_ERR_INVALID */
 #define CK_NBINS 576
+#define CK_ROUND_EVERY 64u /* frees between background rounds */
+#define CK_FENCE_WAIT_NS 5000000u /* longest wait for another stream's free before mapping */
 #define CK_ALIGN_MIN ((uint64_t)4 << 20) /* align_min once the pool evicts (chunk_align=auto) */
 #define CK_VA_DEFAULT_MAX ((uint64_t)256 << 30) /* the default first reservation's cap */
 
@@ -69,6 +71,10 @@ typedef struct ck_sent {
     uint32_t gen;   /* bumped when the stream goes: (index, gen) pairs go stale */
     uint32_t hnext; /* hash chain, or free list when not hashed (index + 1) */
     uint8_t live, own, dirty, hashed;
+    uint8_t fev_waited; /* a bounded wait on fev timed out: only poll it now */
+    ck_event fev;      /* fence_wait's event on this stream, or NULL */
+    uint64_t fev_seq;  /* p->free_seq when fev was recorded */
+    uint64_t done_seq; /* frees on this stream numbered below this have passed */
 } ck_sent;
 
 typedef struct ck_heap {
@@ -87,6 +93,7 @@ struct ck_block {
     ck_region *region;
     ck_stream stream;         /* live: allocation stream; free: stream that freed it */
     uint64_t free_round;
+    uint64_t free_seq;        /* free: the pool's free count when it was freed */
     uint64_t *uses;           /* ck_record_stream's streams: index << 32 | generation */
     ck_event *pend;           /* pending: events that must complete first */
     uint32_t nuses, cap_uses, npend;
@@ -198,6 +205,9 @@ struct ck_pool {
     uint32_t sfree;         /* free entries (index + 1) */
     uint32_t *sbucket, smask;
     uint32_t last_sidx;     /* the entry looked up last */
+    uint32_t frees_since_round; /* a round starts every CK_ROUND_EVERY frees */
+    uint64_t free_seq;      /* frees so far (numbers them for fence_wait) */
+    uint64_t round_stuck;   /* a bounded wait for this round timed out */
     ck_event *round_ev;     /* events of the round in flight */
     size_t nround_ev, cap_round_ev;
     ck_event *ev_cache;     /* idle events for reuse */
@@ -260,6 +270,10 @@ ck_region *ck__region_of(const ck_pool *p, uintptr_t a);
 ck_status ck__phys_map(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
 /* Bytes of the chunks under [a, a+n) that are not mapped. */
 size_t ck__phys_unmapped(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n);
+/* Bytes of the chunks under [a, a+n) that no resident block holds
+ * (unmapped or idle): what placing a block there costs the budget once
+ * every idle chunk elsewhere is released. */
+size_t ck__phys_unheld(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n);
 void ck__phys_hold(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
 void ck__phys_drop(ck_pool *p, ck_region *r, uintptr_t a, size_t n, uint64_t round);
 /* Release idle chunks whose last free is fenced, oldest first, skipping
@@ -296,6 +310,12 @@ void ck__streams_free(ck_pool *p);
  * pool's, with nothing changed. */
 ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx);
 ck_status ck__stream_register_own(ck_pool *p, ck_stream s);
+/* 1 if s is the default stream or a registered stream not destroyed. */
+int ck__stream_alive(const ck_pool *p, ck_stream s);
+/* 1 if the free numbered seq on stream s is known to have passed, waiting
+ * for it at most CK_FENCE_WAIT_NS (and not at all again on a stream whose
+ * last such wait timed out, until that event completes). */
+int ck__stream_passed(ck_pool *p, ck_stream s, uint64_t seq);
 /* The stream of entry idx is gone (its work done): forget it. */
 void ck__stream_retire(ck_pool *p, uint32_t idx);
 void ck__mark_dirty(ck_pool *p, uint32_t idx);
@@ -309,6 +329,10 @@ int ck__event_passed(ck_pool *p, ck_event e, int wait);
 /* Poll the round in flight: 1 if it (or an earlier one) completed. */
 int ck__round_poll(ck_pool *p, int wait);
 void ck__round_issue(ck_pool *p);
+/* Wait until frees stamped `stamp` are fenced (round_done > stamp),
+ * issuing the rounds that need it, for at most CK_FENCE_WAIT_NS, and not
+ * at all on a round whose wait timed out once. 1 if they are. */
+int ck__round_wait_bounded(ck_pool *p, uint64_t stamp);
 /* Wait for every stream that freed memory. */
 ck_status ck__pool_quiesce(ck_pool *p);
 /* pool.c: release=eager housekeeping, run by pool calls (lock held). */

@@ -555,7 +555,9 @@ END_TEST
 START_TEST(t_pool_cross_stream_waits_for_event) {
     /* Events stay "not ready" until synchronized, so a block freed on s1 must
      * not go to s2 however hard s2 asks, and may once s1 is synchronized.
-     * (With events that complete, the 5th malloc below does get it.) */
+     * (The first ask waits a few ms for s1's event, polling: it never
+     * answers here, so the pool maps instead and, having waited once, only
+     * polls after that.) */
     setenv("CKFAKECUDA_NOT_READY", "1000000", 1);
     ck_pool *p = pool_from_conf("backend=cuda,va=16M");
     ck_stream s1, s2;
