@@ -1095,36 +1095,61 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
 CK_API const char *ck_pool_backend(const ck_pool *p) { return p ? p->be->name : "none"; }
 
 /* Used by stats.c: the largest free range whose chunks are all mapped. */
+/* The smallest size bin i holds (bin_index's inverse); bins above the last
+ * hold nothing smaller than SIZE_MAX. */
+static size_t bin_min_size(unsigned i) {
+    if (i >= CK_NBINS) return SIZE_MAX;
+    if (i < 16) return (size_t)i * CK_ROUND;
+    unsigned fl = (i - 16) / 16 + 4, sl = (i - 16) % 16;
+    return ((size_t)(16 + sl) << (fl - 4)) * CK_ROUND;
+}
+
+/* Highest non-empty bin at or below i, or -1. */
+static int bin_prev(const ck_heap *h, int i) {
+    while (i >= 0) {
+        uint64_t w = h->bitmap[i / 64] & (~0ull >> (63 - i % 64));
+        if (w) return (i / 64) * 64 + 63 - __builtin_clzll(w);
+        i = (i / 64) * 64 - 1;
+    }
+    return -1;
+}
+
+/* Longest mapped run inside free large block b (nothing above map_top was
+ * ever mapped), or 0 as soon as it cannot beat best. */
+static uint64_t mapped_run(const ck_pool *p, const ck_block *b, uint64_t best) {
+    const ck_region *r = b->region;
+    uintptr_t end = b->addr + b->size, run_start = b->addr;
+    if (end > r->map_top) end = r->map_top;
+    if (end <= b->addr || end - b->addr <= best) return 0;
+    for (size_t c = ck__chunk_of(p, r, b->addr), last = ck__chunk_of(p, r, end - 1); c <= last; c++) {
+        uintptr_t cva = r->va + c * p->gran;
+        if (!r->chunk[c].mapped) {
+            run_start = cva + p->gran;
+            if (end - run_start <= best) break; /* what is left cannot beat it */
+            continue;
+        }
+        uintptr_t stop = cva + p->gran < end ? cva + p->gran : end;
+        if (stop > run_start && stop - run_start > best) best = stop - run_start;
+    }
+    return best;
+}
+
+/* Used by stats.c: the largest free range whose chunks are all mapped.
+ * Bins are walked from the largest down and the walk stops at a bin whose
+ * blocks are all smaller than the best range found, so the cost follows the
+ * few largest free blocks, not every free block or the reserved VA. */
 uint64_t ck__largest_free(ck_pool *p) {
     uint64_t best = 0;
-    for (int h = 0; h < 2; h++) {
-        const ck_heap *heap = h ? &p->small : &p->large;
-        for (unsigned i = bin_next(heap, 0); i < CK_NBINS; i = bin_next(heap, i + 1)) {
-            for (ck_block *b = heap->bins[i]; b; b = b->fnext) {
-                if (b->size <= best) continue;
-                if (b->small) {
-                    best = b->size;
-                    continue;
-                }
-                /* Longest mapped run inside b; nothing above map_top was
-                 * ever mapped. */
-                ck_region *r = b->region;
-                uintptr_t end = b->addr + b->size, run_start = b->addr;
-                if (end > r->map_top) end = r->map_top;
-                if (end <= b->addr) continue;
-                size_t c = ck__chunk_of(p, r, b->addr), last = ck__chunk_of(p, r, end - 1);
-                for (; c <= last; c++) {
-                    uintptr_t cva = r->va + c * p->gran;
-                    if (!r->chunk[c].mapped) {
-                        run_start = cva + p->gran;
-                        continue;
-                    }
-                    uintptr_t stop = cva + p->gran < end ? cva + p->gran : end;
-                    if (stop > run_start && stop - run_start > best) best = stop - run_start;
-                }
-            }
+    int i = bin_prev(&p->small, CK_NBINS - 1);
+    for (; i >= 0 && bin_min_size((unsigned)i + 1) > best; i = bin_prev(&p->small, i - 1))
+        for (ck_block *b = p->small.bins[i]; b; b = b->fnext)
+            if (b->size > best) best = b->size;
+    for (i = bin_prev(&p->large, CK_NBINS - 1); i >= 0 && bin_min_size((unsigned)i + 1) > best;
+         i = bin_prev(&p->large, i - 1))
+        for (ck_block *b = p->large.bins[i]; b; b = b->fnext) {
+            uint64_t run = b->size > best ? mapped_run(p, b, best) : 0;
+            if (run > best) best = run;
         }
-    }
     return best;
 }
 
