@@ -78,7 +78,7 @@ static void fail(checker *k, const char *fmt, ...) {
 static int resident_busy(const ck_block *b) { return b->state != BLK_FREE && !b->evicted; }
 
 static void check(ck_pool *p, checker *k) {
-    ptrvec inbin = {0}, inhash = {0}, seen = {0};
+    ptrvec inbin = {0}, inhash = {0}, seen = {0}, inquick = {0};
     uint32_t *want = NULL;
     const void *dup;
     /* bins */
@@ -99,6 +99,24 @@ static void check(ck_pool *p, checker *k) {
         }
     }
     CHK(!(dup = pv_sort(&inbin)), "block %p is in two bins", dup);
+    /* quick lists */
+    uint64_t nquick = 0, quick_bytes = 0;
+    for (size_t c = 0; c < CK_QUICK_CLASSES; c++) {
+        uint32_t n = 0;
+        for (const ck_block *b = p->quick[c]; b; b = b->fnext) {
+            CHK(b->quick && b->small && b->state == BLK_FREE && b->size == c * CK_ROUND,
+                "quick list %zu holds block %#lx (size %zu, state %d)", c, (unsigned long)b->addr,
+                b->size, b->state);
+            CHK(++n <= CK_QUICK_PER_CLASS, "quick list %zu is longer than its cap", c);
+            pv_push(&inquick, b);
+            quick_bytes += b->size;
+        }
+        CHK_EQ(p->nquick_class[c], n);
+        nquick += n;
+    }
+    CHK_EQ(p->nquick, nquick);
+    CHK_EQ(p->quick_bytes, quick_bytes);
+    CHK(!(dup = pv_sort(&inquick)), "block %p is on a quick list twice", dup);
     for (size_t i = 0; i <= p->hmask; i++)
         for (const ck_block *b = p->htab[i]; b; b = b->hnext) {
             CHK(hslot(p, b->addr) == i, "block %#lx in the wrong hash slot", (unsigned long)b->addr);
@@ -147,7 +165,9 @@ static void check(ck_pool *p, checker *k) {
                 CHK(sb != NULL && sb->prev == NULL, "page %#lx has no small block at its start",
                     (unsigned long)b->addr);
                 uintptr_t sat = b->addr;
+                uint32_t busy_small = 0;
                 for (; sb; sb = sb->next) {
+                    busy_small += sb->state != BLK_FREE;
                     CHK(sb->addr == sat, "page %#lx: gap at %#lx", (unsigned long)b->addr,
                         (unsigned long)sat);
                     CHK(sb->small && sb->page == b && sb->region == r && !sb->is_page,
@@ -159,8 +179,11 @@ static void check(ck_pool *p, checker *k) {
                     CHK(pv_has(&inhash, sb), "small block %#lx not in the hash",
                         (unsigned long)sb->addr);
                     pv_push(&seen, sb);
+                    CHK(sb->quick == pv_has(&inquick, sb), "small block %#lx: quick flag %d",
+                        (unsigned long)sb->addr, sb->quick);
                     if (sb->state == BLK_FREE) {
-                        CHK(pv_has(&inbin, sb), "free small block %#lx not in a bin",
+                        CHK(sb->quick ? !pv_has(&inbin, sb) : pv_has(&inbin, sb),
+                            "free small block %#lx not in a bin or a quick list",
                             (unsigned long)sb->addr);
                         if (sb != p->spare_page) {
                             isplit_n++;
@@ -185,6 +208,8 @@ static void check(ck_pool *p, checker *k) {
                 }
                 CHK(sat == b->addr + b->size, "page %#lx: small blocks end at %#lx",
                     (unsigned long)b->addr, (unsigned long)sat);
+                CHK(b->nlive == busy_small, "page %#lx: nlive %u, %u small blocks busy",
+                    (unsigned long)b->addr, b->nlive, busy_small);
             } else {
                 CHK(pv_has(&inhash, b), "large block %#lx not in the hash", (unsigned long)b->addr);
                 if (b->state == BLK_FREE) {
@@ -289,6 +314,7 @@ static void check(ck_pool *p, checker *k) {
     CHK(!inbin.oom && !inhash.oom && !seen.oom, "out of host memory for the check");
 out:
     free(want);
+    free(inquick.v);
     free(inbin.v);
     free(inhash.v);
     free(seen.v);

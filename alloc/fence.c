@@ -48,12 +48,16 @@ typedef struct gstream {
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static gstream *g_streams;
 static size_t g_n, g_cap;
+/* Bumped by every ck_stream_create: a pool's foreign entries checked
+ * before then are checked again (the address may now be another pool's). */
+static _Atomic uint64_t g_create_gen = 1;
 
 static int global_add(ck_stream s, const ck_pool *owner) {
     pthread_mutex_lock(&g_mu);
     int rc = ck__grow_array(&g_streams, &g_cap, g_n, sizeof *g_streams, 16);
     if (rc == 0) g_streams[g_n++] = (gstream){s, owner};
     pthread_mutex_unlock(&g_mu);
+    atomic_fetch_add_explicit(&g_create_gen, 1, memory_order_release);
     return rc;
 }
 
@@ -187,13 +191,27 @@ void ck__streams_free(ck_pool *p) {
 }
 
 ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx) {
-    uint32_t i = p->last_sidx;
-    if (i != CK_NO_STREAM && p->sent[i].s == s) { /* the usual case: the same stream again */
-        *idx = i;
+    if (!s) { /* the default stream: entry 0, always there */
+        *idx = 0;
         return CK_OK;
     }
-    i = s ? sfind(p, s) : 0;
+    uint32_t i = p->last_sidx;
+    if (i == CK_NO_STREAM || p->sent[i].s != s) i = sfind(p, s); /* else the same stream again */
     if (i != CK_NO_STREAM && p->sent[i].live) {
+        ck_sent *e = &p->sent[i];
+        uint64_t gen = atomic_load_explicit(&g_create_gen, memory_order_acquire);
+        if (!e->own && e->checked_gen != gen) {
+            /* A foreign handle seen before: since then another pool may
+             * have made a stream at the same address (the foreign one was
+             * destroyed without this pool hearing of it). */
+            const ck_pool *owner = global_owner(s);
+            if (owner && owner != p) {
+                sretire(p, i, 0);
+                return ck__err(CK_ERR_INVALID, "%s: stream %p belongs to another ckalloc pool", fn,
+                               (void *)s);
+            }
+            e->checked_gen = gen;
+        }
         p->last_sidx = i;
         *idx = i;
         return CK_OK;
@@ -210,9 +228,11 @@ ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *i
     if (owner && owner != p)
         return ck__err(CK_ERR_INVALID, "%s: stream %p belongs to another ckalloc pool", fn,
                        (void *)s);
+    uint64_t gen = atomic_load_explicit(&g_create_gen, memory_order_acquire);
     i = sadd(p, s, 0); /* a CUstream made outside ckalloc */
     if (i == CK_NO_STREAM)
         return ck__err(CK_ERR_NOMEM, "%s: out of host memory for the stream registry", fn);
+    p->sent[i].checked_gen = gen;
     p->last_sidx = i;
     *idx = i;
     return CK_OK;

@@ -375,8 +375,9 @@ static ck_block *spare_unpark(ck_pool *p) {
 
 /* b (either heap) is now free: its chunks stop being held (large blocks),
  * then coalesce, bin, and give back what is whole. */
+static ck_block *coalesce_and_bin(ck_pool *p, ck_block *b);
+
 static void block_make_free(ck_pool *p, ck_block *b) {
-    ck_heap *h = b->small ? &p->small : &p->large;
     if (!b->small && !b->evicted) ck__phys_drop(p, b->region, b->addr, b->size, b->free_round);
     b->evicted = 0;
     b->state = BLK_FREE;
@@ -384,16 +385,25 @@ static void block_make_free(ck_pool *p, ck_block *b) {
     if (b->small) {
         ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
         ck__stat_add(&p->c->inactive_split, 1);
+        b->page->nlive--;
     }
+    coalesce_and_bin(p, b);
+}
+
+/* Free block b (stats counted, out of every list): merge it with free
+ * neighbours (not those on quick lists), bin it, give back a whole page.
+ * Returns the merged block (NULL when its page went back). */
+static ck_block *coalesce_and_bin(ck_pool *p, ck_block *b) {
+    ck_heap *h = b->small ? &p->small : &p->large;
     ck_block *n = b->prev;
-    if (n && n->state == BLK_FREE) {
+    if (n && n->state == BLK_FREE && !n->quick) {
         bin_remove(h, n);
         absorb_next(p, n, b);
         b = n;
         if (b->small) ck__stat_add(&p->c->inactive_split, -1);
     }
     n = b->next;
-    if (n && n->state == BLK_FREE) {
+    if (n && n->state == BLK_FREE && !n->quick) {
         bin_remove(h, n);
         absorb_next(p, b, n);
         if (b->small) ck__stat_add(&p->c->inactive_split, -1);
@@ -403,12 +413,94 @@ static void block_make_free(ck_pool *p, ck_block *b) {
         if (!p->spare_page && p->opts.release != CK_RELEASE_EAGER) {
             spare_park(p, b);
             bin_insert(h, b);
-        } else {
-            small_page_return(p, b);
+            return b;
         }
-        return;
+        small_page_return(p, b);
+        return NULL;
     }
     bin_insert(h, b);
+    return b;
+}
+
+/* ------------------------------------------------------------ quick lists -- */
+
+static void quick_unlink(ck_pool *p, ck_block *b) {
+    size_t c = b->size / CK_ROUND;
+    if (b->fprev) b->fprev->fnext = b->fnext;
+    else p->quick[c] = b->fnext;
+    if (b->fnext) b->fnext->fprev = b->fprev;
+    if (!p->quick[c]) p->quick_map[c / 64] &= ~(1ull << (c % 64));
+    b->fprev = b->fnext = NULL;
+    b->quick = 0;
+    p->nquick_class[c]--;
+    p->nquick--;
+    p->quick_bytes -= b->size;
+}
+
+/* Freed small block b (stamped, counted out of the live stats) goes on its
+ * size's quick list instead of being merged, if there is room and its page
+ * keeps other live blocks: 1 if so. */
+static int quick_push(ck_pool *p, ck_block *b) {
+    size_t c = b->size / CK_ROUND;
+    if (b->page->nlive < 2 || p->nquick_class[c] >= CK_QUICK_PER_CLASS ||
+        p->quick_bytes + b->size > CK_QUICK_MAX_BYTES || p->opts.release == CK_RELEASE_EAGER)
+        return 0;
+    b->page->nlive--;
+    b->state = BLK_FREE;
+    b->requested = 0;
+    b->evicted = 0;
+    b->quick = 1;
+    b->fprev = NULL;
+    b->fnext = p->quick[c];
+    if (b->fnext) b->fnext->fprev = b;
+    p->quick[c] = b;
+    p->quick_map[c / 64] |= 1ull << (c % 64);
+    p->nquick_class[c]++;
+    p->nquick++;
+    p->quick_bytes += b->size;
+    ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
+    ck__stat_add(&p->c->inactive_split, 1);
+    return 1;
+}
+
+/* The newest quick block of exactly size, if stream s may use it. */
+static ck_block *quick_pop(ck_pool *p, size_t size, ck_stream s) {
+    ck_block *b = p->quick[size / CK_ROUND];
+    if (!b || !usable_on(p, b, s)) return NULL;
+    quick_unlink(p, b);
+    ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)b->size);
+    ck__stat_add(&p->c->inactive_split, -1);
+    return b;
+}
+
+/* Merge every quick block back into the heap (on a miss, under pressure,
+ * on trim): the lists only ever defer coalescing. */
+static void quick_flush(ck_pool *p) {
+    for (size_t w = 0; p->nquick && w < sizeof p->quick_map / sizeof p->quick_map[0]; w++)
+        while (p->quick_map[w]) {
+            size_t c = w * 64 + (size_t)__builtin_ctzll(p->quick_map[w]);
+            while (p->quick[c]) {
+                ck_block *b = p->quick[c];
+                quick_unlink(p, b);
+                coalesce_and_bin(p, b);
+            }
+        }
+}
+
+/* b, the last live block of its page, is about to be freed: merge the
+ * page's quick blocks first, so that freeing b leaves the page whole. */
+static void page_unquick(ck_pool *p, ck_block *b) {
+    ck_block *q = b;
+    while (q->prev) q = q->prev;
+    while (q) {
+        ck_block *nx = q->next;
+        if (q->quick) {
+            quick_unlink(p, q);
+            q = coalesce_and_bin(p, q); /* b is live: the page stays */
+            nx = q->next;
+        }
+        q = nx;
+    }
 }
 
 /* sb covers its whole page (and is out of the small bins): hand the page
@@ -547,6 +639,7 @@ static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n)
 static void settle(ck_pool *p) {
     pending_process(p, 1);
     ck__pool_quiesce(p);
+    quick_flush(p);
     spare_page_drop(p); /* last: the waits above can free a whole page */
 }
 
@@ -683,7 +776,14 @@ got:;
 
 static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
     uintptr_t at = 0;
-    ck_block *b = heap_find(p, &p->small, size, s, 0, &at);
+    ck_block *b = quick_pop(p, size, s);
+    if (b) {
+        b->page->nlive++;
+        *out = b;
+        return CK_OK;
+    }
+    quick_flush(p); /* a miss: the best fit is among merged holes, as without the lists */
+    b = heap_find(p, &p->small, size, s, 0, &at);
     if (!b) {
         /* Space in pages other streams freed: fence it rather than carve
          * a new page (a page per stream is how footprint grows with them). */
@@ -708,6 +808,7 @@ static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out)
         }
         hash_remove(p, pg);
         pg->is_page = 1;
+        pg->nlive = 0;
         pg->state = BLK_LIVE;
         b->addr = pg->addr;
         b->size = pg->size;
@@ -732,6 +833,7 @@ got:
     if (!b) return ck__err(CK_ERR_NOMEM, "out of host memory for block bookkeeping");
     ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)b->size);
     if (b->size == before) ck__stat_add(&p->c->inactive_split, -1);
+    b->page->nlive++;
     *out = b;
     return CK_OK;
 }
@@ -855,6 +957,11 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     } else {
         ck__stat_add(&p->c->active, -1);
         ck__stat_add(&p->c->active_bytes, -(int64_t)b->size);
+        if (b->small && quick_push(p, b)) {
+            pool_unlock(p);
+            return CK_OK;
+        }
+        if (b->small && p->nquick && b->page->nlive == 1) page_unquick(p, b);
         uint64_t idle = p->nidle;
         block_make_free(p, b);
         if (p->nidle != idle) ck__pool_eager_release(p); /* chunks went idle */
@@ -1029,7 +1136,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     p->hbits = 10;
     p->hmask = ((size_t)1 << p->hbits) - 1;
     p->htab = calloc(p->hmask + 1, sizeof *p->htab);
-    pthread_mutex_init(&p->mu, NULL);
+    ck_lock_init(&p->mu);
     if (!p->htab) s = ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
     if (s == CK_OK) s = ck__streams_init(p);
     if (s == CK_OK && o.trace_path) {
@@ -1087,7 +1194,6 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     ck__streams_free(p);
     free(p->trace_path);
     pool_unlock(p);
-    pthread_mutex_destroy(&p->mu);
     free(p);
     return result;
 }

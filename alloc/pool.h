@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "internal.h"
 #include "live.h"
+#include "lock.h"
 #include "trace.h"
 
 #include <pthread.h>
@@ -33,6 +34,11 @@
 #define CK_MAX_ALLOC ((size_t)1 << 46) /* larger requests are CK_ERR_INVALID */
 #define CK_NBINS 576
 #define CK_ROUND_EVERY 64u /* frees between background rounds */
+/* Quick lists: freed small blocks kept whole, one LIFO list per size, so a
+ * cached malloc+free of the same size neither splits nor merges. */
+#define CK_QUICK_CLASSES (CK_SMALL_MAX / CK_ROUND + 1)
+#define CK_QUICK_PER_CLASS 32u
+#define CK_QUICK_MAX_BYTES ((uint64_t)32 << 20)
 #define CK_FENCE_WAIT_NS 5000000u /* longest wait for another stream's free before mapping */
 #define CK_ALIGN_MIN ((uint64_t)4 << 20) /* align_min once the pool evicts (chunk_align=auto) */
 #define CK_VA_DEFAULT_MAX ((uint64_t)256 << 30) /* the default first reservation's cap */
@@ -75,6 +81,7 @@ typedef struct ck_sent {
     ck_event fev;      /* fence_wait's event on this stream, or NULL */
     uint64_t fev_seq;  /* p->free_seq when fev was recorded */
     uint64_t done_seq; /* frees on this stream numbered below this have passed */
+    uint64_t checked_gen; /* foreign: the streams-created count when last checked */
 } ck_sent;
 
 typedef struct ck_heap {
@@ -102,6 +109,8 @@ struct ck_block {
     uint8_t small;            /* lives in the small heap */
     uint8_t is_page;          /* large block hosting a small page */
     uint8_t evicted;          /* live, its chunks given back (ck__pool_evict) */
+    uint8_t quick;            /* free small block on a quick list (not merged, not binned) */
+    uint32_t nlive;           /* page host: its small blocks that are live or pending */
     uint16_t tag;             /* 0 = untagged; the tag API will set it (fits the padding) */
 };
 
@@ -166,7 +175,7 @@ static inline uint64_t ck__ring_clock(void) { return ck__now_ns(); }
 /* ck_counters is defined in live.h: it is part of the shared-memory layout. */
 
 struct ck_pool {
-    pthread_mutex_t mu;
+    ck_lock mu;
     ck_backend *be;
     ck_pool_options opts;
     char *trace_path;
@@ -179,6 +188,10 @@ struct ck_pool {
     ck_region *regions;
     ck_heap large, small;
     ck_block *spare_page; /* one fully free small page kept to avoid churn */
+    ck_block *quick[CK_QUICK_CLASSES]; /* by size / CK_ROUND, linked by fnext/fprev */
+    uint64_t quick_map[(CK_QUICK_CLASSES + 63) / 64]; /* non-empty lists */
+    uint16_t nquick_class[CK_QUICK_CLASSES];
+    uint64_t nquick, quick_bytes;
 
     /* address -> block, for every block except hosting pages */
     ck_block **htab;
@@ -235,8 +248,19 @@ struct ck_pool {
     ck_hist hist;                   /* the whole run, bucketed */
 };
 
-/* stats.c */
-void ck__stat_add(ck_stat *s, int64_t delta);
+/* Add delta to a counter. Stores are relaxed atomics: the counters may sit
+ * in the live segment, where ckalloc-stat copies them while the lock holder
+ * writes (see live.h). Inline: the cached path makes several a call. */
+static inline void ck__stat_add(ck_stat *s, int64_t delta) {
+    int64_t cur = s->current + delta;
+    __atomic_store_n(&s->current, cur, __ATOMIC_RELAXED);
+    if (delta > 0) {
+        ck__cnt_set(&s->allocated, s->allocated + (uint64_t)delta);
+        if (cur > s->peak) __atomic_store_n(&s->peak, cur, __ATOMIC_RELAXED);
+    } else {
+        ck__cnt_set(&s->freed, s->freed + (uint64_t)-delta);
+    }
+}
 
 /* One record of the recent-operations ring: a few stores, so the cached
  * alloc+free pair stays cheap; the clock is read only by pools that will
@@ -363,7 +387,7 @@ ck_status ck__snapshot_detach(ck_pool *p);
  * odd value before the counter stores, the release store of the even value
  * after them. Use these wherever the pool mutex is taken. */
 static inline void pool_lock(ck_pool *p) {
-    pthread_mutex_lock(&p->mu);
+    ck_lock_acquire(&p->mu);
     uint64_t s = atomic_load_explicit(p->seq, memory_order_relaxed);
     atomic_store_explicit(p->seq, s + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
@@ -377,7 +401,7 @@ static inline void pool_unlock(ck_pool *p) {
         s >= p->live_next_seq)
         ck__live_serve(p);
     atomic_store_explicit(p->seq, s + 1, memory_order_release);
-    pthread_mutex_unlock(&p->mu);
+    ck_lock_release(&p->mu);
 }
 
 #endif

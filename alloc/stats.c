@@ -6,19 +6,6 @@
 #include <inttypes.h>
 #include <string.h>
 
-/* Stores are relaxed atomics: the counters may sit in the live segment, where
- * ckalloc-stat copies them while the lock holder writes (see live.h). */
-void ck__stat_add(ck_stat *s, int64_t delta) {
-    int64_t cur = s->current + delta;
-    __atomic_store_n(&s->current, cur, __ATOMIC_RELAXED);
-    if (delta > 0) {
-        ck__cnt_set(&s->allocated, s->allocated + (uint64_t)delta);
-        if (cur > s->peak) __atomic_store_n(&s->peak, cur, __ATOMIC_RELAXED);
-    } else {
-        ck__cnt_set(&s->freed, s->freed + (uint64_t)-delta);
-    }
-}
-
 void ck__stats_from_counters(const ck_counters *c, uint64_t budget, uint64_t largest_free,
                              ck_stats *st) {
     memset(st, 0, sizeof *st);
