@@ -177,7 +177,9 @@ CK_API ck_status ck_malloc(ck_pool *pool, void **ptr, size_t size, ck_stream str
 
 /* Free ptr, ordered on stream: the block is reusable at once by work on
  * stream, and by other streams once stream (and every stream given to
- * ck_record_stream) has passed this point. A NULL ptr is CK_OK and does
+ * ck_record_stream) has passed this point. Before mapping new memory the
+ * pool waits briefly (at most a few ms, once per event) for another stream
+ * to pass a free that would serve, so reuse does not grow with streams. A NULL ptr is CK_OK and does
  * nothing, as with free() and cudaFree(). A pointer the pool did not hand out
  * is CK_ERR_NOT_OWNED, one already freed CK_ERR_DOUBLE_FREE; neither changes
  * anything. */
@@ -207,7 +209,8 @@ typedef struct ck_stat {
  *       other streams (record_stream) to pass;
  *   inactive_split / inactive_split_bytes: free blocks inside small-block
  *       pages that also hold live blocks (space only small requests can use);
- *   segment / reserved_bytes: mapped ranges (one per map call) and their bytes.
+ *   segment / reserved_bytes: mapped runs (maximal ranges of mapped 2 MiB
+ *       chunks) and their bytes.
  * ckalloc's own:
  *   mapped_bytes: bytes of the pool's address space backed by physical memory;
  *   physical_bytes: all physical memory the pool holds, mapped or cached
@@ -219,8 +222,9 @@ typedef struct ck_stats {
     ck_stat mapped_bytes, physical_bytes;
     uint64_t num_alloc_retries; /* allocations that had to unmap cached memory first */
     uint64_t num_ooms;          /* allocations that failed with CK_ERR_NOMEM */
-    /* Backend calls that took effect: create - release and map - unmap both
-     * equal segment.current. */
+    /* Backend calls that took effect. Each chunk held is one handle:
+     * num_create_calls - num_release_calls = chunks held; num_unmap_calls
+     * counts chunks unmapped; one map call maps a run of chunks. */
     uint64_t num_map_calls, num_unmap_calls;
     uint64_t num_create_calls, num_release_calls;
     uint64_t budget;            /* the cap in force, bytes */
@@ -261,11 +265,19 @@ CK_API ck_status ck_snapshot_write(ck_pool *pool, const char *path);
 
 /* ---- streams, events, copies (both backends) --------------------------- */
 
+/* Every call that takes a stream accepts NULL (the pool's default stream),
+ * the pool's own streams from ck_stream_create, and on the cuda backend any
+ * other CUstream / cudaStream_t. A stream destroyed with ck_stream_destroy,
+ * or one that another pool made, is CK_ERR_INVALID with a sentence naming
+ * the call, and nothing changes. */
+
 /* Create a stream on the pool's backend and store it in *out: on the cuda
  * backend a CUstream with default flags (as cudaStreamCreate makes), on the
  * host backend a worker thread. Order it after other streams with events. */
 CK_API ck_status ck_stream_create(ck_pool *pool, ck_stream *out);
-/* Waits for the stream's work, then destroys it. */
+/* Waits for the stream's work, then destroys it. Only the pool's own
+ * streams; a second destroy is CK_ERR_INVALID. Costs nothing per block:
+ * blocks recorded on it (ck_record_stream) no longer wait for it. */
 CK_API ck_status ck_stream_destroy(ck_pool *pool, ck_stream stream);
 /* Block the calling thread until all work queued on stream has completed.
  * NULL is the default stream. */
