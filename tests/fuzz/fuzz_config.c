@@ -21,6 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!(o.budget_fraction >= 0 && o.budget_fraction <= 1)) abort();
         if (o.budget && o.budget_fraction != 0) abort();
         if (o.snapshot_signal && !ck__snapshot_signal_ok(o.snapshot_signal)) abort();
+        /* chunk_align is auto (0), off (all ones) or a size of a byte or more:
+         * "chunk_align=0" must not parse as auto. */
+        if (strstr(s, "chunk_align") == NULL && o.chunk_align != 0) abort();
     }
     uint64_t v;
     (void)ck__parse_size((const char *)data, size, &v);

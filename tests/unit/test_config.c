@@ -227,6 +227,46 @@ START_TEST(t_verbose) {
 }
 END_TEST
 
+/* chunk_align: auto (0, the default), off (UINT64_MAX) or a size; 0 bytes
+ * and words it does not know are refused naming the key. A pool with an
+ * explicit size starts blocks that large on a 2 MiB chunk from the first
+ * allocation; auto does not until an eviction (test_phys checks that). */
+START_TEST(t_chunk_align) {
+    ck_pool_options o;
+    ck_pool_options_init(&o);
+    ck_assert_uint_eq(o.chunk_align, 0);
+    ASSERT_OK(ck_options_parse(&o, "chunk_align=4M"));
+    ck_assert_uint_eq(o.chunk_align, 4u << 20);
+    ASSERT_OK(ck_options_parse(&o, "chunk_align=off"));
+    ck_assert_uint_eq(o.chunk_align, UINT64_MAX);
+    ASSERT_OK(ck_options_parse(&o, "chunk_align=auto"));
+    ck_assert_uint_eq(o.chunk_align, 0);
+    rejects("chunk_align=0", "'chunk_align'", "0");
+    rejects("chunk_align=sometimes", "'chunk_align'", "sometimes");
+
+    ck_pool *p = pool_from_conf("backend=host,host_mem=1G,chunk_align=4M");
+    void *a, *b, *c;
+    ASSERT_OK(ck_malloc(p, &a, 3 * MiB, NULL)); /* below the size: packed */
+    ASSERT_OK(ck_malloc(p, &b, 5 * MiB, NULL)); /* at or above: on a chunk */
+    ASSERT_OK(ck_malloc(p, &c, 3 * MiB, NULL));
+    ck_assert_uint_eq((uintptr_t)b % (2 * MiB), 0);
+    ck_assert_ptr_eq(b, (char *)a + 4 * MiB); /* a 1 MiB gap before b */
+    ck_assert_ptr_eq(c, (char *)b + 5 * MiB); /* the gap is too small for c */
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_free(p, b, NULL));
+    ASSERT_OK(ck_free(p, c, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+
+    p = pool_from_conf("backend=host,host_mem=1G,chunk_align=off");
+    ASSERT_OK(ck_malloc(p, &a, 3 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, &b, 5 * MiB, NULL));
+    ck_assert_ptr_eq(b, (char *)a + 3 * MiB); /* packed: no alignment */
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_free(p, b, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 /* ---- every key ---------------------------------------------------------- */
 
 START_TEST(t_every_key) {
@@ -479,6 +519,7 @@ int main(void) {
     tcase_add_test(tc, t_budget_percent);
     tcase_add_test(tc, t_snapshot_signal);
     tcase_add_test(tc, t_verbose);
+    tcase_add_test(tc, t_chunk_align);
     tcase_add_test(tc, t_every_key);
     tcase_add_test(tc, t_null_conf);
     tcase_add_test(tc, t_unknown_key);
