@@ -90,8 +90,8 @@ typedef struct host_backend {
     host_stream *created; /* streams from stream_create still alive */
     reservation *res;
     uint64_t created_bytes;
-    uint64_t n_create, n_map, n_copy;
-    uint64_t fault_create, fault_map, fault_copy;
+    uint64_t n_create, n_map, n_copy, n_unmap, n_release;
+    uint64_t fault_create, fault_map, fault_copy, fault_unmap, fault_release;
     int sim_clock;
     double sim_bw;
 } host_backend;
@@ -337,6 +337,9 @@ static ck_status h_release(ck_backend *b, ck_phys h) {
     host_backend *hb = hb_of(b);
     host_phys *p = phys_of(h);
     if (!p) return ck__err(CK_ERR_BACKEND, "host backend: release of an unknown handle");
+    if (fault_hit(hb, &hb->n_release, hb->fault_release))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of release call %llu",
+                       (unsigned long long)hb->fault_release);
     pthread_mutex_lock(&hb->mu);
     uint32_t nmaps = p->nmaps;
     if (!nmaps) hb->created_bytes -= p->size;
@@ -411,6 +414,9 @@ static ck_status h_map(ck_backend *b, uintptr_t va, size_t chunk, size_t n, cons
 static ck_status h_unmap(ck_backend *b, uintptr_t va, size_t size) {
     host_backend *hb = hb_of(b);
     size_t g = b->granularity;
+    if (fault_hit(hb, &hb->n_unmap, hb->fault_unmap))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of unmap call %llu",
+                       (unsigned long long)hb->fault_unmap);
     pthread_mutex_lock(&hb->mu);
     reservation *r = size && va % g == 0 ? res_holding(hb, va, size) : NULL;
     size_t first = r ? (va - r->va) / g : 0;
@@ -635,6 +641,8 @@ ck_status ck__backend_host_create(const ck_pool_options *opts, ck_backend **out)
     hb->fault_create = opts->fault_create;
     hb->fault_map = opts->fault_map;
     hb->fault_copy = opts->fault_copy;
+    hb->fault_unmap = opts->fault_unmap;
+    hb->fault_release = opts->fault_release;
     hb->sim_clock = opts->sim_clock;
     hb->sim_bw = opts->sim_bandwidth > 0 ? opts->sim_bandwidth : 25e9;
     pthread_mutex_init(&hb->mu, NULL);

@@ -251,6 +251,12 @@ static ck_status p_fault_map(ck_pool_options *o, const char *k, const char *v, s
 static ck_status p_fault_copy(ck_pool_options *o, const char *k, const char *v, size_t n) {
     return parse_u64(k, v, n, &o->fault_copy);
 }
+static ck_status p_fault_unmap(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_unmap);
+}
+static ck_status p_fault_release(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_release);
+}
 
 static ck_status p_verbose(ck_pool_options *o, const char *key, const char *v, size_t n) {
     return bool_into(key, v, n, &o->verbose);
@@ -280,7 +286,8 @@ static const struct {
     {"sim_clock", p_sim_clock},     {"sim_bandwidth", p_sim_bw},
     {"live", p_live},               {"snapshot", p_snapshot},
     {"snapshot_signal", p_snap_sig}, {"verbose", p_verbose},
-    {"chunk_align", p_chunk_align},
+    {"chunk_align", p_chunk_align}, {"fault_unmap", p_fault_unmap},
+    {"fault_release", p_fault_release},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -311,6 +318,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                 return ck__err(CK_ERR_INVALID,
                                "config key '%.*s' is unknown (known: backend, device, budget, va, "
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
+                               "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
                                "chunk_align)",
                                (int)kn, a);

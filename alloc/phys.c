@@ -58,19 +58,53 @@ static int run_delta(const ck_region *r, size_t i, int mapping) {
     return mapping ? d : -d;
 }
 
-static void chunk_unmap(ck_pool *p, ck_region *r, size_t i) {
+/* A handle the driver would not release: kept, still counted in
+ * physical_bytes (the memory is still held), and released at the next
+ * chance (ck__phys_release, destroy). */
+static void orphan_add(ck_pool *p, ck_phys h) {
+    if (ck__grow_array(&p->orphans, &p->cap_orphans, p->norphans, sizeof h, 8) == 0)
+        p->orphans[p->norphans++] = h;
+}
+
+/* Release the orphans the driver now takes; returns the bytes given back. */
+static size_t orphans_retry(ck_pool *p) {
+    size_t got = 0;
+    for (size_t i = 0; i < p->norphans;) {
+        if (p->be->ops->release(p->be, p->orphans[i]) == CK_OK) {
+            ck__cnt_inc(&p->c->num_release_calls);
+            ck__stat_add(&p->c->physical_bytes, -(int64_t)p->gran);
+            p->orphans[i] = p->orphans[--p->norphans];
+            got += p->gran;
+        } else {
+            i++;
+        }
+    }
+    return got;
+}
+
+/* Unmap chunk i and release its handle. Returns the physical bytes given
+ * back (0 when the release failed and the handle became an orphan), or -1
+ * when the unmap failed: then nothing changed and the chunk stays mapped
+ * (and idle) for a later try. The counters count calls that took effect. */
+static long chunk_unmap(ck_pool *p, ck_region *r, size_t i) {
     ck_chunk *c = &r->chunk[i];
     uintptr_t va = r->va + i * p->gran;
-    /* The counters count calls that took effect. */
-    if (p->be->ops->unmap(p->be, va, p->gran) == CK_OK) ck__cnt_inc(&p->c->num_unmap_calls);
-    if (p->be->ops->release(p->be, c->h) == CK_OK) ck__cnt_inc(&p->c->num_release_calls);
+    if (p->be->ops->unmap(p->be, va, p->gran) != CK_OK) return -1;
+    ck__cnt_inc(&p->c->num_unmap_calls);
     if (c->idle) idle_remove(p, r, i);
+    ck_phys h = c->h;
     c->mapped = 0;
     c->h = 0;
     ck__stat_add(&p->c->segment, run_delta(r, i, 0));
     ck__stat_add(&p->c->mapped_bytes, -(int64_t)p->gran);
     ck__stat_add(&p->c->reserved_bytes, -(int64_t)p->gran);
+    if (p->be->ops->release(p->be, h) != CK_OK) {
+        orphan_add(p, h);
+        return 0;
+    }
+    ck__cnt_inc(&p->c->num_release_calls);
     ck__stat_add(&p->c->physical_bytes, -(int64_t)p->gran);
+    return (long)p->gran;
 }
 
 /* Map chunks [first, first+n) of r, all unmapped: one handle each, one
@@ -86,7 +120,13 @@ static ck_status map_run(ck_pool *p, ck_region *r, size_t first, size_t n) {
     }
     if (s == CK_OK) s = p->be->ops->map(p->be, r->va + first * p->gran, p->gran, n, h);
     if (s != CK_OK) {
-        for (size_t k = 0; k < made; k++) p->be->ops->release(p->be, h[k]);
+        for (size_t k = 0; k < made; k++)
+            if (p->be->ops->release(p->be, h[k]) != CK_OK) {
+                /* Held after all: count it as created and physical. */
+                ck__cnt_inc(&p->c->num_create_calls);
+                ck__stat_add(&p->c->physical_bytes, (int64_t)p->gran);
+                orphan_add(p, h[k]);
+            }
         if (h != stack) free(h);
         return s;
     }
@@ -131,10 +171,9 @@ ck_status ck__phys_map(ck_pool *p, ck_region *r, uintptr_t a, size_t n) {
          * pristine (nobody holds them yet). */
         for (size_t k = done_lo; k < i; k++) {
             ck_chunk *c = &r->chunk[k];
-            if (c->mapped && c->idle && c->free_round == 0 && c->nres == 0) {
+            if (c->mapped && c->idle && c->free_round == 0 && c->nres == 0 &&
+                chunk_unmap(p, r, k) >= 0)
                 ck__ring_push(p, CK_RING_UNMAP, r->va + k * p->gran, p->gran, NULL);
-                chunk_unmap(p, r, k);
-            }
         }
     }
     return s;
@@ -173,13 +212,17 @@ void ck__phys_drop(ck_pool *p, ck_region *r, uintptr_t a, size_t n, uint64_t rou
 
 /* ------------------------------------------------------------ release -- */
 
-static void release_chunk(ck_pool *p, ck_region *r, size_t i) {
-    ck__ring_push(p, CK_RING_UNMAP, r->va + i * p->gran, p->gran, NULL);
-    chunk_unmap(p, r, i);
+/* Give chunk i back; the bytes released, or -1 if its unmap failed twice
+ * (then it stays mapped and idle, for a later call). */
+static long release_chunk(ck_pool *p, ck_region *r, size_t i) {
+    long got = chunk_unmap(p, r, i);
+    if (got < 0) got = chunk_unmap(p, r, i);
+    if (got >= 0) ck__ring_push(p, CK_RING_UNMAP, r->va + i * p->gran, p->gran, NULL);
+    return got;
 }
 
 size_t ck__phys_release(ck_pool *p, size_t want, uintptr_t keep_a, size_t keep_n) {
-    size_t got = 0;
+    size_t got = p->norphans ? orphans_retry(p) : 0;
     for (ck_region *r = p->regions; r && got < want; r = r->next) {
         uint32_t k = r->idle_head;
         while (k && got < want) {
@@ -188,10 +231,11 @@ size_t ck__phys_release(ck_pool *p, size_t want, uintptr_t keep_a, size_t keep_n
             uintptr_t va = r->va + i * p->gran;
             int keep = keep_n && va < keep_a + keep_n && keep_a < va + p->gran;
             if (keep || r->chunk[i].free_round >= p->round_done) continue;
-            release_chunk(p, r, i);
-            got += p->gran;
+            long n = release_chunk(p, r, i);
+            if (n > 0) got += (size_t)n;
         }
     }
+    if (p->norphans) got += orphans_retry(p); /* one made just now may go at once */
     return got;
 }
 
@@ -206,15 +250,19 @@ size_t ck__phys_release_under(ck_pool *p, ck_region *r, uintptr_t a, size_t n) {
          * whose stream has passed (the caller's promise); a chunk it shares
          * with free space waits for the frees there to be fenced. */
         if (!inside && c->free_round >= p->round_done) continue;
-        release_chunk(p, r, i);
-        got += p->gran;
+        long k = release_chunk(p, r, i);
+        if (k > 0) got += (size_t)k;
     }
     return got;
 }
 
 void ck__phys_release_all(ck_pool *p, ck_region *r) {
+    /* Teardown: a chunk whose unmap fails twice is left to the process's
+     * exit (injected faults fire once). */
     for (size_t i = 0; i < r->nchunks; i++)
         if (r->chunk[i].mapped) release_chunk(p, r, i);
+    if (p->norphans) orphans_retry(p);
+    if (p->norphans) orphans_retry(p);
 }
 
 /* ------------------------------------------------------------ regions -- */

@@ -1192,6 +1192,7 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     free(p->round_ev);
     free(p->ev_cache);
     ck__streams_free(p);
+    free(p->orphans);
     free(p->trace_path);
     pool_unlock(p);
     free(p);

@@ -206,6 +206,8 @@ struct ck_pool {
     size_t npending;
 
     uint64_t nidle;     /* idle chunks, all regions */
+    ck_phys *orphans;   /* unmapped handles the driver would not release yet (phys.c) */
+    size_t norphans, cap_orphans;
     uint64_t align_min; /* large blocks this size or more start on a chunk */
 
     /* rounds */

@@ -125,6 +125,8 @@ typedef struct ck_pool_options {
                                chunk) per block. 0 = auto (default): off until the pool
                                first releases a live block's memory, then 4 MiB;
                                UINT64_MAX = off */
+    uint64_t fault_unmap;   /* host backend: fail the Nth unmap (1-based); 0 = never */
+    uint64_t fault_release; /* host backend: fail the Nth release of a handle */
 } ck_pool_options;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
@@ -137,8 +139,8 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * device, budget (a size, a share such as 90%, or none; 0 bytes is refused),
  * va, release (pressure|eager), trace, live (0|1), snapshot, snapshot_signal
  * (USR1|USR2|none|number, not a fault signal), host_mem, fault_create,
- * fault_map, fault_copy, sim_clock (0|1), sim_bandwidth, verbose (0|1),
- * chunk_align (auto|off|a size). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * fault_map, fault_copy, fault_unmap, fault_release, sim_clock (0|1),
+ * sim_bandwidth, verbose (0|1), chunk_align (auto|off|a size). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful
