@@ -132,13 +132,13 @@ static uint32_t sadd(ck_pool *p, ck_stream s, int own) {
     }
     ck_sent *e = &p->sent[idx];
     uint32_t gen = e->gen;
-    memset(e, 0, sizeof *e);
+    memset(e, 0, sizeof *e); /* not hashed yet: a rehash below leaves it out */
     e->s = s;
     e->gen = gen;
     e->live = 1;
     e->own = (uint8_t)own;
-    e->hashed = 1;
     if (p->nsent > 2u * (p->smask + 1)) srehash(p, 2 * (p->smask + 1)); /* else longer chains */
+    e->hashed = 1;
     uint32_t h = shash(p, s);
     e->hnext = p->sbucket[h];
     p->sbucket[h] = idx + 1;

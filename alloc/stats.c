@@ -1,5 +1,6 @@
 /* Statistics: counters kept under the pool lock, one emitter that prints
  * them as a table or as JSON. */
+#include "counters.h"
 #include "pool.h"
 #include "ratios.h"
 
@@ -10,23 +11,12 @@ void ck__stats_from_counters(const ck_counters *c, uint64_t budget, uint64_t lar
                              ck_stats *st) {
     memset(st, 0, sizeof *st);
     st->struct_size = sizeof *st;
-    st->allocation = c->allocation;
-    st->segment = c->segment;
-    st->active = c->active;
-    st->inactive_split = c->inactive_split;
-    st->allocated_bytes = c->allocated_bytes;
-    st->reserved_bytes = c->reserved_bytes;
-    st->active_bytes = c->active_bytes;
-    st->inactive_split_bytes = c->inactive_split_bytes;
-    st->requested_bytes = c->requested_bytes;
-    st->mapped_bytes = c->mapped_bytes;
-    st->physical_bytes = c->physical_bytes;
-    st->num_alloc_retries = c->num_alloc_retries;
-    st->num_ooms = c->num_ooms;
-    st->num_map_calls = c->num_map_calls;
-    st->num_unmap_calls = c->num_unmap_calls;
-    st->num_create_calls = c->num_create_calls;
-    st->num_release_calls = c->num_release_calls;
+#define COPY_STAT(name, bytes) st->name = c->name;
+#define COPY_COUNT(name) st->name = c->name;
+    CK_STAT_LIST(COPY_STAT)
+    CK_COUNT_LIST(COPY_COUNT)
+#undef COPY_STAT
+#undef COPY_COUNT
     st->budget = budget;
     st->largest_free = largest_free;
 }
@@ -56,12 +46,9 @@ CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
 CK_API ck_status ck_reset_peak_stats(ck_pool *p) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_reset_peak_stats: pool is NULL");
     pool_lock(p);
-    ck_stat *all[] = {&p->c->allocation,      &p->c->segment,         &p->c->active,
-                      &p->c->inactive_split,  &p->c->allocated_bytes, &p->c->reserved_bytes,
-                      &p->c->active_bytes,    &p->c->inactive_split_bytes,
-                      &p->c->requested_bytes, &p->c->mapped_bytes,    &p->c->physical_bytes};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        __atomic_store_n(&all[i]->peak, all[i]->current, __ATOMIC_RELAXED);
+#define RESET_PEAK(name, bytes) __atomic_store_n(&p->c->name.peak, p->c->name.current, __ATOMIC_RELAXED);
+    CK_STAT_LIST(RESET_PEAK)
+#undef RESET_PEAK
     pool_unlock(p);
     return CK_OK;
 }
@@ -150,24 +137,13 @@ CK_API ck_status ck_print_stats(ck_pool *p, FILE *out, ck_format format) {
 ck_status ck__stats_print(FILE *out, ck_format format, const char *backend, const ck_stats *st) {
     emitter e = {out, format, 0};
     em_begin(&e, backend, st);
-    em_stat(&e, "allocated_bytes", &st->allocated_bytes, 1);
-    em_stat(&e, "requested_bytes", &st->requested_bytes, 1);
-    em_stat(&e, "active_bytes", &st->active_bytes, 1);
-    em_stat(&e, "inactive_split_bytes", &st->inactive_split_bytes, 1);
-    em_stat(&e, "reserved_bytes", &st->reserved_bytes, 1);
-    em_stat(&e, "mapped_bytes", &st->mapped_bytes, 1);
-    em_stat(&e, "physical_bytes", &st->physical_bytes, 1);
-    em_stat(&e, "allocation", &st->allocation, 0);
-    em_stat(&e, "active", &st->active, 0);
-    em_stat(&e, "inactive_split", &st->inactive_split, 0);
-    em_stat(&e, "segment", &st->segment, 0);
+#define EMIT_STAT(name, bytes) em_stat(&e, #name, &st->name, bytes);
+#define EMIT_COUNT(name) em_count(&e, #name, st->name, 0);
+    CK_STAT_LIST(EMIT_STAT)
     em_count(&e, "largest_free", st->largest_free, 1);
-    em_count(&e, "num_alloc_retries", st->num_alloc_retries, 0);
-    em_count(&e, "num_ooms", st->num_ooms, 0);
-    em_count(&e, "num_map_calls", st->num_map_calls, 0);
-    em_count(&e, "num_unmap_calls", st->num_unmap_calls, 0);
-    em_count(&e, "num_create_calls", st->num_create_calls, 0);
-    em_count(&e, "num_release_calls", st->num_release_calls, 0);
+    CK_COUNT_LIST(EMIT_COUNT)
+#undef EMIT_STAT
+#undef EMIT_COUNT
     em_end(&e, st);
     if (ferror(out)) return ck__err(CK_ERR_IO, "ck_print_stats: write failed");
     return CK_OK;

@@ -1,5 +1,6 @@
 /* ckalloc-stat's printers: one report (a live process or a snapshot) or a
  * list of them, as a table for a person, JSON, or Prometheus text. */
+#include "counters.h"
 #include "internal.h"
 #include "ratios.h"
 #include "stat.h"
@@ -239,23 +240,12 @@ static void json_pool(FILE *f, const ckstat_report *r, const ckstat_pool *p) {
     fprintf(f, "{\"device\":%d,\"backend\":", p->device);
     jstr(f, p->backend);
     fprintf(f, ",\"budget\":%" PRIu64, s->budget);
-    jstat(f, "allocated_bytes", &s->allocated_bytes);
-    jstat(f, "reserved_bytes", &s->reserved_bytes);
-    jstat(f, "physical_bytes", &s->physical_bytes);
-    jstat(f, "requested_bytes", &s->requested_bytes);
-    jstat(f, "active_bytes", &s->active_bytes);
-    jstat(f, "inactive_split_bytes", &s->inactive_split_bytes);
-    jstat(f, "mapped_bytes", &s->mapped_bytes);
-    jstat(f, "allocation", &s->allocation);
-    jstat(f, "segment", &s->segment);
-    jstat(f, "active", &s->active);
-    jstat(f, "inactive_split", &s->inactive_split);
-    fprintf(f,
-            ",\"num_alloc_retries\":%" PRIu64 ",\"num_ooms\":%" PRIu64 ",\"num_map_calls\":%" PRIu64
-            ",\"num_unmap_calls\":%" PRIu64 ",\"num_create_calls\":%" PRIu64
-            ",\"num_release_calls\":%" PRIu64,
-            s->num_alloc_retries, s->num_ooms, s->num_map_calls, s->num_unmap_calls,
-            s->num_create_calls, s->num_release_calls);
+#define JSON_STAT(name, bytes) jstat(f, #name, &s->name);
+#define JSON_COUNT(name) fprintf(f, ",\"" #name "\":%" PRIu64, s->name);
+    CK_STAT_LIST(JSON_STAT)
+    CK_COUNT_LIST(JSON_COUNT)
+#undef JSON_STAT
+#undef JSON_COUNT
     if (largest_free_known(r, p)) fprintf(f, ",\"largest_free\":%" PRIu64, s->largest_free);
     else fputs(",\"largest_free\":null", f);
     fputs(",\"fragmentation\":", f);

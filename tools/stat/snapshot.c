@@ -3,6 +3,7 @@
  * bad one is named by its JSON path ("pools[0].blocks[3].size"), so a
  * truncated or hand-edited file says what is wrong instead of printing
  * nonsense. */
+#include "counters.h"
 #include "stat.h"
 
 #include <cjson/cJSON.h>
@@ -174,12 +175,9 @@ static int parse_stats(ctx *c, const cJSON *o, const char *where, ck_stats *st) 
         const char *key;
         ck_stat *s;
     } stats[] = {
-        {"allocated_bytes", &st->allocated_bytes}, {"requested_bytes", &st->requested_bytes},
-        {"active_bytes", &st->active_bytes},       {"inactive_split_bytes", &st->inactive_split_bytes},
-        {"reserved_bytes", &st->reserved_bytes},   {"mapped_bytes", &st->mapped_bytes},
-        {"physical_bytes", &st->physical_bytes},   {"allocation", &st->allocation},
-        {"active", &st->active},                   {"inactive_split", &st->inactive_split},
-        {"segment", &st->segment},
+#define STAT_KEY(name, bytes) {#name, &st->name},
+        CK_STAT_LIST(STAT_KEY)
+#undef STAT_KEY
     };
     for (size_t i = 0; i < sizeof stats / sizeof *stats; i++)
         if (get_stat(c, o, where, stats[i].key, stats[i].s)) return -1;
@@ -189,12 +187,9 @@ static int parse_stats(ctx *c, const cJSON *o, const char *where, ck_stats *st) 
     } counts[] = {
         {"budget", &st->budget},
         {"largest_free", &st->largest_free},
-        {"num_alloc_retries", &st->num_alloc_retries},
-        {"num_ooms", &st->num_ooms},
-        {"num_map_calls", &st->num_map_calls},
-        {"num_unmap_calls", &st->num_unmap_calls},
-        {"num_create_calls", &st->num_create_calls},
-        {"num_release_calls", &st->num_release_calls},
+#define COUNT_KEY(name) {#name, &st->name},
+        CK_COUNT_LIST(COUNT_KEY)
+#undef COUNT_KEY
     };
     for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
         if (get_uint(c, o, where, counts[i].key, U64_MAX_D, counts[i].v)) return -1;
