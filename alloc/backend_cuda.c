@@ -318,9 +318,23 @@ static ck_status cuda_stream_create(ck_backend *b, ck_stream *out) {
     return CK_OK;
 }
 
+/* cuStreamDestroy returns before the stream's work is done; ckalloc's
+ * contract (and the pool, which counts a destroyed stream's frees as done)
+ * needs it finished, so wait first. */
 static ck_status cuda_stream_destroy(ck_backend *b, ck_stream s) {
     cuda_backend *c = cb(b);
-    CU_CALL(c, cuStreamDestroy_v2, (CUstream)s);
+    CUcontext prev;
+    ck_status st = ctx_enter(c, &prev);
+    if (st != CK_OK)
+        return st;
+    const char *call = "cuStreamSynchronize";
+    CUresult r = c->fn.cuStreamSynchronize((CUstream)s);
+    if (r == CUDA_SUCCESS) {
+        call = "cuStreamDestroy";
+        r = c->fn.cuStreamDestroy_v2((CUstream)s);
+    }
+    ctx_leave(c, prev);
+    return r == CUDA_SUCCESS ? CK_OK : cu_fail(c, call, r);
 }
 
 static ck_status cuda_stream_sync(ck_backend *b, ck_stream s) {

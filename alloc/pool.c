@@ -896,11 +896,15 @@ static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **ou
 
 CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_free: pool is NULL");
-    if (!ptr) return CK_OK; /* like free(NULL) and cudaFree(NULL): nothing to do */
     pool_lock(p);
-    ck_block *b;
+    ck_block *b = NULL;
     uint32_t sidx;
+    /* The stream first: a stale one is refused even with a NULL ptr. */
     ck_status st = ck__stream_lookup(p, stream, "ck_free", &sidx);
+    if (st == CK_OK && !ptr) { /* like free(NULL) and cudaFree(NULL): nothing to do */
+        pool_unlock(p);
+        return CK_OK;
+    }
     if (st == CK_OK) st = live_block(p, ptr, "ck_free", &b);
     if (st != CK_OK) {
         pool_unlock(p);
@@ -1175,6 +1179,8 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
         ck__region_delete(p, r);
     }
     for (size_t i = 0; i < p->nround_ev; i++) p->be->ops->event_destroy(p->be, p->round_ev[i]);
+    for (size_t i = 0; i < p->nsent; i++) /* fence_wait's events, one per stream at most */
+        if (p->sent[i].fev) p->be->ops->event_destroy(p->be, p->sent[i].fev);
     for (size_t i = 0; i < p->nev_cache; i++) p->be->ops->event_destroy(p->be, p->ev_cache[i]);
     for (size_t i = 0; i <= p->hmask && p->htab; i++)
         for (ck_block *b = p->htab[i]; b; b = b->hnext) {

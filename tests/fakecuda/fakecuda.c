@@ -821,10 +821,13 @@ static CUresult stream_check(CUstream s) {
     return stream_ok(s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+static unsigned long g_stream_syncs; /* cuStreamSynchronize calls that succeeded */
+
 static CUresult stream_sync(CUstream s) {
     CUresult r = stream_check(s);
     if (r != CUDA_SUCCESS)
         return r;
+    g_stream_syncs++;
     for (struct CUevent_st *e = g_events; e; e = e->next)
         if (e->stream == s)
             e->not_ready = 0;
@@ -1384,6 +1387,7 @@ FK_COUNTER(ckfake_live_handles, g_n_handles)
 FK_COUNTER(ckfake_live_mappings, g_n_maps)
 FK_COUNTER(ckfake_live_reservations, g_n_res)
 FK_COUNTER(ckfake_live_streams, g_n_streams)
+FK_COUNTER(ckfake_stream_syncs, g_stream_syncs)
 FK_COUNTER(ckfake_live_events, g_n_events)
 FK_COUNTER(ckfake_live_events_timing, fk_events_timing())
 FK_COUNTER(ckfake_used_bytes, (unsigned long)g_used)

@@ -258,6 +258,9 @@ START_TEST(t_free_null_ptr) {
     ASSERT_FAILS(ck_free(NULL, NULL, NULL), CK_ERR_INVALID, "ck_free", "pool");
     ASSERT_OK(ck_free(p, x, s));
     ASSERT_OK(ck_stream_destroy(p, s));
+    /* A stale stream is refused even with nothing to free: every call that
+     * takes a stream checks it. */
+    ASSERT_FAILS(ck_free(p, NULL, s), CK_ERR_INVALID, "ck_free", "destroyed");
     ASSERT_OK(ck_pool_destroy(p));
 }
 END_TEST

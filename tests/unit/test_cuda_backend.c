@@ -593,6 +593,26 @@ START_TEST(t_pool_cross_stream_waits_for_event) {
 }
 END_TEST
 
+START_TEST(t_stream_destroy_waits) {
+    /* cuStreamDestroy returns before the stream's work is done, but the
+     * pool counts a destroyed stream's frees as passed: ck_stream_destroy
+     * synchronizes the stream first (one cuStreamSynchronize). */
+    ck_pool *p = pool_from_conf("backend=cuda,va=64M");
+    ck_stream s;
+    ASSERT_OK(ck_stream_create(p, &s));
+    void *a;
+    ASSERT_OK(ck_malloc(p, &a, 4 * MiB, s));
+    ASSERT_OK(ck_free(p, a, s));
+    unsigned long syncs = fake_counter("ckfake_stream_syncs");
+    unsigned long streams = fake_counter("ckfake_live_streams");
+    ASSERT_OK(ck_stream_destroy(p, s));
+    ck_assert_uint_eq(fake_counter("ckfake_stream_syncs"), syncs + 1);
+    ck_assert_uint_eq(fake_counter("ckfake_live_streams"), streams - 1);
+    ASSERT_OK(ck_pool_destroy(p));
+    assert_no_leaks();
+}
+END_TEST
+
 START_TEST(t_pool_fences_untimed) {
     /* The pool's own fences are only waited on and queried: created with
      * CU_EVENT_DISABLE_TIMING (the stand-in driver counts the live events
@@ -675,6 +695,7 @@ static Suite *suite(void) {
     tcase_add_test(tp, t_pool_cross_stream_waits_for_event);
     tcase_add_test(tp, t_pool_no_maps_during_capture);
     tcase_add_test(tp, t_pool_fences_untimed);
+    tcase_add_test(tp, t_stream_destroy_waits);
     return s;
 }
 
