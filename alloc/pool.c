@@ -377,7 +377,12 @@ static ck_block *spare_unpark(ck_pool *p) {
  * then coalesce, bin, and give back what is whole. */
 static ck_block *coalesce_and_bin(ck_pool *p, ck_block *b);
 
+static void page_unquick(ck_pool *p, ck_block *b);
+
 static void block_make_free(ck_pool *p, ck_block *b) {
+    /* The last busy block of its page: merge the page's quick blocks first,
+     * so that the page ends whole (from ck_free and from pending_process). */
+    if (b->small && p->nquick && b->page->nlive == 1) page_unquick(p, b);
     if (!b->small && !b->evicted) ck__phys_drop(p, b->region, b->addr, b->size, b->free_round);
     b->evicted = 0;
     b->state = BLK_FREE;
@@ -965,7 +970,6 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
             pool_unlock(p);
             return CK_OK;
         }
-        if (b->small && p->nquick && b->page->nlive == 1) page_unquick(p, b);
         uint64_t idle = p->nidle;
         block_make_free(p, b);
         if (p->nidle != idle) ck__pool_eager_release(p); /* chunks went idle */

@@ -743,6 +743,46 @@ static void model_run(const char *conf, unsigned seed, int ops) {
     OK(ck_pool_destroy(p));
 }
 
+/* Quick lists and record_stream: a page's last busy block freed through
+ * the pending path (its ck_record_stream event completes later) still
+ * merges the page's quick blocks first, so the page ends whole and goes to
+ * the spare slot instead of staying split around a quick block. */
+START_TEST(t_quick_page_freed_through_pending) {
+    ck_pool *p = host_pool(NULL);
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    unsigned char *sink = malloc((size_t)sysconf(_SC_PAGESIZE));
+    void *a, *b, *c;
+    ASSERT_OK(ck_malloc(p, &a, 4 * KiB, s1));
+    ASSERT_OK(ck_malloc(p, &b, 8 * KiB, s1));
+    ck_assert_ptr_eq(b, (char *)a + 4 * KiB); /* one page */
+    gate_create();
+    gate_block(p, s2, sink);
+    ASSERT_OK(ck_record_stream(p, b, s2));
+    ASSERT_OK(ck_free(p, a, s1)); /* b still live: a waits on a quick list */
+    ASSERT_OK(ck_free(p, b, s1)); /* pending on s2's event */
+    wb_check(p);
+    ck_assert_int_eq(stats_of(p).active.current, 1);
+    gate_release();
+    ASSERT_OK(ck_stream_synchronize(p, s2));
+    gate_destroy();
+    /* A request on another path polls the pending list: b is freed there. */
+    ASSERT_OK(ck_malloc(p, &c, 3 * MiB, s1));
+    wb_check(p);
+    ck_stats st = stats_of(p);
+    ck_assert_int_eq(st.active.current, 1);
+    ck_assert_msg(st.inactive_split.current == 0 && st.inactive_split_bytes.current == 0,
+                  "the page is still split: %lld free blocks, %lld B", (long long)st.inactive_split.current,
+                  (long long)st.inactive_split_bytes.current);
+    ASSERT_OK(ck_free(p, c, s1));
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+    free(sink);
+}
+END_TEST
+
 START_TEST(t_model_no_false_oom) {
     const int ops = SANITIZED ? 8000 : 12000;
     model_run("budget=48M", 1, ops);
@@ -770,5 +810,6 @@ int main(void) {
     tcase_add_test(oom, t_oom_waits_for_record_stream);
     tcase_add_test(oom, t_trim_after_record_stream_free);
     tcase_add_test(oom, t_model_no_false_oom);
+    tcase_add_test(oom, t_quick_page_freed_through_pending);
     return ck_test_run(s);
 }
