@@ -23,23 +23,6 @@
 
 #define CHUNK (2 * MiB)
 
-/* Hot-path assertions that only call into Check on failure. */
-#define REQ(cond)                                                                                  \
-    do {                                                                                           \
-        if (!(cond)) ck_abort_msg("%s:%d: failed: %s", __FILE__, __LINE__, #cond);                 \
-    } while (0)
-#define REQ_EQ(a, b)                                                                               \
-    do {                                                                                           \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
-        if (a_ != b_)                                                                              \
-            ck_abort_msg("%s:%d: %s == %lld, %s == %lld", __FILE__, __LINE__, #a, a_, #b, b_);     \
-    } while (0)
-#define OK(expr)                                                                                   \
-    do {                                                                                           \
-        ck_status st_ = (expr);                                                                    \
-        if (st_ != CK_OK) ck_abort_msg("%s: %s: %s", #expr, ck_status_str(st_), ck_last_error());  \
-    } while (0)
-
 #ifdef CKALLOC_SANITIZED
 #define SANITIZED 1
 #else

@@ -32,6 +32,29 @@
         ck_assert_msg(st_ == CK_OK, "%s: %s: %s", #expr, ck_status_str(st_), ck_last_error()); \
     } while (0)
 
+/* Hot-path assertions for model tests that make millions of checks: Check
+ * writes a record for every assertion that passes, these call into Check
+ * only on failure. */
+#define REQ(cond)                                                                                  \
+    do {                                                                                           \
+        if (!(cond)) ck_abort_msg("%s:%d: failed: %s", __FILE__, __LINE__, #cond);                 \
+    } while (0)
+#define REQM(cond, ...)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) ck_abort_msg(__VA_ARGS__);                                                    \
+    } while (0)
+#define REQ_EQ(a, b)                                                                               \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_)                                                                              \
+            ck_abort_msg("%s:%d: %s == %lld, %s == %lld", __FILE__, __LINE__, #a, a_, #b, b_);     \
+    } while (0)
+#define OK(expr)                                                                                   \
+    do {                                                                                           \
+        ck_status st_ = (expr);                                                                    \
+        if (st_ != CK_OK) ck_abort_msg("%s: %s: %s", #expr, ck_status_str(st_), ck_last_error());  \
+    } while (0)
+
 /* A pool created from conf; the test fails if it cannot be. */
 ck_pool *pool_from_conf(const char *conf);
 
