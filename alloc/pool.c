@@ -194,6 +194,7 @@ static ck_block *cut(ck_pool *p, ck_block *b, size_t off) {
     r->stream = b->stream;
     r->free_round = b->free_round;
     r->free_seq = b->free_seq;
+    r->freed = 0; /* a remainder's address was never handed out */
     b->size = off;
     hash_insert(p, r);
     return r;
@@ -517,6 +518,7 @@ static void small_page_return(ck_pool *p, ck_block *sb) {
     pg->stream = sb->stream;
     pg->free_round = sb->free_round;
     pg->free_seq = sb->free_seq;
+    pg->freed = sb->freed;
     pg->is_page = 0;
     hash_remove(p, sb);
     block_delete(p, sb);
@@ -868,6 +870,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
         return st;
     }
     b->state = BLK_LIVE;
+    b->freed = 0;
     b->requested = size;
     b->stream = stream;
     ck__stat_add(&p->c->allocation, 1);
@@ -890,7 +893,7 @@ static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **ou
         *out = b;
         return CK_OK;
     }
-    if (b) return ck__err(CK_ERR_DOUBLE_FREE, "%s: %p was already freed", fn, ptr);
+    if (b && b->freed) return ck__err(CK_ERR_DOUBLE_FREE, "%s: %p was already freed", fn, ptr);
     if (ck__region_of(p, (uintptr_t)ptr))
         return ck__err(CK_ERR_NOT_OWNED,
                        "%s: %p is inside the pool but is not the start of a live allocation "
@@ -923,6 +926,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     b->stream = stream;
     b->free_round = p->round_issued;
     b->free_seq = p->free_seq++;
+    b->freed = 1;
     ck__mark_dirty(p, sidx);
     /* Now and then start a round without waiting for it, so frees get
      * fenced in the background and other streams can reuse them. */

@@ -110,6 +110,8 @@ struct ck_block {
     uint8_t is_page;          /* large block hosting a small page */
     uint8_t evicted;          /* live, its chunks given back (ck__pool_evict) */
     uint8_t quick;            /* free small block on a quick list (not merged, not binned) */
+    uint8_t freed;            /* free, and its address was handed out and freed (a second
+                                 free there is a double free, not a stray pointer) */
     uint32_t nlive;           /* page host: its small blocks that are live or pending */
     uint16_t tag;             /* 0 = untagged; the tag API will set it (fits the padding) */
 };

@@ -39,6 +39,26 @@ static ck_pool_options host_options(void) {
 
 /* ---- version and status names ------------------------------------------ */
 
+/* One past the end of an allocation is the start of the free remainder
+ * beside it: not owned (nobody was handed that address), not a double
+ * free; freeing the block itself twice still is one. */
+START_TEST(t_free_past_end_not_owned) {
+    ck_pool *p = pool_from_conf("backend=host,host_mem=1G");
+    void *small, *large;
+    ASSERT_OK(ck_malloc(p, &small, 4096, NULL));
+    ASSERT_OK(ck_malloc(p, &large, 3 * MiB, NULL));
+    ASSERT_FAILS(ck_free(p, (char *)small + 4096, NULL), CK_ERR_NOT_OWNED, "ck_free");
+    ASSERT_FAILS(ck_free(p, (char *)large + 3 * MiB, NULL), CK_ERR_NOT_OWNED, "ck_free");
+    ASSERT_OK(ck_free(p, small, NULL));
+    ASSERT_OK(ck_free(p, large, NULL));
+    ASSERT_FAILS(ck_free(p, large, NULL), CK_ERR_DOUBLE_FREE, "ck_free", "already freed");
+    ck_status st = ck_free(p, small, NULL);
+    ck_assert_msg(st == CK_ERR_DOUBLE_FREE || st == CK_ERR_NOT_OWNED, "second free of small: %s",
+                  ck_status_str(st));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 START_TEST(t_version) {
     char want[64];
     snprintf(want, sizeof want, "%d.%d.%d", CKALLOC_VERSION_MAJOR, CKALLOC_VERSION_MINOR,
@@ -357,6 +377,7 @@ int main(void) {
     Suite *s = suite_create("api");
     TCase *tc = ck_test_tcase(s, "api", 60);
     tcase_add_test(tc, t_version);
+    tcase_add_test(tc, t_free_past_end_not_owned);
     tcase_add_test(tc, t_status_str);
     tcase_add_test(tc, t_last_error_thread_local);
     tcase_add_test(tc, t_errors_name_problem);
