@@ -62,6 +62,13 @@ for b in "$build"/bench/bench_*; do
     # shellcheck disable=SC2086 # BENCH_ARGS is a word list on purpose
     res=$("$b" ${BENCH_ARGS:-} 2>/dev/null)
     brc=$?
+    if [ $brc -eq 77 ]; then
+        # Skipped (no device): its own JSON line says why; not a failure.
+        line=$(printf '%s\n' "$res" | grep -m1 '^{.*}$')
+        [ -n "$line" ] || line="{\"bench\":\"$(json_escape "$name")\",\"skipped\":\"exit 77\"}"
+        emit "$line"
+        continue
+    fi
     if [ $brc -ne 0 ]; then
         emit "{\"bench\":\"$(json_escape "$name")\",\"error\":\"exited with status $brc\"}"
         status=1

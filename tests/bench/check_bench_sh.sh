@@ -50,6 +50,19 @@ rc=$?
 printf '%s\n' "$out" | grep -q '"bench":"bench_broken","error":"exited with status 3"' ||
     bad "no error line for bench_broken: $out"
 
+# 3b. A benchmark that exits 77 (skipped: no device) is passed on as its own
+#     skip line and does not fail the run (make bench on a machine without a
+#     GPU ran into bench_cuda_alloc's 77 and failed).
+rm -f "$work/build/bench/bench_broken"
+printf '#!/bin/sh\necho "{\\"bench\\":\\"gpu_thing\\",\\"skipped\\":\\"no CUDA device\\"}"\nexit 77\n' >"$work/build/bench/bench_skips"
+chmod +x "$work/build/bench/bench_skips"
+out=$("$src/scripts/bench.sh" "$work/build" 2>/dev/null)
+rc=$?
+[ $rc -eq 0 ] || bad "a skipped benchmark gave exit $rc, expected 0: $out"
+printf '%s\n' "$out" | grep -qx '{"bench":"gpu_thing","skipped":"no CUDA device"}' ||
+    bad "no skip line for bench_skips: $out"
+rm -f "$work/build/bench/bench_skips"
+
 # 4. Bad usage.
 "$src/scripts/bench.sh" --bogus >/dev/null 2>&1
 [ $? -eq 2 ] || bad "--bogus did not exit 2"
