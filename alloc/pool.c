@@ -1333,7 +1333,9 @@ void ck__pool_stream_gone(ck_pool *p, ck_stream s) {
     pool_lock(p);
     uint32_t idx;
     if (s && ck__stream_lookup(p, s, "stream destroy", &idx) == CK_OK) {
-        if (p->sent[idx].dirty) p->be->ops->stream_sync(p->be, s);
+        /* Always wait: frees covered by a round still in flight (not dirty)
+         * would otherwise count as passed once the entry is gone. */
+        p->be->ops->stream_sync(p->be, s);
         ck__stream_retire(p, idx);
     }
     ck__clear_error();

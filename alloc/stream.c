@@ -46,16 +46,18 @@ CK_API ck_status ck_stream_destroy(ck_pool *p, ck_stream s) {
     if (st == CK_OK && !p->sent[idx].own)
         st = ck__err(CK_ERR_INVALID, "ck_stream_destroy: stream %p was not made by ck_stream_create "
                                      "on this pool", (void *)s);
+    if (st == CK_OK) {
+        /* Retire it under the lock, before the handle is freed: from here on
+         * no other thread can record a round or fence event on it, and a
+         * stream created at the same address later gets an entry of its
+         * own. Once the entry is gone its frees count as passed, so wait
+         * for its work first (the backend's destroy waits again). */
+        p->be->ops->stream_sync(p->be, s);
+        ck__stream_retire(p, idx);
+    }
     pool_unlock(p);
     if (st != CK_OK) return st;
-    /* The backend waits for the stream's work, so frees on it are done;
-     * its entry goes after (blocks name it by index and generation). */
-    st = p->be->ops->stream_destroy(p->be, s);
-    if (st != CK_OK) return st;
-    pool_lock(p);
-    ck__stream_retire(p, idx);
-    pool_unlock(p);
-    return CK_OK;
+    return p->be->ops->stream_destroy(p->be, s);
 }
 
 CK_API ck_status ck_stream_synchronize(ck_pool *p, ck_stream s) {

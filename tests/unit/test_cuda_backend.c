@@ -596,7 +596,8 @@ END_TEST
 START_TEST(t_stream_destroy_waits) {
     /* cuStreamDestroy returns before the stream's work is done, but the
      * pool counts a destroyed stream's frees as passed: ck_stream_destroy
-     * synchronizes the stream first (one cuStreamSynchronize). */
+     * synchronizes the stream first (the pool before it forgets the stream,
+     * the backend again right before cuStreamDestroy). */
     ck_pool *p = pool_from_conf("backend=cuda,va=64M");
     ck_stream s;
     ASSERT_OK(ck_stream_create(p, &s));
@@ -606,7 +607,7 @@ START_TEST(t_stream_destroy_waits) {
     unsigned long syncs = fake_counter("ckfake_stream_syncs");
     unsigned long streams = fake_counter("ckfake_live_streams");
     ASSERT_OK(ck_stream_destroy(p, s));
-    ck_assert_uint_eq(fake_counter("ckfake_stream_syncs"), syncs + 1);
+    ck_assert_uint_ge(fake_counter("ckfake_stream_syncs"), syncs + 1);
     ck_assert_uint_eq(fake_counter("ckfake_live_streams"), streams - 1);
     ASSERT_OK(ck_pool_destroy(p));
     assert_no_leaks();
