@@ -168,7 +168,9 @@ ck_status ck__phys_map(ck_pool *p, ck_region *r, uintptr_t a, size_t n) {
     }
     if (s != CK_OK) {
         /* Give back what this call mapped: those chunks are still idle and
-         * pristine (nobody holds them yet). */
+         * pristine (nobody holds them yet). Idle pristine chunks mapped
+         * earlier in the range (map-ahead nobody used) go too; that is
+         * harmless, as no block ever held them. */
         for (size_t k = done_lo; k < i; k++) {
             ck_chunk *c = &r->chunk[k];
             if (c->mapped && c->idle && c->free_round == 0 && c->nres == 0 &&

@@ -316,7 +316,9 @@ void ck__phys_release_all(ck_pool *p, ck_region *r);
 /* The tier engine's hold on a live block's memory (each takes the lock).
  * evict: the block stays allocated at its address, its chunks that no
  * other resident block touches are unmapped and released now (*released:
- * the bytes); the caller has made sure no queued work still uses it.
+ * the bytes). The caller has made sure no queued work still uses it, on
+ * any stream, including work from before the block was allocated on its
+ * stream (the chunks wholly under it are released without a fence).
  * restore: map them back at the same address, under the budget as an
  * allocation would (CK_ERR_NOMEM with the pool's sentence when it cannot);
  * the contents are undefined until the caller refills them. */
