@@ -81,7 +81,7 @@ typedef struct CUstream_st *ck_stream;
 typedef struct CUevent_st *ck_event;
 
 typedef enum ck_backend_kind {
-    CK_BACKEND_AUTO = 0, /* cuda when a device is present, else host */
+    CK_BACKEND_AUTO = 0, /* cuda; without a device ck_pool_create fails (backend=host is explicit) */
     CK_BACKEND_HOST = 1,
     CK_BACKEND_CUDA = 2
 } ck_backend_kind;
@@ -191,8 +191,10 @@ CK_API ck_status ck_free(ck_pool *pool, void *ptr, ck_stream stream);
  * that work too (like torch's Tensor.record_stream). */
 CK_API ck_status ck_record_stream(ck_pool *pool, void *ptr, ck_stream stream);
 
-/* Unmap and release every whole free chunk (waiting for the streams that
- * freed them). *released (may be NULL) gets the bytes given back. */
+/* Unmap and release every chunk no live block touches, after waiting for
+ * the streams that freed memory and for the streams given to
+ * ck_record_stream (as torch.cuda.empty_cache does), so what is free now is
+ * given back now. *released (may be NULL) gets the bytes given back. */
 CK_API ck_status ck_trim(ck_pool *pool, size_t *released);
 
 /* ---- statistics ------------------------------------------------------- */
