@@ -6,6 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The registry entry of stream s; the default stream without a call. */
+static inline ck_status stream_idx(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx) {
+    if (!s) {
+        *idx = 0;
+        return CK_OK;
+    }
+    return ck__stream_lookup(p, s, fn, idx);
+}
+
 /* ---------------------------------------------------------------- bins -- */
 
 static unsigned bin_index(size_t size) {
@@ -430,7 +439,7 @@ static ck_block *coalesce_and_bin(ck_pool *p, ck_block *b) {
 
 /* ------------------------------------------------------------ quick lists -- */
 
-static void quick_unlink(ck_pool *p, ck_block *b) {
+static inline void quick_unlink(ck_pool *p, ck_block *b) {
     size_t c = b->size / CK_ROUND;
     if (b->fprev) b->fprev->fnext = b->fnext;
     else p->quick[c] = b->fnext;
@@ -446,7 +455,7 @@ static void quick_unlink(ck_pool *p, ck_block *b) {
 /* Freed small block b (stamped, counted out of the live stats) goes on its
  * size's quick list instead of being merged, if there is room and its page
  * keeps other live blocks: 1 if so. */
-static int quick_push(ck_pool *p, ck_block *b) {
+static inline int quick_push(ck_pool *p, ck_block *b) {
     size_t c = b->size / CK_ROUND;
     if (b->page->nlive < 2 || p->nquick_class[c] >= CK_QUICK_PER_CLASS ||
         p->quick_bytes + b->size > CK_QUICK_MAX_BYTES || p->opts.release == CK_RELEASE_EAGER)
@@ -464,18 +473,18 @@ static int quick_push(ck_pool *p, ck_block *b) {
     p->nquick_class[c]++;
     p->nquick++;
     p->quick_bytes += b->size;
-    ck__stat_add(&p->c->inactive_split_bytes, (int64_t)b->size);
-    ck__stat_add(&p->c->inactive_split, 1);
+    ck__stat_up(&p->c->inactive_split_bytes, b->size);
+    ck__stat_up(&p->c->inactive_split, 1);
     return 1;
 }
 
 /* The newest quick block of exactly size, if stream s may use it. */
-static ck_block *quick_pop(ck_pool *p, size_t size, ck_stream s) {
+static inline ck_block *quick_pop(ck_pool *p, size_t size, ck_stream s) {
     ck_block *b = p->quick[size / CK_ROUND];
     if (!b || !usable_on(p, b, s)) return NULL;
     quick_unlink(p, b);
-    ck__stat_add(&p->c->inactive_split_bytes, -(int64_t)b->size);
-    ck__stat_add(&p->c->inactive_split, -1);
+    ck__stat_down(&p->c->inactive_split_bytes, b->size);
+    ck__stat_down(&p->c->inactive_split, 1);
     return b;
 }
 
@@ -709,7 +718,8 @@ static int fence_wait(ck_pool *p, ck_block *b, ck_stream s) {
 }
 
 /* Find (or make) a mapped large block of `size` usable on s. */
-static ck_status large_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
+__attribute__((noinline)) static ck_status large_get(ck_pool *p, size_t size, ck_stream s,
+                                                    ck_block **out) {
     int align = chunk_aligned(p, size);
     uintptr_t at = 0;
     ck_block *b = heap_find(p, &p->large, size, s, align, &at);
@@ -781,7 +791,8 @@ got:;
     return CK_OK;
 }
 
-static ck_status small_get(ck_pool *p, size_t size, ck_stream s, ck_block **out) {
+__attribute__((noinline)) static ck_status small_get(ck_pool *p, size_t size, ck_stream s,
+                                                    ck_block **out) {
     uintptr_t at = 0;
     ck_block *b = quick_pop(p, size, s);
     if (b) {
@@ -854,14 +865,15 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     size_t rs = (size_t)ck__align_up(size, CK_ROUND);
     pool_lock(p);
     uint32_t sidx;
-    ck_status st = ck__stream_lookup(p, stream, "ck_malloc", &sidx);
+    ck_status st = stream_idx(p, stream, "ck_malloc", &sidx);
     if (st != CK_OK) {
         pool_unlock(p);
         return st;
     }
     if (p->npending) pending_process_(p, 0, 1);
-    ck_block *b = NULL;
-    st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
+    ck_block *b = rs <= CK_SMALL_MAX ? quick_pop(p, rs, stream) : NULL; /* the cached path */
+    if (b) b->page->nlive++;
+    else st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
     if (st != CK_OK) {
         if (st == CK_ERR_NOMEM) ck__cnt_inc(&p->c->num_ooms);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
@@ -873,11 +885,11 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     b->freed = 0;
     b->requested = size;
     b->stream = stream;
-    ck__stat_add(&p->c->allocation, 1);
-    ck__stat_add(&p->c->active, 1);
-    ck__stat_add(&p->c->allocated_bytes, (int64_t)b->size);
-    ck__stat_add(&p->c->active_bytes, (int64_t)b->size);
-    ck__stat_add(&p->c->requested_bytes, (int64_t)size);
+    ck__stat_up(&p->c->allocation, 1);
+    ck__stat_up(&p->c->active, 1);
+    ck__stat_up(&p->c->allocated_bytes, b->size);
+    ck__stat_up(&p->c->active_bytes, b->size);
+    ck__stat_up(&p->c->requested_bytes, size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
     ck__ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
     pool_unlock(p);
@@ -886,13 +898,20 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
 }
 
 /* The block at ptr if it is live, else an error naming what ptr is. */
-static ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
-    if (!ptr) return ck__err(CK_ERR_INVALID, "%s: ptr is NULL", fn);
-    ck_block *b = hash_find(p, (uintptr_t)ptr);
+static ck_status not_live(ck_pool *p, void *ptr, const char *fn, ck_block *b);
+
+static inline ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
+    ck_block *b = ptr ? hash_find(p, (uintptr_t)ptr) : NULL;
     if (b && b->state == BLK_LIVE) {
         *out = b;
         return CK_OK;
     }
+    return not_live(p, ptr, fn, b);
+}
+
+/* What ptr is when it is not a live block (b: the block at ptr, if any). */
+__attribute__((noinline)) static ck_status not_live(ck_pool *p, void *ptr, const char *fn, ck_block *b) {
+    if (!ptr) return ck__err(CK_ERR_INVALID, "%s: ptr is NULL", fn);
     if (b && b->freed) return ck__err(CK_ERR_DOUBLE_FREE, "%s: %p was already freed", fn, ptr);
     if (ck__region_of(p, (uintptr_t)ptr))
         return ck__err(CK_ERR_NOT_OWNED,
@@ -908,7 +927,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     ck_block *b = NULL;
     uint32_t sidx;
     /* The stream first: a stale one is refused even with a NULL ptr. */
-    ck_status st = ck__stream_lookup(p, stream, "ck_free", &sidx);
+    ck_status st = stream_idx(p, stream, "ck_free", &sidx);
     if (st == CK_OK && !ptr) { /* like free(NULL) and cudaFree(NULL): nothing to do */
         pool_unlock(p);
         return CK_OK;
@@ -919,15 +938,15 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         return st;
     }
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_FREE, b->addr, b->requested, (uintptr_t)stream);
-    ck__stat_add(&p->c->allocation, -1);
-    ck__stat_add(&p->c->allocated_bytes, -(int64_t)b->size);
-    ck__stat_add(&p->c->requested_bytes, -(int64_t)b->requested);
+    ck__stat_down(&p->c->allocation, 1);
+    ck__stat_down(&p->c->allocated_bytes, b->size);
+    ck__stat_down(&p->c->requested_bytes, b->requested);
     ck__ring_push(p, CK_RING_FREE, b->addr, b->requested, stream);
     b->stream = stream;
     b->free_round = p->round_issued;
     b->free_seq = p->free_seq++;
     b->freed = 1;
-    ck__mark_dirty(p, sidx);
+    if (!p->sent[sidx].dirty) ck__mark_dirty(p, sidx);
     /* Now and then start a round without waiting for it, so frees get
      * fenced in the background and other streams can reuse them. */
     if (++p->frees_since_round >= CK_ROUND_EVERY) {
@@ -936,28 +955,30 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         ck__round_issue(p);
     }
 
-    /* Streams given to ck_record_stream (still alive: a destroyed one has
-     * finished its work): wait for them before reuse. */
-    uint32_t nrec = 0;
-    for (uint32_t i = 0; i < b->nuses; i++) {
-        uint32_t k = (uint32_t)(b->uses[i] >> 32);
-        if (k != sidx && p->sent[k].gen == (uint32_t)b->uses[i]) b->uses[nrec++] = b->uses[i];
-    }
-    if (nrec) b->pend = malloc(nrec * sizeof *b->pend);
-    for (uint32_t i = 0; i < nrec; i++) {
-        ck_stream us = p->sent[b->uses[i] >> 32].s;
-        ck_event e;
-        if (b->pend && ck__event_record(p, us, &e) == CK_OK) {
-            b->pend[b->npend++] = e;
-            continue;
+    if (b->uses) { /* the rare case: streams given to ck_record_stream */
+        /* Those still alive (a destroyed one has finished its work): wait
+         * for them before reuse. */
+        uint32_t nrec = 0;
+        for (uint32_t i = 0; i < b->nuses; i++) {
+            uint32_t k = (uint32_t)(b->uses[i] >> 32);
+            if (k != sidx && p->sent[k].gen == (uint32_t)b->uses[i]) b->uses[nrec++] = b->uses[i];
         }
-        /* No event to wait on: wait for that stream now rather than risk
-         * handing the block out while it is still in use there. */
-        p->be->ops->stream_sync(p->be, us);
+        if (nrec) b->pend = malloc(nrec * sizeof *b->pend);
+        for (uint32_t i = 0; i < nrec; i++) {
+            ck_stream us = p->sent[b->uses[i] >> 32].s;
+            ck_event e;
+            if (b->pend && ck__event_record(p, us, &e) == CK_OK) {
+                b->pend[b->npend++] = e;
+                continue;
+            }
+            /* No event to wait on: wait for that stream now rather than risk
+             * handing the block out while it is still in use there. */
+            p->be->ops->stream_sync(p->be, us);
+        }
+        free(b->uses);
+        b->uses = NULL;
+        b->nuses = b->cap_uses = 0;
     }
-    free(b->uses);
-    b->uses = NULL;
-    b->nuses = b->cap_uses = 0;
     b->requested = 0;
     if (b->npend) {
         b->state = BLK_PENDING;
@@ -968,8 +989,8 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         p->pending_tail = b;
         p->npending++;
     } else {
-        ck__stat_add(&p->c->active, -1);
-        ck__stat_add(&p->c->active_bytes, -(int64_t)b->size);
+        ck__stat_down(&p->c->active, 1);
+        ck__stat_down(&p->c->active_bytes, b->size);
         if (b->small && quick_push(p, b)) {
             pool_unlock(p);
             return CK_OK;
@@ -985,7 +1006,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
 CK_API ck_status ck_record_stream(ck_pool *p, void *ptr, ck_stream stream) {
     if (!p) return ck__err(CK_ERR_INVALID, "ck_record_stream: pool is NULL");
     pool_lock(p);
-    ck_block *b;
+    ck_block *b = NULL;
     /* The allocation stream counts too: freeing on another stream must wait
      * for it when the caller says it uses the block. */
     uint32_t sidx;
@@ -1029,7 +1050,7 @@ CK_API ck_status ck_trim(ck_pool *p, size_t *released) {
 ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released) {
     if (!p) return ck__err(CK_ERR_INVALID, "evict: pool is NULL");
     pool_lock(p);
-    ck_block *b;
+    ck_block *b = NULL;
     ck_status st = live_block(p, ptr, "evict", &b);
     size_t got = 0;
     if (st == CK_OK && b->evicted)
@@ -1054,7 +1075,7 @@ ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released) {
 ck_status ck__pool_restore(ck_pool *p, void *ptr) {
     if (!p) return ck__err(CK_ERR_INVALID, "restore: pool is NULL");
     pool_lock(p);
-    ck_block *b;
+    ck_block *b = NULL;
     ck_status st = live_block(p, ptr, "restore", &b);
     if (st == CK_OK && !b->evicted)
         st = ck__err(CK_ERR_INVALID, "restore: %p is not evicted", ptr);

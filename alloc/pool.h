@@ -255,6 +255,16 @@ struct ck_pool {
 /* Add delta to a counter. Stores are relaxed atomics: the counters may sit
  * in the live segment, where ckalloc-stat copies them while the lock holder
  * writes (see live.h). Inline: the cached path makes several a call. */
+static inline void ck__stat_up(ck_stat *s, uint64_t d) {
+    int64_t cur = s->current + (int64_t)d;
+    __atomic_store_n(&s->current, cur, __ATOMIC_RELAXED);
+    ck__cnt_set(&s->allocated, s->allocated + d);
+    if (cur > s->peak) __atomic_store_n(&s->peak, cur, __ATOMIC_RELAXED);
+}
+static inline void ck__stat_down(ck_stat *s, uint64_t d) {
+    __atomic_store_n(&s->current, s->current - (int64_t)d, __ATOMIC_RELAXED);
+    ck__cnt_set(&s->freed, s->freed + d);
+}
 static inline void ck__stat_add(ck_stat *s, int64_t delta) {
     int64_t cur = s->current + delta;
     __atomic_store_n(&s->current, cur, __ATOMIC_RELAXED);
