@@ -75,7 +75,11 @@ static void fail(checker *k, const char *fmt, ...) {
     CHK((long long)(a) == (long long)(b), "%s is %lld, should be %lld (%s)", #a, (long long)(a),   \
         (long long)(b), #b)
 
-static int resident_busy(const ck_block *b) { return b->state != BLK_FREE && !b->evicted; }
+/* Holds its chunks: live or pending and not evicted, or a large block kept
+ * whole on the large quick slots. */
+static int resident_busy(const ck_block *b) {
+    return (b->state != BLK_FREE || (b->quick && !b->small)) && !b->evicted;
+}
 
 static void check(ck_pool *p, checker *k) {
     ptrvec inbin = {0}, inhash = {0}, seen = {0}, inquick = {0};
@@ -116,6 +120,16 @@ static void check(ck_pool *p, checker *k) {
     }
     CHK_EQ(p->nquick, nquick);
     CHK_EQ(p->quick_bytes, quick_bytes);
+    uint64_t lquick_bytes = 0;
+    CHK(p->nlquick <= CK_LQUICK_N, "%u large quick blocks", p->nlquick);
+    for (uint32_t i = 0; i < p->nlquick; i++) {
+        const ck_block *b = p->lquick[i];
+        CHK(b->quick && !b->small && !b->is_page && b->state == BLK_FREE && !b->evicted,
+            "large quick slot %u holds block %#lx (state %d)", i, (unsigned long)b->addr, b->state);
+        pv_push(&inquick, b);
+        lquick_bytes += b->size;
+    }
+    CHK_EQ(p->lquick_bytes, lquick_bytes);
     CHK(!(dup = pv_sort(&inquick)), "block %p is on a quick list twice", dup);
     for (size_t i = 0; i <= p->hmask; i++)
         for (const ck_block *b = p->htab[i]; b; b = b->hnext) {
@@ -212,9 +226,11 @@ static void check(ck_pool *p, checker *k) {
                     (unsigned long)b->addr, b->nlive, busy_small);
             } else {
                 CHK(pv_has(&inhash, b), "large block %#lx not in the hash", (unsigned long)b->addr);
+                CHK(b->quick == pv_has(&inquick, b), "large block %#lx: quick flag %d",
+                    (unsigned long)b->addr, b->quick);
                 if (b->state == BLK_FREE) {
-                    CHK(pv_has(&inbin, b), "free large block %#lx not in a bin",
-                        (unsigned long)b->addr);
+                    CHK(b->quick ? !pv_has(&inbin, b) : pv_has(&inbin, b),
+                        "free large block %#lx not in a bin or a quick slot", (unsigned long)b->addr);
                     CHK(!b->evicted, "free block %#lx marked evicted", (unsigned long)b->addr);
                 } else {
                     CHK(!pv_has(&inbin, b), "busy large block %#lx in a bin", (unsigned long)b->addr);

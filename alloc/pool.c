@@ -502,6 +502,47 @@ static void quick_flush(ck_pool *p) {
         }
 }
 
+/* Freed large block b (stamped, counted out of the live stats) is kept
+ * whole in one of CK_LQUICK_N slots, its chunks still held: 1 if so. It
+ * costs no memory a merged free block would not: chunks under free ranges
+ * stay mapped until pressure or trim either way, and both (and any large
+ * request that misses) merge the kept blocks back first. */
+static inline int lquick_push(ck_pool *p, ck_block *b) {
+    if (p->nlquick >= CK_LQUICK_N || b->evicted || p->opts.release == CK_RELEASE_EAGER) return 0;
+    b->state = BLK_FREE;
+    b->requested = 0;
+    b->quick = 1;
+    p->lquick[p->nlquick++] = b;
+    p->lquick_bytes += b->size;
+    return 1;
+}
+
+/* A kept large block of exactly size that stream s may use, taken out. */
+static inline ck_block *lquick_pop(ck_pool *p, size_t size, ck_stream s) {
+    for (uint32_t i = 0; i < p->nlquick; i++) {
+        ck_block *b = p->lquick[i];
+        if (b->size != size || !usable_on(p, b, s)) continue;
+        p->lquick[i] = p->lquick[--p->nlquick];
+        p->lquick_bytes -= b->size;
+        b->quick = 0;
+        return b;
+    }
+    return NULL;
+}
+
+/* Give every kept large block back to the heap: its chunks are dropped
+ * (stamped with its free) and it coalesces. On a large miss, under
+ * pressure, on trim. */
+static void lquick_flush(ck_pool *p) {
+    while (p->nlquick) {
+        ck_block *b = p->lquick[--p->nlquick];
+        p->lquick_bytes -= b->size;
+        b->quick = 0;
+        ck__phys_drop(p, b->region, b->addr, b->size, b->free_round);
+        coalesce_and_bin(p, b);
+    }
+}
+
 /* b, the last live block of its page, is about to be freed: merge the
  * page's quick blocks first, so that freeing b leaves the page whole. */
 static void page_unquick(ck_pool *p, ck_block *b) {
@@ -656,6 +697,7 @@ static void settle(ck_pool *p) {
     pending_process(p, 1);
     ck__pool_quiesce(p);
     quick_flush(p);
+    lquick_flush(p);
     spare_page_drop(p); /* last: the waits above can free a whole page */
 }
 
@@ -722,6 +764,7 @@ __attribute__((noinline)) static ck_status large_get(ck_pool *p, size_t size, ck
                                                     ck_block **out) {
     int align = chunk_aligned(p, size);
     uintptr_t at = 0;
+    lquick_flush(p); /* a miss: the kept blocks merge back, so best fit sees them */
     ck_block *b = heap_find(p, &p->large, size, s, align, &at);
     if (b && ck__phys_unmapped(p, b->region, at, size) == 0) goto got;
 
@@ -871,9 +914,13 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
         return st;
     }
     if (p->npending) pending_process_(p, 0, 1);
-    ck_block *b = rs <= CK_SMALL_MAX ? quick_pop(p, rs, stream) : NULL; /* the cached path */
-    if (b) b->page->nlive++;
-    else st = rs <= CK_SMALL_MAX ? small_get(p, rs, stream, &b) : large_get(p, rs, stream, &b);
+    ck_block *b; /* the cached paths first */
+    if (rs <= CK_SMALL_MAX) {
+        if ((b = quick_pop(p, rs, stream)) != NULL) b->page->nlive++;
+        else st = small_get(p, rs, stream, &b);
+    } else if ((b = p->nlquick ? lquick_pop(p, rs, stream) : NULL) == NULL) {
+        st = large_get(p, rs, stream, &b);
+    }
     if (st != CK_OK) {
         if (st == CK_ERR_NOMEM) ck__cnt_inc(&p->c->num_ooms);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC_FAIL, 0, size, (uintptr_t)stream);
@@ -991,7 +1038,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
     } else {
         ck__stat_down(&p->c->active, 1);
         ck__stat_down(&p->c->active_bytes, b->size);
-        if (b->small && quick_push(p, b)) {
+        if (b->small ? quick_push(p, b) : lquick_push(p, b)) {
             pool_unlock(p);
             return CK_OK;
         }
@@ -1282,6 +1329,9 @@ static uint64_t mapped_run(const ck_pool *p, const ck_block *b, uint64_t best) {
  * few largest free blocks, not every free block or the reserved VA. */
 uint64_t ck__largest_free(ck_pool *p) {
     uint64_t best = 0;
+    /* Kept large blocks are free and hold their chunks: mapped throughout. */
+    for (uint32_t k = 0; k < p->nlquick; k++)
+        if (p->lquick[k]->size > best) best = p->lquick[k]->size;
     int i = bin_prev(&p->small, CK_NBINS - 1);
     for (; i >= 0 && bin_min_size((unsigned)i + 1) > best; i = bin_prev(&p->small, i - 1))
         for (ck_block *b = p->small.bins[i]; b; b = b->fnext)

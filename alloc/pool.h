@@ -39,6 +39,9 @@
 #define CK_QUICK_CLASSES (CK_SMALL_MAX / CK_ROUND + 1)
 #define CK_QUICK_PER_CLASS 32u
 #define CK_QUICK_MAX_BYTES ((uint64_t)32 << 20)
+/* Large blocks get a few slots of their own: a training step frees and
+ * asks for the same large sizes again; their chunks stay held. */
+#define CK_LQUICK_N 16u
 #define CK_FENCE_WAIT_NS 5000000u /* longest wait for another stream's free before mapping */
 #define CK_ALIGN_MIN ((uint64_t)4 << 20) /* align_min once the pool evicts (chunk_align=auto) */
 #define CK_VA_DEFAULT_MAX ((uint64_t)256 << 30) /* the default first reservation's cap */
@@ -194,6 +197,9 @@ struct ck_pool {
     uint64_t quick_map[(CK_QUICK_CLASSES + 63) / 64]; /* non-empty lists */
     uint16_t nquick_class[CK_QUICK_CLASSES];
     uint64_t nquick, quick_bytes;
+    ck_block *lquick[CK_LQUICK_N]; /* freed large blocks kept whole (holding their chunks) */
+    uint32_t nlquick;
+    uint64_t lquick_bytes;
 
     /* address -> block, for every block except hosting pages */
     ck_block **htab;

@@ -641,6 +641,9 @@ END_TEST
  * by chunk index; the reference here is the plain walk by address. */
 static uint64_t largest_free_reference(ck_pool *p) {
     uint64_t best = 0;
+    /* Large blocks kept whole on the quick slots hold their chunks. */
+    for (uint32_t k = 0; k < p->nlquick; k++)
+        if (p->lquick[k]->size > best) best = p->lquick[k]->size;
     for (int h = 0; h < 2; h++) {
         const ck_heap *heap = h ? &p->small : &p->large;
         for (unsigned i = 0; i < CK_NBINS; i++)
