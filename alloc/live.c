@@ -411,7 +411,7 @@ void ck__live_serve(ck_pool *p) {
 static int check_header(const char *path, int pid, const struct stat *st, const ck_live_header *h,
                         char *why, size_t whyn) {
     if (h->magic != CK_LIVE_MAGIC) {
-        WHY("%s: bad magic 0x%016" PRIx64 " (not a ckalloc segment, or still being created)", path,
+        WHY("%s: bad magic 0x%016" PRIx64 " (not a ckalloc live-stats file, or still being created)", path,
             h->magic);
         return CK_LIVE_IGNORED;
     }
@@ -433,12 +433,12 @@ static int check_header(const char *path, int pid, const struct stat *st, const 
     }
     uint64_t start;
     if (ck__live_start_time(pid, &start) != 0) {
-        WHY("%s: process %d is gone (stale: it exited without removing the segment; rm %s)", path,
+        WHY("%s: process %d is gone (stale: it exited without removing its live-stats file; rm %s)", path,
             pid, path);
         return CK_LIVE_IGNORED;
     }
     if (start != h->start_time) {
-        WHY("%s: pid %d was reused (stale: the segment's process started at tick %" PRIu64
+        WHY("%s: pid %d was reused (stale: the live-stats file's process started at tick %" PRIu64
             ", the current one at tick %" PRIu64 "; rm %s)",
             path, pid, h->start_time, start, path);
         return CK_LIVE_IGNORED;
@@ -455,7 +455,7 @@ int ck__live_open(int pid, ck_live_reader *r, char *why, size_t whyn) {
     struct stat st;
     if (lstat(path, &st) != 0) {
         if (errno == ENOENT) {
-            WHY("%s: no such segment", path);
+            WHY("%s: no such live-stats file", path);
             return CK_LIVE_NONE;
         }
         WHY("%s: %s", path, strerror(errno));

@@ -49,7 +49,7 @@ static void usage(FILE *f) {
                "                     pid and device\n"
                "  -h, --help         this text\n"
                "\n"
-               "Exit status: 0 ok, 1 failure (PID not using ckalloc, gone, or its segment\n"
+               "Exit status: 0 ok, 1 failure (PID not using ckalloc, gone, or its live-stats file\n"
                "ignored), 2 bad usage or bad input.\n");
 }
 

@@ -387,7 +387,7 @@ static const metric metrics[] = {
     {"ckalloc_allocated_bytes", "Bytes in live allocations (sizes rounded up to 512 B).", M_GAUGE,
      g_alloc},
     {"ckalloc_peak_allocated_bytes", "Peak of ckalloc_allocated_bytes.", M_GAUGE, g_alloc_pk},
-    {"ckalloc_reserved_bytes", "Bytes mapped in the pool's segments.", M_GAUGE, g_res},
+    {"ckalloc_reserved_bytes", "Bytes of the pool's mapped 2 MiB chunks.", M_GAUGE, g_res},
     {"ckalloc_peak_reserved_bytes", "Peak of ckalloc_reserved_bytes.", M_GAUGE, g_res_pk},
     {"ckalloc_physical_bytes",
      "Physical memory the pool holds, mapped or cached (what the budget caps).", M_GAUGE, g_phys},
@@ -410,7 +410,7 @@ static const metric metrics[] = {
     {"ckalloc_peak_overhead_ratio", "Peak physical bytes / peak requested bytes.", M_GAUGE,
      g_overhead},
     {"ckalloc_live_allocations", "Live allocations.", M_GAUGE, g_nalloc},
-    {"ckalloc_segments", "Mapped segments.", M_GAUGE, g_nseg},
+    {"ckalloc_segments", "Mapped runs (maximal ranges of mapped chunks; PyTorch's segment count).", M_GAUGE, g_nseg},
     {"ckalloc_allocs_total", "Allocations made.", M_COUNTER, g_allocs},
     {"ckalloc_frees_total", "Allocations freed.", M_COUNTER, g_frees},
     {"ckalloc_alloc_retries_total",
@@ -494,7 +494,7 @@ void ckstat_print_list(FILE *out, const ckstat_report *r, size_t n, ckstat_fmt f
         return;
     }
     if (n == 0) {
-        fprintf(out, "no process is using ckalloc (no live %s/%s<pid> segment)\n", "/dev/shm",
+        fprintf(out, "no process is using ckalloc (no live-stats file %s/%s<pid>)\n", "/dev/shm",
                 "ckalloc.");
         return;
     }
