@@ -9,7 +9,10 @@
  * physical / peak live (the pool's peak physical bytes over its peak live
  * bytes: 1.0 is perfect reuse) and the cost per operation.
  *
- *   bench_streams [--ops N] [--live BYTES] [--streams 1,2,4,16] [--seed S]
+ *   bench_streams [--ops N] [--live BYTES] [--streams 1,2,4,16] [--seed S] [--sync-free]
+ *
+ * --sync-free waits for the stream before each free, as the preload's
+ * cudaFree does (cudaFree is synchronous).
  *
  * Prints one JSON line: {"bench":"streams", ..., "runs":[{"streams":k,
  * "physical_over_peak_live":x,"ns_per_op":y,...},...]}. Exit 0, 1 when the
@@ -38,6 +41,8 @@ typedef struct result {
     long long peak_live, peak_phys, ops;
     unsigned long long maps, unmaps;
 } result;
+
+static int sync_free; /* --sync-free */
 
 static result run(int k, long long ops, size_t target, uint64_t seed) {
     ck_pool_options o;
@@ -69,6 +74,7 @@ static result run(int k, long long ops, size_t target, uint64_t seed) {
             live += sz;
         } else {
             size_t i = (size_t)(rng_next(&rng) % n);
+            if (sync_free && ck_stream_synchronize(p, st[b[i].s]) != CK_OK) die("sync");
             if (ck_free(p, b[i].p, st[b[i].s]) != CK_OK) die("ck_free");
             live -= b[i].n;
             b[i] = b[--n];
@@ -101,11 +107,12 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--ops") && i + 1 < argc) ops = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--live") && i + 1 < argc) target = (size_t)atoll(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (uint64_t)atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--sync-free")) sync_free = 1;
         else if (!strcmp(argv[i], "--streams") && i + 1 < argc) {
             nk = 0;
             for (char *t = strtok(argv[++i], ","); t && nk < 16; t = strtok(NULL, ",")) ks[nk++] = atoi(t);
         } else {
-            fprintf(stderr, "usage: bench_streams [--ops N] [--live BYTES] [--streams 1,2,4,16] [--seed S]\n");
+            fprintf(stderr, "usage: bench_streams [--ops N] [--live BYTES] [--streams 1,2,4,16] [--seed S] [--sync-free]\n");
             return 2;
         }
     }
@@ -120,8 +127,8 @@ int main(int argc, char **argv) {
         }
     char mach[512];
     machine(mach, sizeof mach);
-    printf("{\"bench\":\"streams\",\"machine\":\"%s\",\"ops\":%lld,\"target_live\":%zu,\"runs\":[", mach,
-           ops, target);
+    printf("{\"bench\":\"streams\",\"machine\":\"%s\",\"ops\":%lld,\"target_live\":%zu,\"sync_free\":%s,\"runs\":[",
+           mach, ops, target, sync_free ? "true" : "false");
     double worst = 0;
     for (int i = 0; i < nk; i++) {
         result r = run(ks[i], ops, target, seed);
