@@ -1,6 +1,8 @@
 /* ck__pool_check: everything the pool's structure promises, checked from
- * scratch (the randomized model tests run it after every operation; debug
- * builds can run it from CKALLOC_CHECK). Call with the lock held or with no
+ * scratch. The randomized model tests run it after every operation, and
+ * CKALLOC_CHECK=1 in the environment makes every pool run it after each
+ * ck_malloc and ck_free, aborting with the broken invariant (slow: for
+ * chasing a bug in a real program). Call with the lock held or with no
  * other thread inside the pool. O(blocks + chunks). */
 #include "pool.h"
 
@@ -335,6 +337,13 @@ out:
     free(inbin.v);
     free(inhash.v);
     free(seen.v);
+}
+
+void ck__pool_check_or_abort(ck_pool *p, const char *after) {
+    char why[512];
+    if (ck__pool_check(p, why, sizeof why) == 0) return;
+    fprintf(stderr, "ckalloc: CKALLOC_CHECK: the pool is inconsistent after %s: %s\n", after, why);
+    abort();
 }
 
 int ck__pool_check(ck_pool *p, char *why, size_t n) {

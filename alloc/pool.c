@@ -939,6 +939,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     ck__stat_up(&p->c->requested_bytes, size);
     if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
     ck__ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
+    if (p->debug_check) ck__pool_check_or_abort(p, "ck_malloc");
     pool_unlock(p);
     *ptr = (void *)b->addr;
     return CK_OK;
@@ -1039,6 +1040,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         ck__stat_down(&p->c->active, 1);
         ck__stat_down(&p->c->active_bytes, b->size);
         if (b->small ? quick_push(p, b) : lquick_push(p, b)) {
+            if (p->debug_check) ck__pool_check_or_abort(p, "ck_free");
             pool_unlock(p);
             return CK_OK;
         }
@@ -1046,6 +1048,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         block_make_free(p, b);
         if (p->nidle != idle) ck__pool_eager_release(p); /* chunks went idle */
     }
+    if (p->debug_check) ck__pool_check_or_abort(p, "ck_free");
     pool_unlock(p);
     return CK_OK;
 }
@@ -1201,6 +1204,8 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     p->seq = &p->seq_private;
     p->gran = be->granularity;
     p->align_min = o.chunk_align ? o.chunk_align : UINT64_MAX; /* auto: none until an eviction */
+    const char *chk = getenv("CKALLOC_CHECK");
+    p->debug_check = chk && chk[0] == '1';
     p->budget = o.budget ? o.budget : be->total_mem;
     /* The first reservation: 1.5 x the device, at most CK_VA_DEFAULT_MAX (a
      * 1 TiB simulated host device would ask for 1.5 TiB, more than some

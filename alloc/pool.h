@@ -217,6 +217,7 @@ struct ck_pool {
     ck_phys *orphans;   /* unmapped handles the driver would not release yet (phys.c) */
     size_t norphans, cap_orphans;
     uint64_t align_min; /* large blocks this size or more start on a chunk */
+    int debug_check;    /* CKALLOC_CHECK=1: ck__pool_check after each malloc/free */
 
     /* rounds */
     uint64_t round_issued, round_done;
@@ -346,6 +347,8 @@ ck_status ck__pool_restore(ck_pool *p, void *ptr);
  * the first broken one described in why. Lock held or no other thread in
  * the pool. */
 int ck__pool_check(ck_pool *p, char *why, size_t n);
+/* CKALLOC_CHECK=1: run the check (lock held) and abort saying what broke. */
+void ck__pool_check_or_abort(ck_pool *p, const char *after);
 
 /* fence.c: streams and rounds (lock held). */
 int ck__grow_array(void *v, size_t *cap, size_t n, size_t elem, size_t first);

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define CHUNK (2 * MiB)
@@ -766,6 +768,45 @@ START_TEST(t_quick_page_freed_through_pending) {
 }
 END_TEST
 
+/* CKALLOC_CHECK=1: every ck_malloc and ck_free runs the invariant checker.
+ * A healthy pool runs on; one whose bookkeeping is broken (here an idle
+ * count off by one, set from outside) aborts at the next call, saying
+ * which invariant broke (run in a child). */
+START_TEST(t_env_check) {
+    setenv("CKALLOC_CHECK", "1", 1);
+    ck_pool *p = host_pool(NULL);
+    unsetenv("CKALLOC_CHECK");
+    void *a, *b;
+    ASSERT_OK(ck_malloc(p, &a, 4096, NULL));
+    ASSERT_OK(ck_malloc(p, &b, 5 * MiB, NULL));
+    ASSERT_OK(ck_free(p, a, NULL));
+    fflush(stderr);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        p->nidle++; /* break it */
+        void *c;
+        ck_malloc(p, &c, 4096, NULL);
+        _exit(0); /* not reached when the check works */
+    }
+    close(fds[1]);
+    char buf[1024] = "";
+    ssize_t got = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+                  "the child was not aborted (status %d)", status);
+    ck_assert_msg(got > 0 && strstr(buf, "CKALLOC_CHECK") && strstr(buf, "after ck_malloc"),
+                  "stderr: %s", buf);
+    ASSERT_OK(ck_free(p, b, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 START_TEST(t_model_no_false_oom) {
     const int ops = SANITIZED ? 8000 : 12000;
     model_run("budget=48M", 1, ops);
@@ -794,5 +835,6 @@ int main(void) {
     tcase_add_test(oom, t_trim_after_record_stream_free);
     tcase_add_test(oom, t_model_no_false_oom);
     tcase_add_test(oom, t_quick_page_freed_through_pending);
+    tcase_add_test(oom, t_env_check);
     return ck_test_run(s);
 }
