@@ -145,6 +145,15 @@ static uint32_t sadd(ck_pool *p, ck_stream s, int own) {
     return idx;
 }
 
+/* Entry e's fence event is done with: if it passed, every free on its
+ * stream numbered below fev_seq has too. The event goes back to the cache. */
+static void fev_drop(ck_pool *p, ck_sent *e, int passed) {
+    if (passed) e->done_seq = e->fev_seq;
+    ck__event_put(p, e->fev);
+    e->fev = NULL;
+    e->fev_waited = 0;
+}
+
 /* Retire entry idx: its generation moves on, so block uses that name it
  * are stale. keep: leave it hashed and dead (a tombstone that refuses the
  * handle), else free the index for reuse. */
@@ -158,10 +167,7 @@ static void sretire(ck_pool *p, uint32_t idx, int keep) {
             }
         e->dirty = 0;
     }
-    if (e->fev) {
-        ck__event_put(p, e->fev);
-        e->fev = NULL;
-    }
+    if (e->fev) fev_drop(p, e, 0);
     e->live = 0;
     e->gen++;
     if (p->last_sidx == idx) p->last_sidx = CK_NO_STREAM;
@@ -248,21 +254,10 @@ int ck__stream_passed(ck_pool *p, ck_stream s, uint64_t seq) {
     uint32_t i = s ? sfind(p, s) : 0;
     if (i == CK_NO_STREAM || !p->sent[i].live) return 1; /* destroyed: its work is done */
     ck_sent *e = &p->sent[i];
-    for (int pass = 0; pass < 2; pass++) {
-        if (e->done_seq > seq) return 1;
-        if (e->fev && ck__event_passed(p, e->fev, 0)) {
-            e->done_seq = e->fev_seq;
-            ck__event_put(p, e->fev);
-            e->fev = NULL;
-            e->fev_waited = 0;
-            continue;
-        }
-        if (e->fev && e->fev_seq > seq) break; /* the event in flight covers it */
-        if (e->fev) {                         /* too old: a newer one replaces it */
-            ck__event_put(p, e->fev);
-            e->fev = NULL;
-            e->fev_waited = 0;
-        }
+    if (e->fev && ck__event_passed(p, e->fev, 0)) fev_drop(p, e, 1);
+    if (e->done_seq > seq) return 1;
+    if (e->fev && e->fev_seq <= seq) fev_drop(p, e, 0); /* too old: a newer one replaces it */
+    if (!e->fev) {
         int capturing = 0;
         if (p->be->ops->stream_capturing(p->be, s, &capturing) != CK_OK || capturing) return 0;
         if (ck__event_record(p, s, &e->fev) != CK_OK) {
@@ -270,9 +265,8 @@ int ck__stream_passed(ck_pool *p, ck_stream s, uint64_t seq) {
             return 0;
         }
         e->fev_seq = p->free_seq;
-        break;
     }
-    if (!e->fev || e->fev_waited) return 0;
+    if (e->fev_waited) return 0;
     /* A short wait: a stream about to pass its frees is worth it (no new
      * memory); a busy one is not (the caller maps instead, as PyTorch
      * would, and later calls only poll). Never blocks indefinitely, so a
@@ -280,9 +274,7 @@ int ck__stream_passed(ck_pool *p, ck_stream s, uint64_t seq) {
     uint64_t t0 = ck__now_ns();
     for (;;) {
         if (ck__event_passed(p, e->fev, 0)) {
-            e->done_seq = e->fev_seq;
-            ck__event_put(p, e->fev);
-            e->fev = NULL;
+            fev_drop(p, e, 1);
             return e->done_seq > seq;
         }
         if (ck__now_ns() - t0 > CK_FENCE_WAIT_NS) break;

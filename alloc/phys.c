@@ -188,11 +188,14 @@ size_t ck__phys_unmapped(const ck_pool *p, const ck_region *r, uintptr_t a, size
     return missing;
 }
 
-size_t ck__phys_unheld(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n) {
-    size_t free_bytes = 0;
-    for (size_t i = ck__chunk_of(p, r, a), last = ck__chunk_of(p, r, a + n - 1); i <= last; i++)
-        if (r->chunk[i].nres == 0) free_bytes += p->gran;
-    return free_bytes;
+size_t ck__phys_cost(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n, size_t *unmapped) {
+    size_t unheld = 0, missing = 0;
+    for (size_t i = ck__chunk_of(p, r, a), last = ck__chunk_of(p, r, a + n - 1); i <= last; i++) {
+        if (r->chunk[i].nres == 0) unheld += p->gran;
+        if (!r->chunk[i].mapped) missing += p->gran;
+    }
+    *unmapped = missing;
+    return unheld;
 }
 
 /* ------------------------------------------------------------ holding -- */

@@ -290,14 +290,14 @@ static uintptr_t place_mapped(const ck_pool *p, const ck_block *b, size_t size, 
     if (r->map_top + size < end) hi = r->map_top > lo ? r->map_top : lo;
     if (!align) hi = hi & ~(uintptr_t)(CK_ROUND - 1);
     uintptr_t best = lo;
-    size_t best_cost = ck__phys_unheld(p, r, lo, size), best_need = ck__phys_unmapped(p, r, lo, size);
+    size_t best_need, best_cost = ck__phys_cost(p, r, lo, size, &best_need);
     uintptr_t first = (uintptr_t)ck__align_up(lo, p->gran);
     for (uintptr_t c = first; c <= hi + p->gran && (best_cost || best_need); c += p->gran) {
         uintptr_t cand[3] = {c, c >= lo + size ? c - size : 0, c == first ? hi : 0};
         for (int k = 0; k < 3; k++) {
             uintptr_t x = cand[k];
             if (!x || x < lo || x > hi || (align && x % p->gran)) continue;
-            size_t co = ck__phys_unheld(p, r, x, size), ne = ck__phys_unmapped(p, r, x, size);
+            size_t ne, co = ck__phys_cost(p, r, x, size, &ne);
             if (co < best_cost || (co == best_cost && ne < best_need)) {
                 best_cost = co;
                 best_need = ne;
@@ -336,29 +336,28 @@ static ck_block *heap_find_mapped(const ck_pool *p, size_t size, ck_stream s, in
     return best;
 }
 
-/* The bytes take(b, at, size) hands out: size, or all of b from at when
- * what would be left is less than CK_ROUND. */
-static size_t take_span(const ck_block *b, uintptr_t at, size_t size) {
-    size_t rest = (size_t)(b->addr + b->size - at);
-    return rest - size < CK_ROUND ? rest : size;
-}
-
-/* Take [at, at+take_span) out of free block b of heap h: the head before at
- * and the tail after it go back to the bins as free blocks. Returns the
- * block, or NULL when the host is out of memory for a struct. */
+/* Take [at, at+size) out of free block b of heap h: the head before at and
+ * the tail after it go back to the bins as free blocks. Returns the block,
+ * or NULL (b's range back in the bins) when the host is out of memory for
+ * a block struct. */
 static ck_block *take(ck_pool *p, ck_heap *h, ck_block *b, uintptr_t at, size_t size) {
+    bin_remove(h, b);
     if (at > b->addr) {
-        bin_remove(h, b);
         ck_block *n = cut(p, b, at - b->addr);
         bin_insert(h, b);
         if (!n) return NULL;
         b = n;
-    } else {
-        bin_remove(h, b);
     }
-    if (take_span(b, b->addr, size) == size && b->size > size) {
+    if (b->size > size) {
+        /* Sizes are multiples of CK_ROUND, so a tail is never too small to
+         * be a block. Without a struct for it, handing out the whole block
+         * would hold chunks the caller did not map: fail instead. */
         ck_block *t = cut(p, b, size);
-        if (t) bin_insert(h, t); /* else hand out the whole block */
+        if (!t) {
+            bin_insert(h, b);
+            return NULL;
+        }
+        bin_insert(h, t);
     }
     return b;
 }
@@ -538,8 +537,7 @@ static void lquick_flush(ck_pool *p) {
         ck_block *b = p->lquick[--p->nlquick];
         p->lquick_bytes -= b->size;
         b->quick = 0;
-        ck__phys_drop(p, b->region, b->addr, b->size, b->free_round);
-        coalesce_and_bin(p, b);
+        block_make_free(p, b); /* drops its chunks, stamped with its free */
     }
 }
 
@@ -813,15 +811,14 @@ __attribute__((noinline)) static ck_status large_get(ck_pool *p, size_t size, ck
         if (st != CK_OK) return st;
         at = fit_at(p, b, size, align);
     }
-    size_t span = take_span(b, at, size);
-    ck_status st = ck__phys_map(p, b->region, at, span + grow_ahead(p, b, at, span, need));
+    ck_status st = ck__phys_map(p, b->region, at, size + grow_ahead(p, b, at, size, need));
     if (st == CK_ERR_NOMEM && p->nidle) {
         /* The device itself is full: give back cached memory and retry.
          * Only the streams are waited for: settle() could free (and merge
          * away) the block b we hold. */
         ck__pool_quiesce(p);
-        if (ck__phys_release(p, SIZE_MAX, at, span)) ck__cnt_inc(&p->c->num_alloc_retries);
-        st = ck__phys_map(p, b->region, at, span);
+        if (ck__phys_release(p, SIZE_MAX, at, size)) ck__cnt_inc(&p->c->num_alloc_retries);
+        st = ck__phys_map(p, b->region, at, size);
     }
     if (st == CK_ERR_NOMEM) return nomem(p, size, s, ck_last_error());
     if (st != CK_OK) return st;
@@ -899,6 +896,15 @@ got:
     return CK_OK;
 }
 
+/* What a pool with a trace or CKALLOC_CHECK does after each successful
+ * malloc or free (one test of p->op_hooks on the cached path for both). */
+__attribute__((noinline)) static void op_hooks(ck_pool *p, ck_trace_action action, uintptr_t addr, size_t size,
+                                               ck_stream s) {
+    if (p->trace) ck__trace_add(p->trace, action, addr, size, (uintptr_t)s);
+    if (p->debug_check)
+        ck__pool_check_or_abort(p, action == CK_TRACE_ALLOC ? "ck_malloc" : "ck_free");
+}
+
 CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream) {
     if (!p || !ptr) return ck__err(CK_ERR_INVALID, "ck_malloc: %s is NULL", p ? "ptr" : "pool");
     if (size == 0) return ck__err(CK_ERR_INVALID, "ck_malloc: size is 0");
@@ -937,9 +943,8 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     ck__stat_up(&p->c->allocated_bytes, b->size);
     ck__stat_up(&p->c->active_bytes, b->size);
     ck__stat_up(&p->c->requested_bytes, size);
-    if (p->trace) ck__trace_add(p->trace, CK_TRACE_ALLOC, b->addr, size, (uintptr_t)stream);
     ck__ring_push(p, CK_RING_ALLOC, b->addr, size, stream);
-    if (p->debug_check) ck__pool_check_or_abort(p, "ck_malloc");
+    if (p->op_hooks) op_hooks(p, CK_TRACE_ALLOC, b->addr, size, stream);
     pool_unlock(p);
     *ptr = (void *)b->addr;
     return CK_OK;
@@ -985,7 +990,8 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         pool_unlock(p);
         return st;
     }
-    if (p->trace) ck__trace_add(p->trace, CK_TRACE_FREE, b->addr, b->requested, (uintptr_t)stream);
+    uintptr_t addr = b->addr;
+    size_t req = b->requested;
     ck__stat_down(&p->c->allocation, 1);
     ck__stat_down(&p->c->allocated_bytes, b->size);
     ck__stat_down(&p->c->requested_bytes, b->requested);
@@ -1040,7 +1046,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         ck__stat_down(&p->c->active, 1);
         ck__stat_down(&p->c->active_bytes, b->size);
         if (b->small ? quick_push(p, b) : lquick_push(p, b)) {
-            if (p->debug_check) ck__pool_check_or_abort(p, "ck_free");
+            if (p->op_hooks) op_hooks(p, CK_TRACE_FREE, addr, req, stream);
             pool_unlock(p);
             return CK_OK;
         }
@@ -1048,7 +1054,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         block_make_free(p, b);
         if (p->nidle != idle) ck__pool_eager_release(p); /* chunks went idle */
     }
-    if (p->debug_check) ck__pool_check_or_abort(p, "ck_free");
+    if (p->op_hooks) op_hooks(p, CK_TRACE_FREE, addr, req, stream);
     pool_unlock(p);
     return CK_OK;
 }
@@ -1233,6 +1239,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     ck_block *first;
     if (s == CK_OK) s = region_add(p, p->va_default, &first);
     if (s == CK_OK) s = ck__snapshot_attach(p);
+    p->op_hooks = p->trace != NULL || p->debug_check;
     if (s != CK_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ck_last_error());

@@ -218,6 +218,7 @@ struct ck_pool {
     size_t norphans, cap_orphans;
     uint64_t align_min; /* large blocks this size or more start on a chunk */
     int debug_check;    /* CKALLOC_CHECK=1: ck__pool_check after each malloc/free */
+    int op_hooks;       /* trace or debug_check: op_hooks runs after each malloc/free */
 
     /* rounds */
     uint64_t round_issued, round_done;
@@ -317,8 +318,9 @@ ck_status ck__phys_map(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
 size_t ck__phys_unmapped(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n);
 /* Bytes of the chunks under [a, a+n) that no resident block holds
  * (unmapped or idle): what placing a block there costs the budget once
- * every idle chunk elsewhere is released. */
-size_t ck__phys_unheld(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n);
+ * every idle chunk elsewhere is released. *unmapped gets
+ * ck__phys_unmapped's answer from the same walk. */
+size_t ck__phys_cost(const ck_pool *p, const ck_region *r, uintptr_t a, size_t n, size_t *unmapped);
 void ck__phys_hold(ck_pool *p, ck_region *r, uintptr_t a, size_t n);
 void ck__phys_drop(ck_pool *p, ck_region *r, uintptr_t a, size_t n, uint64_t round);
 /* Release idle chunks whose last free is fenced, oldest first, skipping
