@@ -270,6 +270,41 @@ static void *thread_main(void *arg) {
     return NULL;
 }
 
+/* The machine's own two-thread speedup, with no allocator and no shared
+ * data: the ceiling any allocator's 2-thread ratio is measured under (on a
+ * shared VM the second core may be busy). */
+static volatile uint64_t spin_sink;
+static void *spin_main(void *arg) {
+    uint64_t n = *(const uint64_t *)arg, x = 88172645463325252ull;
+    for (uint64_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    spin_sink = x;
+    return NULL;
+}
+
+static double machine_2t_speedup(void) {
+    uint64_t n = 50u * 1000 * 1000;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        uint64_t t0 = now_ns();
+        spin_main(&n);
+        uint64_t one = now_ns() - t0;
+        pthread_t th1, th2;
+        t0 = now_ns();
+        if (pthread_create(&th1, NULL, spin_main, &n) || pthread_create(&th2, NULL, spin_main, &n))
+            exit(1);
+        pthread_join(th1, NULL);
+        pthread_join(th2, NULL);
+        uint64_t two = now_ns() - t0;
+        double sp = two ? 2.0 * (double)one / (double)two : 0.0;
+        if (sp > best) best = sp;
+    }
+    return best;
+}
+
 /* Two threads on one allocator, each with its own trace; wall ns. */
 static uint64_t run_two_threads(const allocator *a, const trace *t1, const trace *t2) {
     pthread_barrier_t bar;
@@ -481,6 +516,7 @@ int main(int argc, char **argv) {
 
     char mach[512];
     machine(mach, sizeof mach);
+    double m2t = machine_2t_speedup();
     double ck1_op = (double)ck1 / (double)t1.n, ck2_op = (double)ck2 / (double)(t1.n + t2.n);
     double dir_op = (double)dt / (double)td.n;
     double je1_op = (double)je1 / (double)t1.n, je2_op = (double)je2 / (double)(t1.n + t2.n);
@@ -508,6 +544,10 @@ int main(int argc, char **argv) {
     print_by_size(f, "glibc_pair_ns_by_size", gl_by_size);
     fprintf(f, ",\"ratio_ckalloc_vs_glibc_pair\":%.3f", gl_pair > 0 ? ck_pair / gl_pair : 0.0);
     fprintf(f, ",\"ratio_2t_vs_1t_throughput\":%.3f", ck2_op > 0 ? ck1_op / ck2_op : 0.0);
+    /* The same ratio for jemalloc (per-thread caches) and for a loop that
+     * shares nothing: what this machine lets two threads reach. */
+    fprintf(f, ",\"%s_ratio_2t_vs_1t_throughput\":%.3f", jk, je2_op > 0 ? je1_op / je2_op : 0.0);
+    fprintf(f, ",\"machine_2t_speedup\":%.3f", m2t);
     fprintf(f, ",\"stats_ns_1tib_va\":%.1f", stats_ns);
     fprintf(f, ",\"pair_ns_100_live\":%.1f,\"pair_ns_1m_live\":%.1f", pair_100, pair_1m);
     print_by_size(f, je ? "jemalloc_pair_ns_by_size" : "system_malloc_pair_ns_by_size", je_by_size);

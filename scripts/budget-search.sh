@@ -8,14 +8,19 @@
 # directory (removed at the end): every model the generator lists, each
 # method it lists (lora, full), 1 and 2 streams when it has --streams, and
 # sequence lengths 512 and 2048 when it has --seq, with --steps 2 (short
-# traces; override with STEPS=, SEQS="512 2048", METHODS="lora full").
+# traces; override with STEPS=, SEQS="512 2048", METHODS="lora full"),
+# plus, when the generator knows Llama-3-8B, the real-run shape: 8b LoRA at
+# batch 2, sequence length up to 5760, 8 steps, 78 GiB live at its peak
+# (REAL_RUN=0 leaves it out).
 #
 # For each trace, on the host backend (ckalloc-replay --json):
 #   1. replay with no budget: peak_live_bytes (PL);
 #   2. binary-search the smallest budget in [PL, 1.5 PL] (1 MiB resolution)
 #      at which the replay succeeds (exit 0 and "failures": 0);
 #   3. replay at 1.05 PL --repeat times (default 3) and record the largest
-#      map_unmap_per_op there (all runs in map_unmap_per_op_at_1_05_runs);
+#      map_unmap_per_op there (all runs in map_unmap_per_op_at_1_05_runs),
+#      and the same over the trace's second half (..._second_half: the
+#      first step maps the whole working set; later steps show the churn);
 #      min_budget is also replayed --repeat times (min_budget_reruns_ok):
 #      with two streams the host backend runs stream threads, and a replay
 #      need not be deterministic;
@@ -30,6 +35,7 @@
 #   {"trace","model","method","streams","seq","peak_live","min_budget",
 #    "min_budget_over_peak_live","map_unmap_per_op_at_1_05","ok_at_1_05",
 #    "ok_min_budget" (ratio <= 1.01),"ok_map_unmap" (<= 0.01),
+#    "map_unmap_per_op_at_1_05_second_half","ok_map_unmap_second_half",
 #    "nonmonotonic":[...],"safe_budget" (smallest succeeding budget above
 #    every failing one probed),"replays","seconds","machine","replay_build"}
 # (or {"trace",...,"error":...} when a trace cannot be measured), then one
@@ -165,6 +171,20 @@ if [ ${#traces[@]} -eq 0 ]; then
             done
         done
     done
+    # The real-run shape (REAL_RUN=0 leaves it out): Llama-3-8B LoRA, batch
+    # 2, sequence length drawn up to 5760 each step, 8 steps: 78 GiB live at
+    # its peak, loss-phase requests of 4.9-5.4 GiB, cached ranges of one
+    # step's lengths beside the next step's live blocks.
+    if [ "${REAL_RUN:-1}" = 1 ] && printf '%s\n' "$help" | grep -q -- '--model 8b\|[|]8b'; then
+        for s in $streams_list; do
+            args=(--model 8b --method lora --batch 2 --seq 5760 --steps 8 --streams "$s")
+            f=$tmp/real-run-8b-lora-b2-seq5760-s$s.csv
+            "$tracegen" "${args[@]}" -o "$f"
+            traces+=("$f")
+            meta+=("$(jq -cn --arg gen "ckalloc-tracegen ${args[*]}" \
+                '{model:"8b", method:"lora", seq:5760, steps:8, shape:"real-run", gen:$gen}')")
+        done
+    fi
 else
     for t in "${traces[@]}"; do meta+=('{"model":null,"method":null,"seq":null,"steps":null}'); done
 fi
@@ -260,7 +280,7 @@ for i in "${!traces[@]}"; do
 
     # (3) 1.05 x peak live, --repeat times: the largest map_unmap_per_op.
     b105=$((pl * 105 / 100))
-    mu105=null ok105=null mus='[]' ok105_runs=0
+    mu105=null ok105=null mus='[]' ok105_runs=0 mus2='[]' mu105_2=null
     if [ -z "$err" ]; then
         for ((k = 0; k < repeat; k++)); do
             if ! replay_at "$t" "$b105"; then
@@ -268,6 +288,8 @@ for i in "${!traces[@]}"; do
                 break
             fi
             mus=$(jq -c --argjson v "$(jq '.map_unmap_per_op' <<<"$R_JSON")" '. + [$v]' <<<"$mus")
+            mus2=$(jq -c --argjson v "$(jq '.map_unmap_per_op_second_half // null' <<<"$R_JSON")" \
+                '. + [$v]' <<<"$mus2")
             ok105_runs=$((ok105_runs + R_OK))
             if [ "$k" = 0 ]; then
                 seen[$b105]=$R_OK
@@ -276,6 +298,7 @@ for i in "${!traces[@]}"; do
         done
         if [ -z "$err" ]; then
             mu105=$(jq 'max' <<<"$mus")
+            mu105_2=$(jq 'max' <<<"$mus2")
             [ "$ok105_runs" = "$repeat" ] && ok105=true || ok105=false
         fi
     fi
@@ -330,7 +353,7 @@ for i in "${!traces[@]}"; do
 
     t1=$(date +%s.%N)
     line=$(jq -cn --arg trace "$tname" --argjson m "$m" --argjson streams "$streams" \
-        --argjson pl "$pl" --argjson mb "$min_budget" --argjson mu "$mu105" \
+        --argjson pl "$pl" --argjson mb "$min_budget" --argjson mu "$mu105" --argjson mu2 "$mu105_2" \
         --argjson ok105 "$ok105" --argjson nm "$nonmono" --arg err "$err" \
         --argjson safe "$safe_budget" --arg rb "$replay_build" \
         --argjson mus "$mus" --argjson minrep "$min_rep_ok" --argjson r "$repeat" \
@@ -341,10 +364,12 @@ for i in "${!traces[@]}"; do
                                      else ($mb/$pl*1000000|round)/1000000 end),
           min_budget_reruns_ok:$minrep, reruns:$r,
           map_unmap_per_op_at_1_05:$mu, map_unmap_per_op_at_1_05_runs:$mus,
+          map_unmap_per_op_at_1_05_second_half:$mu2,
           ok_at_1_05:$ok105}) as $r
         | $r + {ok_min_budget:($r.min_budget_over_peak_live != null
                                and $r.min_budget_over_peak_live <= 1.01),
                 ok_map_unmap:($mu != null and $mu <= 0.01),
+                ok_map_unmap_second_half:($mu2 != null and $mu2 <= 0.01),
                 nonmonotonic:$nm, safe_budget:$safe,
                 replays:$n, seconds:(($secs*100|round)/100),
                 machine:$machine, replay_build:$rb}
@@ -361,12 +386,14 @@ printf '%s\n' ${lines[@]+"${lines[@]}"} | jq -cs --argjson nerr "$n_err" --argjs
      measured:([.[] | select(.error | not)] | length), errors:$nerr,
      ok_min_budget:([.[] | select(.ok_min_budget)] | length),
      ok_map_unmap:([.[] | select(.ok_map_unmap)] | length),
+     ok_map_unmap_second_half:([.[] | select(.ok_map_unmap_second_half)] | length),
      ok_at_1_05:([.[] | select(.ok_at_1_05)] | length),
      min_budget_flaky:([.[] | select(.min_budget_reruns_ok != null and .min_budget_reruns_ok < .reruns)] | length),
      nonmonotonic_traces:$nnm,
      nonmonotonic_deterministic:([.[] | select(any(.nonmonotonic[]?; .kind == "deterministic"))] | length),
      max_min_budget_over_peak_live:([.[].min_budget_over_peak_live | numbers] | max),
      max_map_unmap_per_op_at_1_05:([.[].map_unmap_per_op_at_1_05 | numbers] | max),
+     max_map_unmap_per_op_at_1_05_second_half:([.[].map_unmap_per_op_at_1_05_second_half | numbers] | max),
      replays:([.[].replays | numbers] | add), seconds:(($secs*10|round)/10),
      machine:$machine, replay_build:$rb, git_head:$gh, tree_dirty:$td}'
 

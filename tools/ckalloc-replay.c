@@ -282,11 +282,21 @@ typedef struct results {
     uint64_t ops, allocs, frees, failures, input_failures, unmatched_frees;
     uint64_t zero_size_allocs, duplicate_allocs;
     uint64_t peak_live;
+    /* Driver calls at the trace's midpoint, and the operations after it:
+     * the second half's rate leaves out the first step's growth. */
+    uint64_t half_calls, half_ops;
     double seconds;
     int stopped; /* a signal stopped the replay before its end */
 } results;
 
 static uint64_t stat_u(int64_t v) { return v < 0 ? 0 : (uint64_t)v; }
+
+/* Map + unmap calls per operation over the trace's second half. */
+static double half_rate(const results *r, const ck_stats *st) {
+    uint64_t calls = st->num_map_calls + st->num_unmap_calls;
+    if (!r->half_ops || r->stopped || calls < r->half_calls) return 0.0;
+    return (double)(calls - r->half_calls) / (double)r->half_ops;
+}
 
 /* extra: more ,"key":value members, or "". */
 static void print_json(FILE *out, const char *path, const results *r, const ck_stats *st,
@@ -294,6 +304,7 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
     uint64_t peak_phys = stat_u(st->physical_bytes.peak);
     double frag = ck__peak_overhead(peak_phys, r->peak_live);
     double mu = r->ops ? (double)(st->num_map_calls + st->num_unmap_calls) / (double)r->ops : 0.0;
+    double mu2 = half_rate(r, st);
     double ns = r->ops ? r->seconds * 1e9 / (double)r->ops : 0.0;
     fputs("{\"trace\":", out);
     json_str(out, path);
@@ -303,12 +314,13 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
             ",\"unmatched_frees\":%" PRIu64 ",\"zero_size_allocs\":%" PRIu64
             ",\"duplicate_allocs\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64
             ",\"peak_physical_bytes\":%" PRIu64 ",\"peak_overhead\":%.4f,\"map_calls\":%" PRIu64
-            ",\"unmap_calls\":%" PRIu64 ",\"map_unmap_per_op\":%.6f,\"ns_per_op\":%.1f"
+            ",\"unmap_calls\":%" PRIu64 ",\"map_unmap_per_op\":%.6f"
+            ",\"map_unmap_per_op_second_half\":%.6f,\"ns_per_op\":%.1f"
             ",\"num_ooms\":%" PRIu64 ",\"num_alloc_retries\":%" PRIu64 ",\"budget\":%" PRIu64
             "%s}\n",
             backend, nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
             r->unmatched_frees, r->zero_size_allocs, r->duplicate_allocs, r->peak_live, peak_phys,
-            frag, st->num_map_calls, st->num_unmap_calls, mu, ns, st->num_ooms,
+            frag, st->num_map_calls, st->num_unmap_calls, mu, mu2, ns, st->num_ooms,
             st->num_alloc_retries, st->budget, extra);
 }
 
@@ -338,8 +350,8 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
         fprintf(out, "budget         none set (the limit is %s %s)\n",
                 strcmp(backend, "host") == 0 ? "host_mem, the simulated device," : "the device,",
                 ck__fmt_bytes(st->budget, c, sizeof c));
-    fprintf(out, "map / unmap    %" PRIu64 " / %" PRIu64 " (%.6f per op)\n", st->num_map_calls,
-            st->num_unmap_calls, mu);
+    fprintf(out, "map / unmap    %" PRIu64 " / %" PRIu64 " (%.6f per op; %.6f over the second half)\n",
+            st->num_map_calls, st->num_unmap_calls, mu, half_rate(r, st));
     fprintf(out, "time           %.1f ns per op\n\n", ns);
 }
 
@@ -363,6 +375,8 @@ static double now_s(void) {
 typedef struct allocator {
     int (*alloc)(void *ctx, uint64_t size, uint32_t stream, void **out, char *err, size_t errn);
     int (*free)(void *ctx, void *p, uint32_t stream, char *err, size_t errn);
+    /* Driver calls (map + unmap) so far, or NULL when it has no such count. */
+    uint64_t (*driver_calls)(void *ctx);
     void *ctx;
 } allocator;
 
@@ -386,6 +400,15 @@ static int ck_free_cb(void *ctx, void *p, uint32_t stream, char *err, size_t err
         return 0;
     snprintf(err, errn, "%s", ck_last_error());
     return -1;
+}
+
+static uint64_t ck_driver_calls_cb(void *ctx) {
+    ck_ctx *c = ctx;
+    ck_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    if (ck_get_stats(c->pool, &st) != CK_OK) return 0;
+    return st.num_map_calls + st.num_unmap_calls;
 }
 
 static int pt_alloc_cb(void *ctx, uint64_t size, uint32_t stream, void **out, char *err,
@@ -426,6 +449,10 @@ static int replay_ops(const ops_vec *ops, const allocator *al, const char *name,
     double t0 = now_s();
     for (size_t i = 0; i < ops->n; i++) {
         const op *o = &ops->v[i];
+        if (i == ops->n / 2 && al->driver_calls) {
+            res->half_calls = al->driver_calls(al->ctx);
+            res->half_ops = ops->n - i;
+        }
         if (stop_signal) {
             fprintf(stderr, "ckalloc-replay: %s: stopped by signal %d after %zu of %zu operations\n",
                     name, (int)stop_signal, i, ops->n);
@@ -514,7 +541,7 @@ static void run_pytorch(const ops_vec *ops, const char *name, uint64_t limit, do
         fputs("ckalloc-replay: out of host memory\n", stderr);
         exit(EXIT_ALLOC_FAILED);
     }
-    allocator al = {pt_alloc_cb, pt_free_cb, sim};
+    allocator al = {pt_alloc_cb, pt_free_cb, NULL, sim};
     leftovers lo;
     memset(res, 0, sizeof *res);
     replay_ops(ops, &al, name, pace, quiet_errors, res, &lo);
@@ -800,7 +827,7 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     ck_ctx cctx = {pool, &streams};
-    allocator al = {ck_alloc_cb, ck_free_cb, &cctx};
+    allocator al = {ck_alloc_cb, ck_free_cb, ck_driver_calls_cb, &cctx};
     leftovers lo;
     int free_errors = replay_ops(&ops, &al, name, pace, 0, &res, &lo);
 

@@ -21,7 +21,7 @@
 
 static void usage(FILE *out) {
     fputs("usage: ckalloc-tracegen [options] -o OUT.csv\n"
-          "  --model 7b|13b|1b|tiny   llama-family shape (default 7b)\n"
+          "  --model 7b|13b|1b|tiny|8b  llama-family shape (default 7b; 8b: Llama-3-8B)\n"
           "  --method lora|full       LoRA (rank --rank on q,k,v,o) or full fine-tune (default lora)\n"
           "  --rank R                 LoRA rank (default 16)\n"
           "  --steps N                optimizer steps (default 4)\n"
@@ -46,6 +46,9 @@ static const model models[] = {
     {"13b", 5120, 13824, 40, 40, 40, 32000},
     {"1b", 2048, 5632, 22, 32, 4, 32000}, /* TinyLlama-1.1B (grouped-query attention) */
     {"tiny", 256, 688, 4, 4, 4, 32000},
+    /* Llama-3-8B: a 128256-token vocabulary makes the loss phase's logits
+     * the largest requests (gigabytes at long sequences). */
+    {"8b", 4096, 14336, 32, 32, 8, 128256},
 };
 
 /* ---- generator state ---------------------------------------------------- */
