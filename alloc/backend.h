@@ -55,6 +55,10 @@ struct ck_backend_ops {
      * stream's worker, one kernel launch or cuBLASLt matmul on cuda. The plan
      * is copied; the call never waits for the work. */
     ck_status (*replay)(ck_backend *b, const struct ck__plan *plan, ck_stream s);
+    /* Page-lock n bytes of host memory at p (page-aligned) for asynchronous
+     * copies, and undo it. NULL on a backend whose host memory needs none. */
+    ck_status (*host_pin)(ck_backend *b, void *p, size_t n);
+    ck_status (*host_unpin)(ck_backend *b, void *p);
 };
 
 struct ck_backend {

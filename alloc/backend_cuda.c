@@ -68,6 +68,9 @@ typedef struct cuda_fns {
     ck_pfn_cuModuleGetFunction cuModuleGetFunction;
     ck_pfn_cuModuleUnload cuModuleUnload;
     ck_pfn_cuLaunchKernel cuLaunchKernel;
+    /* The tier engine's pinned host memory, resolved when present. */
+    ck_pfn_cuMemHostRegister_v2 cuMemHostRegister_v2;
+    ck_pfn_cuMemHostUnregister cuMemHostUnregister;
 } cuda_fns;
 
 typedef struct cuda_backend {
@@ -121,6 +124,8 @@ static const char *resolve(void *lib, cuda_fns *fn) {
     *(void **)&fn->cuModuleGetFunction = dlsym(lib, "cuModuleGetFunction");
     *(void **)&fn->cuModuleUnload = dlsym(lib, "cuModuleUnload");
     *(void **)&fn->cuLaunchKernel = dlsym(lib, "cuLaunchKernel");
+    *(void **)&fn->cuMemHostRegister_v2 = dlsym(lib, "cuMemHostRegister_v2");
+    *(void **)&fn->cuMemHostUnregister = dlsym(lib, "cuMemHostUnregister");
     return NULL;
 }
 
@@ -469,6 +474,22 @@ static void cuda_destroy(ck_backend *b) {
     free(c);
 }
 
+/* ---- pinned host memory ------------------------------------------------ */
+
+static ck_status cuda_host_pin(ck_backend *b, void *p, size_t n) {
+    cuda_backend *c = cb(b);
+    if (!c->fn.cuMemHostRegister_v2 || !c->fn.cuMemHostUnregister)
+        return ck__err(CK_ERR_BACKEND, "the CUDA driver has no cuMemHostRegister_v2 / "
+                                       "cuMemHostUnregister: host memory cannot be pinned");
+    CU_CALL(c, cuMemHostRegister_v2, p, n, CU_MEMHOSTREGISTER_PORTABLE);
+}
+
+static ck_status cuda_host_unpin(ck_backend *b, void *p) {
+    cuda_backend *c = cb(b);
+    if (!c->fn.cuMemHostUnregister) return CK_OK;
+    CU_CALL(c, cuMemHostUnregister, p);
+}
+
 static const struct ck_backend_ops cuda_ops = {
     .destroy = cuda_destroy,
     .mem_info = cuda_mem_info,
@@ -493,6 +514,8 @@ static const struct ck_backend_ops cuda_ops = {
     .event_sync = cuda_event_sync,
     .event_elapsed = cuda_event_elapsed,
     .replay = cuda_replay,
+    .host_pin = cuda_host_pin,
+    .host_unpin = cuda_host_unpin,
 };
 
 /* Everything after the primary context is retained; on failure the caller

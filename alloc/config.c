@@ -17,6 +17,7 @@ CK_API void ck_pool_options_init(ck_pool_options *o) {
     o->release = CK_RELEASE_PRESSURE;
     o->live = 1;
     o->snapshot_signal = SIGUSR2;
+    o->prefetch = UINT64_MAX; /* the default lookahead */
 }
 
 static int suffix_eq(const char *s, size_t n, const char *want) {
@@ -258,6 +259,20 @@ static ck_status p_fault_release(ck_pool_options *o, const char *k, const char *
     return parse_u64(k, v, n, &o->fault_release);
 }
 
+static ck_status p_host_budget(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return size_into(k, v, n, &o->host_budget, 0);
+}
+static ck_status p_prefetch(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    if (suffix_eq(v, n, "off") || suffix_eq(v, n, "0")) {
+        o->prefetch = 0;
+        return CK_OK;
+    }
+    return size_into(k, v, n, &o->prefetch, 0);
+}
+static ck_status p_verify(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return bool_into(key, v, n, &o->verify);
+}
+
 static ck_status p_verbose(ck_pool_options *o, const char *key, const char *v, size_t n) {
     return bool_into(key, v, n, &o->verbose);
 }
@@ -287,7 +302,8 @@ static const struct {
     {"live", p_live},               {"snapshot", p_snapshot},
     {"snapshot_signal", p_snap_sig}, {"verbose", p_verbose},
     {"chunk_align", p_chunk_align}, {"fault_unmap", p_fault_unmap},
-    {"fault_release", p_fault_release},
+    {"fault_release", p_fault_release}, {"host_budget", p_host_budget},
+    {"prefetch", p_prefetch},       {"verify", p_verify},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -320,7 +336,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
                                "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
-                               "chunk_align)",
+                               "chunk_align, host_budget, prefetch, verify)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

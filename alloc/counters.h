@@ -21,7 +21,11 @@
     X(allocation, 0)                                                                               \
     X(active, 0)                                                                                   \
     X(inactive_split, 0)                                                                           \
-    X(segment, 0)
+    X(segment, 0)                                                                                  \
+    X(offloaded_bytes, 1)                                                                          \
+    X(dropped_bytes, 1)                                                                            \
+    X(moving_bytes, 1)                                                                             \
+    X(host_bytes, 1)
 
 #define CK_COUNT_LIST(X)                                                                           \
     X(num_alloc_retries)                                                                           \
@@ -29,6 +33,13 @@
     X(num_map_calls)                                                                               \
     X(num_unmap_calls)                                                                             \
     X(num_create_calls)                                                                            \
-    X(num_release_calls)
+    X(num_release_calls)                                                                           \
+    X(num_stashes)                                                                                 \
+    X(num_fetches)                                                                                 \
+    X(bytes_to_host)                                                                               \
+    X(bytes_to_device)                                                                             \
+    X(num_replays)                                                                                 \
+    X(prefetch_hits)                                                                               \
+    X(prefetch_misses)
 
 #endif

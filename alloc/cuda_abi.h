@@ -40,6 +40,8 @@ enum {
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_NOT_READY = 600,
     CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
+    CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712,
+    CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED = 713,
     CUDA_ERROR_ILLEGAL_STATE = 401,
     CUDA_ERROR_NOT_PERMITTED = 800,
     CUDA_ERROR_NOT_SUPPORTED = 801,
@@ -164,6 +166,9 @@ typedef CUresult (*ck_pfn_cuEventQuery)(CUevent e);
 typedef CUresult (*ck_pfn_cuEventSynchronize)(CUevent e);
 typedef CUresult (*ck_pfn_cuEventElapsedTime)(float *ms, CUevent start, CUevent end);
 typedef CUresult (*ck_pfn_cuMemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
+typedef CUresult (*ck_pfn_cuMemHostRegister_v2)(void *p, size_t n, unsigned int flags);
+typedef CUresult (*ck_pfn_cuMemHostUnregister)(void *p);
+#define CU_MEMHOSTREGISTER_PORTABLE 0x01
 typedef CUresult (*ck_pfn_cuMemsetD8Async)(CUdeviceptr dst, unsigned char uc, size_t n,
                                            CUstream s);
 /* The replay kernels (kernels/launch.c): a fatbin embedded in the library,

@@ -30,6 +30,7 @@ CK_API const char *ck_status_str(ck_status s) {
     case CK_ERR_BACKEND: return "CK_ERR_BACKEND";
     case CK_ERR_IO: return "CK_ERR_IO";
     case CK_ERR_NOT_READY: return "CK_ERR_NOT_READY";
+    case CK_ERR_CORRUPT: return "CK_ERR_CORRUPT";
     }
     return "CK_ERR_UNKNOWN";
 }

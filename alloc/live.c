@@ -22,12 +22,12 @@
  * failing assert means the layout changed: bump CK_LIVE_VERSION, then update
  * the sizes here. */
 _Static_assert(sizeof(ck_live_header) == 320, "ck_live_header changed: bump CK_LIVE_VERSION");
-_Static_assert(sizeof(ck_counters) == 400, "ck_counters changed: bump CK_LIVE_VERSION");
+_Static_assert(sizeof(ck_counters) == 584, "ck_counters changed: bump CK_LIVE_VERSION");
 _Static_assert(sizeof(ck_live_top) == 64, "ck_live_top changed: bump CK_LIVE_VERSION");
-_Static_assert(sizeof(ck_live_slot) == 2048, "ck_live_slot changed: bump CK_LIVE_VERSION");
+_Static_assert(sizeof(ck_live_slot) == 2432, "ck_live_slot changed: bump CK_LIVE_VERSION");
 _Static_assert(offsetof(ck_live_slot, seq) == 64 && offsetof(ck_live_slot, c) == 80 &&
-                   offsetof(ck_live_slot, aseq) == 512 && offsetof(ck_live_slot, top) == 960 &&
-                   offsetof(ck_live_slot, request) == 1984,
+                   offsetof(ck_live_slot, aseq) == 704 && offsetof(ck_live_slot, top) == 1336 &&
+                   offsetof(ck_live_slot, request) == 2368,
                "ck_live_slot changed: bump CK_LIVE_VERSION");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the seqlock needs lock-free 64-bit atomics");
 
@@ -334,7 +334,7 @@ void ck__live_detach(ck_pool *p) {
 }
 
 /* Insert b into top (sorted by size, largest first, at most CK_LIVE_TOP). */
-static void top_insert(ck_live_top *top, uint64_t *n, const ck_block *b) {
+static void top_insert(const ck_pool *p, ck_live_top *top, uint64_t *n, const ck_block *b) {
     uint64_t k = *n;
     if (k == CK_LIVE_TOP) {
         if (b->size <= top[k - 1].size) return;
@@ -351,8 +351,7 @@ static void top_insert(ck_live_top *top, uint64_t *n, const ck_block *b) {
     top[k].size = b->size;
     top[k].requested = b->requested;
     top[k].stream = (uint64_t)(uintptr_t)b->stream;
-    /* Tag names come with the tag API; until then a set tag shows its id. */
-    if (b->tag) snprintf(top[k].tag, sizeof top[k].tag, "#%u", (unsigned)b->tag);
+    if (b->tag) snprintf(top[k].tag, sizeof top[k].tag, "%s", ck__tier_tag_name(p, b->tag));
 }
 
 void ck__live_serve(ck_pool *p) {
@@ -383,7 +382,7 @@ void ck__live_serve(ck_pool *p) {
         uint64_t ntop = 0;
         for (size_t i = 0; i <= p->hmask; i++)
             for (ck_block *b = p->htab[i]; b; b = b->hnext)
-                if (b->state == BLK_LIVE && !b->is_page) top_insert(top, &ntop, b);
+                if (b->state == BLK_LIVE && !b->is_page) top_insert(p, top, &ntop, b);
         if (ntop < CK_LIVE_TOP) memset(&top[ntop], 0, (CK_LIVE_TOP - ntop) * sizeof top[0]);
         copy_in(sl->top, top, sizeof top);
         ck__cnt_set(&sl->ntop, ntop);

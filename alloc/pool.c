@@ -661,19 +661,22 @@ static ck_status nomem(ck_pool *p, size_t size, ck_stream s, const char *why_in)
     uint64_t phys_now = (uint64_t)p->c->physical_bytes.current;
     uint64_t lv = live_bytes(p);
     uint64_t pb = (uint64_t)(p->c->active_bytes.current - p->c->allocated_bytes.current);
-    uint64_t cache = phys_now > lv + pb ? phys_now - lv - pb : 0;
+    uint64_t off = p->tier ? ck__tier_released_bytes(p) : 0; /* live, not on the device */
+    uint64_t resident = lv > off ? lv - off : 0;
+    uint64_t cache = phys_now > resident + pb ? phys_now - resident - pb : 0;
+    char offs[32];
     return ck__err(CK_ERR_NOMEM,
                    "out of memory: cannot allocate %s on %s (%s); %s %s, live %s in "
                    "%lld allocations, pending %s (freed, waiting for streams given to "
                    "ck_record_stream), cached %s (largest free range %s), physical %s, offloaded "
-                   "0 B",
+                   "or dropped %s (live, their device memory given back)",
                    ck__fmt_bytes(size, a, sizeof a), on, why,
                    p->opts.budget ? "budget" : "no budget set, limit",
                    ck__fmt_bytes(p->budget, bud, sizeof bud), ck__fmt_bytes(lv, live, sizeof live),
                    (long long)p->c->allocation.current, ck__fmt_bytes(pb, pend, sizeof pend),
                    ck__fmt_bytes(cache, cached, sizeof cached),
                    ck__fmt_bytes(ck__largest_free(p), largest, sizeof largest),
-                   ck__fmt_bytes(phys_now, phys, sizeof phys));
+                   ck__fmt_bytes(phys_now, phys, sizeof phys), ck__fmt_bytes(off, offs, sizeof offs));
 }
 
 /* Everything the pool can do without failing anyone to let `need` more
@@ -685,6 +688,11 @@ static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n)
     if (phys + need <= p->budget) return 1;
     size_t want = (size_t)(phys + need - p->budget);
     size_t got = ck__phys_release(p, want, keep_a, keep_n);
+    if ((uint64_t)p->c->physical_bytes.current + need > p->budget && p->tier) {
+        /* Then the tier engine: stashed tensors still resident go. */
+        ck__tier_reclaim(p, (size_t)((uint64_t)p->c->physical_bytes.current + need - p->budget));
+        got += ck__phys_release(p, SIZE_MAX, keep_a, keep_n);
+    }
     if (got) ck__cnt_inc(&p->c->num_alloc_retries);
     return (uint64_t)p->c->physical_bytes.current + need <= p->budget;
 }
@@ -694,10 +702,13 @@ static int budget_room(ck_pool *p, size_t need, uintptr_t keep_a, size_t keep_n)
 static void settle(ck_pool *p) {
     pending_process(p, 1);
     ck__pool_quiesce(p);
+    if (p->tier) ck__tier_reclaim(p, 0); /* stashes whose copies are done give memory back */
     quick_flush(p);
     lquick_flush(p);
     spare_page_drop(p); /* last: the waits above can free a whole page */
 }
+
+void ck__pool_settle(ck_pool *p) { settle(p); }
 
 /* A free region tail can be unusable on stream s because a block freed on
  * another stream merged into it. The part above used_top was never handed
@@ -938,6 +949,7 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     b->freed = 0;
     b->requested = size;
     b->stream = stream;
+    b->serial = ++p->alloc_serial;
     ck__stat_up(&p->c->allocation, 1);
     ck__stat_up(&p->c->active, 1);
     ck__stat_up(&p->c->allocated_bytes, b->size);
@@ -960,6 +972,10 @@ static inline ck_status live_block(ck_pool *p, void *ptr, const char *fn, ck_blo
         return CK_OK;
     }
     return not_live(p, ptr, fn, b);
+}
+
+ck_status ck__live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
+    return live_block(p, ptr, fn, out);
 }
 
 /* What ptr is when it is not a live block (b: the block at ptr, if any). */
@@ -1033,6 +1049,20 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         b->uses = NULL;
         b->nuses = b->cap_uses = 0;
     }
+    if (b->tm) { /* tagged: a copy may still read or write it */
+        ck_event tev[2];
+        uint32_t nt = ck__tier_on_free(p, b, tev);
+        ck_event *np = nt ? realloc(b->pend, (b->npend + nt) * sizeof *np) : b->pend;
+        for (uint32_t i = 0; i < nt; i++) {
+            if (np) {
+                np[b->npend++] = tev[i];
+            } else { /* no room to wait later: wait now */
+                ck__event_passed(p, tev[i], 1);
+                ck__event_put(p, tev[i]);
+            }
+        }
+        if (np) b->pend = np;
+    }
     b->requested = 0;
     if (b->npend) {
         b->state = BLK_PENDING;
@@ -1103,39 +1133,27 @@ CK_API ck_status ck_trim(ck_pool *p, size_t *released) {
 
 /* ------------------------------------------------- the tier engine's hold -- */
 
-ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released) {
-    if (!p) return ck__err(CK_ERR_INVALID, "evict: pool is NULL");
-    pool_lock(p);
-    ck_block *b = NULL;
-    ck_status st = live_block(p, ptr, "evict", &b);
+ck_status ck__evict_locked(ck_pool *p, ck_block *b, size_t *released) {
     size_t got = 0;
-    if (st == CK_OK && b->evicted)
-        st = ck__err(CK_ERR_INVALID, "evict: %p is evicted already", ptr);
-    if (st == CK_OK) {
-        /* chunk_align=auto: from the first eviction on, blocks of 4 MiB or
-         * more start on a chunk, so later ones give back all but 2 MiB. */
-        if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
-        b->evicted = 1;
-        /* A small block shares its page: nothing of it can be given back,
-         * but it counts as not resident all the same. */
-        if (!b->small) {
-            ck__phys_drop(p, b->region, b->addr, b->size, 0);
-            got = ck__phys_release_under(p, b->region, b->addr, b->size);
-        }
+    if (b->evicted) return ck__err(CK_ERR_INVALID, "evict: %p is evicted already", (void *)b->addr);
+    /* chunk_align=auto: from the first eviction on, blocks of 4 MiB or
+     * more start on a chunk, so later ones give back all but 2 MiB. */
+    if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
+    b->evicted = 1;
+    /* A small block shares its page: nothing of it can be given back,
+     * but it counts as not resident all the same. */
+    if (!b->small) {
+        ck__phys_drop(p, b->region, b->addr, b->size, 0);
+        got = ck__phys_release_under(p, b->region, b->addr, b->size);
     }
-    pool_unlock(p);
     if (released) *released = got;
-    return st;
+    return CK_OK;
 }
 
-ck_status ck__pool_restore(ck_pool *p, void *ptr) {
-    if (!p) return ck__err(CK_ERR_INVALID, "restore: pool is NULL");
-    pool_lock(p);
-    ck_block *b = NULL;
-    ck_status st = live_block(p, ptr, "restore", &b);
-    if (st == CK_OK && !b->evicted)
-        st = ck__err(CK_ERR_INVALID, "restore: %p is not evicted", ptr);
-    if (st == CK_OK && !b->small) {
+ck_status ck__restore_locked(ck_pool *p, ck_block *b) {
+    ck_status st = CK_OK;
+    if (!b->evicted) return ck__err(CK_ERR_INVALID, "restore: %p is not evicted", (void *)b->addr);
+    if (!b->small) {
         size_t need = ck__phys_unmapped(p, b->region, b->addr, b->size);
         if ((uint64_t)p->c->physical_bytes.current + need > p->budget) {
             settle(p);
@@ -1149,6 +1167,27 @@ ck_status ck__pool_restore(ck_pool *p, void *ptr) {
         if (st == CK_OK) ck__phys_hold(p, b->region, b->addr, b->size);
     }
     if (st == CK_OK) b->evicted = 0;
+    return st;
+}
+
+ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released) {
+    if (!p) return ck__err(CK_ERR_INVALID, "evict: pool is NULL");
+    pool_lock(p);
+    ck_block *b = NULL;
+    size_t got = 0;
+    ck_status st = live_block(p, ptr, "evict", &b);
+    if (st == CK_OK) st = ck__evict_locked(p, b, &got);
+    pool_unlock(p);
+    if (released) *released = got;
+    return st;
+}
+
+ck_status ck__pool_restore(ck_pool *p, void *ptr) {
+    if (!p) return ck__err(CK_ERR_INVALID, "restore: pool is NULL");
+    pool_lock(p);
+    ck_block *b = NULL;
+    ck_status st = live_block(p, ptr, "restore", &b);
+    if (st == CK_OK) st = ck__restore_locked(p, b);
     pool_unlock(p);
     return st;
 }
@@ -1258,6 +1297,7 @@ CK_API ck_status ck_pool_destroy(ck_pool *p) {
     ck_status result = ck__snapshot_detach(p);
     ck__live_detach(p);
     pool_lock(p);
+    if (p->tier) ck__tier_destroy(p); /* copies finish; host memory goes back */
     pending_process(p, 1);
     ck__pool_quiesce(p);
     /* Unmap and release every chunk, then the regions. */
@@ -1381,32 +1421,53 @@ static ck_block *block_holding(const ck_pool *p, const ck_region *r, uintptr_t a
     return NULL;
 }
 
-int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
+ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why) {
     uintptr_t a = (uintptr_t)ptr;
-    pool_lock(p);
-    int res = 0;
     ck_region *r = ck__region_of(p, a);
-    if (r) {
-        ck_block *b = block_holding(p, r, a);
-        res = -1;
-        if (!b || b->state != BLK_LIVE) *why = "is not inside a live allocation (freed, or never allocated)";
-        else if (n > b->size || a - b->addr > b->size - n) *why = "runs past the end of its allocation";
-        else {
-            res = 1;
-            if (b->evicted) {
-                res = -1;
-                *why = "is not resident (its pages are unmapped)";
-            }
-            for (size_t i = ck__chunk_of(p, r, a), e = ck__chunk_of(p, r, a + n - 1); res == 1 && i <= e; i++)
-                if (!r->chunk[i].mapped) {
-                    res = -1;
-                    *why = "is not resident (its pages are unmapped)";
-                    break;
-                }
-        }
+    if (!r) {
+        *why = "is not inside the pool";
+        return NULL;
     }
+    ck_block *b = block_holding(p, r, a);
+    if (!b || b->state != BLK_LIVE) {
+        *why = "is not inside a live allocation (freed, or never allocated)";
+        return NULL;
+    }
+    if (n > b->size || a - b->addr > b->size - n) {
+        *why = "runs past the end of its allocation";
+        return NULL;
+    }
+    return b;
+}
+
+/* Lock held: as ck__pool_span. */
+static int span_locked(ck_pool *p, const void *ptr, size_t n, const char **why) {
+    uintptr_t a = (uintptr_t)ptr;
+    ck_region *r = ck__region_of(p, a);
+    if (!r) return 0;
+    ck_block *b = ck__span_block(p, ptr, n, why);
+    if (!b) return -1;
+    if (b->evicted) {
+        *why = "is not resident (its pages are unmapped)";
+        return -1;
+    }
+    for (size_t i = ck__chunk_of(p, r, a), e = ck__chunk_of(p, r, a + n - 1); i <= e; i++)
+        if (!r->chunk[i].mapped) {
+            *why = "is not resident (its pages are unmapped)";
+            return -1;
+        }
+    return 1;
+}
+
+int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why) {
+    pool_lock(p);
+    int res = span_locked(p, ptr, n, why);
     pool_unlock(p);
     return res;
+}
+
+int ck__pool_span_locked(ck_pool *p, const void *ptr, size_t n, const char **why) {
+    return span_locked(p, ptr, n, why);
 }
 
 /* A foreign stream is about to be destroyed (the preload's cuStreamDestroy

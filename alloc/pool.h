@@ -116,7 +116,9 @@ struct ck_block {
     uint8_t freed;            /* free, and its address was handed out and freed (a second
                                  free there is a double free, not a stray pointer) */
     uint32_t nlive;           /* page host: its small blocks that are live or pending */
-    uint16_t tag;             /* 0 = untagged; the tag API will set it (fits the padding) */
+    uint16_t tag;             /* 0 = untagged, else the tag's name id (tier.c) */
+    uint64_t serial;          /* live: which allocation this is (the pool's count at ck_malloc) */
+    struct ck_tmeta *tm;      /* live and tagged: the tier engine's record (tier.c) */
 };
 
 /* Recent operations, for snapshots: a ring of the last CK_RING_N, written
@@ -238,6 +240,9 @@ struct ck_pool {
     ck_event *ev_cache;     /* idle events for reuse */
     size_t nev_cache, cap_ev_cache;
 
+    uint64_t alloc_serial;  /* allocations so far (ck_block.serial) */
+    struct ck_tier_engine *tier;   /* the tier engine, made at the first ck_tag (tier.c) */
+
     /* The counters: p->c points into the pool's live slot (shared memory,
      * ckalloc-stat reads it) or at c_private (live=0, no segment, no free
      * slot, or a forked child). seq is the slot's seqlock counter or
@@ -343,6 +348,38 @@ void ck__phys_release_all(ck_pool *p, ck_region *r);
  * the contents are undefined until the caller refills them. */
 ck_status ck__pool_evict(ck_pool *p, void *ptr, size_t *released);
 ck_status ck__pool_restore(ck_pool *p, void *ptr);
+/* The same with the lock held, on a live block. */
+ck_status ck__evict_locked(ck_pool *p, ck_block *b, size_t *released);
+ck_status ck__restore_locked(ck_pool *p, ck_block *b);
+/* Lock held: the live block that starts at ptr, or an error naming fn and
+ * what ptr is. */
+ck_status ck__live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out);
+/* Lock held: the live block holding [ptr, ptr+n) (NULL, with *why, if none). */
+ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why);
+/* Lock held: what settle() does under pressure (every stream waited for). */
+void ck__pool_settle(ck_pool *p);
+
+/* ---- the tier engine (tier.c), called by the pool with the lock held ---- */
+/* Under budget pressure, after the streams were waited for: finish pending
+ * releases, then evict resident stashed tensors until need bytes are free
+ * (0: only finish). Returns the physical bytes released. */
+size_t ck__tier_reclaim(ck_pool *p, size_t need);
+/* ck_free of a tagged block: forget it. Events the free must wait for (a
+ * copy still reading or writing it) go into ev[] (at most 2); returns how
+ * many. */
+uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev);
+/* ck_pool_destroy: wait for the copy stream, give back host memory. */
+void ck__tier_destroy(ck_pool *p);
+/* The name of tag id t ("" for 0 or unknown). */
+const char *ck__tier_tag_name(const ck_pool *p, uint16_t t);
+/* Tag names known (ids 1..count). */
+size_t ck__tier_tag_count(const ck_pool *p);
+/* Bytes of live tensors whose device memory is released (offloaded or dropped). */
+uint64_t ck__tier_released_bytes(const ck_pool *p);
+/* kernels/replay.c: ck_replay with the pool lock held. */
+struct ck_recipe;
+ck_status ck__replay_locked(ck_pool *p, const struct ck_recipe *r, void *out, size_t out_bytes,
+                            ck_stream stream);
 
 /* check.c: 0 if every invariant of the pool's structure holds (blocks,
  * bins, hash, chunks and their counts, idle lists, counters), else -1 with
@@ -396,6 +433,7 @@ int ck__pool_contains(ck_pool *p, const void *ptr);
  * live allocation whose pages are all mapped, -1 otherwise with *why set to
  * a phrase ("is not inside a live allocation", ...). n > 0. */
 int ck__pool_span(ck_pool *p, const void *ptr, size_t n, const char **why);
+int ck__pool_span_locked(ck_pool *p, const void *ptr, size_t n, const char **why);
 void ck__pool_stream_gone(ck_pool *p, ck_stream s);
 
 /* stats.c: the stats of p (lock held), and the one emitter for a copy of them. */

@@ -55,6 +55,8 @@ typedef struct snap_pool {
     uint64_t ring_total;
     uint64_t tick0, ns0, tick1, ns1; /* ring clock calibration */
     ck_hist *hist;                   /* the whole run */
+    char **names;                    /* tag names, id - 1 */
+    size_t nnames;
 } snap_pool;
 
 /* ------------------------------------------------- whole-run history -- */
@@ -136,6 +138,8 @@ static void snap_pool_free(snap_pool *sp) {
     free(sp->blks);
     free(sp->ring);
     free(sp->hist);
+    for (size_t i = 0; i < sp->nnames; i++) free(sp->names[i]);
+    free(sp->names);
     memset(sp, 0, sizeof *sp);
 }
 
@@ -182,6 +186,13 @@ static ck_status capture(ck_pool *p, snap_pool *sp) {
         sp->ring[k] = p->ring[(first + k) & (CK_RING_N - 1)];
     *sp->hist = p->hist;
     ck__hist_fold(sp->hist, p->ring, p->ring_n); /* what the pool has not folded yet */
+    size_t nn = ck__tier_tag_count(p);
+    sp->names = nn ? calloc(nn, sizeof *sp->names) : NULL;
+    for (size_t i = 0; sp->names && i < nn; i++) {
+        sp->names[i] = strdup(ck__tier_tag_name(p, (uint16_t)(i + 1)));
+        if (sp->names[i]) sp->nnames = i + 1;
+        else break;
+    }
     sp->tick0 = p->ring_tick0;
     sp->ns0 = p->ring_ns0;
     sp->tick1 = ck__ring_clock();
@@ -238,9 +249,8 @@ static const char *action_name(uint64_t a) {
 
 /* The name of tag id t, or NULL when untagged. Tags do not exist yet: the
  * tag API will keep the names and this will look them up. */
-static const char *tag_name(uint16_t t) {
-    (void)t;
-    return NULL;
+static const char *tag_name(const snap_pool *sp, uint16_t t) {
+    return t && t <= sp->nnames ? sp->names[t - 1] : NULL;
 }
 
 /* A ring tick as CLOCK_MONOTONIC ns, by the line through the pool's two
@@ -273,7 +283,7 @@ static void put_pool(FILE *f, const snap_pool *sp) {
                 "\"stream\":\"0x%" PRIxPTR "\",\"small\":%s,\"tag\":",
                 i ? "," : "", b->addr, b->size, b->requested, state_name(b->state), b->stream,
                 b->small ? "true" : "false");
-        const char *tn = tag_name(b->tag);
+        const char *tn = tag_name(sp, b->tag);
         if (tn) put_str(f, tn);
         else fputs("null", f);
         fputc('}', f);
@@ -286,7 +296,7 @@ static void put_pool(FILE *f, const snap_pool *sp) {
     int nrows = 0;
     for (size_t t = 0; t < NTAGS && tcount; t++) {
         if (t && !tcount[t]) continue;
-        const char *tn = tag_name((uint16_t)t);
+        const char *tn = tag_name(sp, (uint16_t)t);
         fputs(nrows++ ? ",\n{\"tag\":" : "\n{\"tag\":", f);
         put_str(f, tn ? tn : "untagged");
         fprintf(f, ",\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", tcount[t], tbytes[t]);

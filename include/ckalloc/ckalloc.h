@@ -56,7 +56,8 @@ typedef enum ck_status {
     CK_ERR_NO_DEVICE = 5,   /* no CUDA driver or device */
     CK_ERR_BACKEND = 6,     /* the driver (or host backend) refused a call */
     CK_ERR_IO = 7,          /* a file could not be read or written */
-    CK_ERR_NOT_READY = 8    /* ck_event_query: recorded work has not completed */
+    CK_ERR_NOT_READY = 8,   /* ck_event_query: recorded work has not completed */
+    CK_ERR_CORRUPT = 9      /* verify=1: a fetched tensor differs from what was stashed */
 } ck_status;
 
 /* A short constant name for a status ("CK_ERR_NOMEM"). */
@@ -127,6 +128,12 @@ typedef struct ck_pool_options {
                                UINT64_MAX = off */
     uint64_t fault_unmap;   /* host backend: fail the Nth unmap (1-based); 0 = never */
     uint64_t fault_release; /* host backend: fail the Nth release of a handle */
+    /* the tier engine (ckalloc/tier.h) */
+    uint64_t host_budget;   /* pinned host memory for offloaded tensors, bytes; 0 = half
+                               the machine's RAM */
+    uint64_t prefetch;      /* bytes a fetch brings back ahead; UINT64_MAX = default
+                               (256 MiB), 0 = no prefetch */
+    int verify;             /* 1: checksum at stash, checked at fetch (fetch waits) */
 } ck_pool_options;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
@@ -233,6 +240,17 @@ typedef struct ck_stats {
     uint64_t num_create_calls, num_release_calls;
     uint64_t budget;            /* the cap in force, bytes */
     uint64_t largest_free;      /* largest mapped free range, bytes */
+    /* The tier engine (ckalloc/tier.h). Bytes are the tensors' sizes:
+     *   offloaded_bytes: stashed tensors whose data is in host memory only;
+     *   dropped_bytes: stashed tensors released, to be recomputed;
+     *   moving_bytes: tensors whose copy out or in (or replay) is in flight;
+     *   host_bytes: pinned host memory the pool holds (cached buffers too). */
+    ck_stat offloaded_bytes, dropped_bytes, moving_bytes, host_bytes;
+    uint64_t num_stashes, num_fetches;
+    uint64_t bytes_to_host, bytes_to_device; /* copied by stash and fetch */
+    uint64_t num_replays;       /* tensors rebuilt by their recipe */
+    uint64_t prefetch_hits;     /* fetches of tensors a prefetch had brought back */
+    uint64_t prefetch_misses;   /* fetches that had to start bringing the tensor back */
 } ck_stats;
 
 CK_API ck_status ck_get_stats(ck_pool *pool, ck_stats *stats);

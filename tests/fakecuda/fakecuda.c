@@ -766,6 +766,44 @@ static CUresult memset_now(CUdeviceptr dst, unsigned char uc, size_t n, CUstream
     return CUDA_SUCCESS;
 }
 
+/* Pinned host ranges (cuMemHostRegister_v2): the real driver refuses to
+ * register an overlapping range and to unregister an unknown pointer. */
+typedef struct fk_pin {
+    uintptr_t p;
+    size_t n;
+} fk_pin;
+static fk_pin fk_pins[4096];
+static size_t fk_npins;
+
+static CUresult host_register(void *p, size_t n, unsigned int flags) {
+    CUresult r = need_ctx();
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!p || n == 0 || (flags & ~0x0fu))
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < fk_npins; i++)
+        if ((uintptr_t)p < fk_pins[i].p + fk_pins[i].n && fk_pins[i].p < (uintptr_t)p + n)
+            return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    if (fk_npins == sizeof fk_pins / sizeof fk_pins[0])
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    fk_pins[fk_npins++] = (fk_pin){(uintptr_t)p, n};
+    return CUDA_SUCCESS;
+}
+
+static CUresult host_unregister(void *p) {
+    for (size_t i = 0; i < fk_npins; i++)
+        if (fk_pins[i].p == (uintptr_t)p) {
+            fk_pins[i] = fk_pins[--fk_npins];
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+}
+
+FK_API CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned int flags) {
+    LOCKED(host_register(p, n, flags));
+}
+FK_API CUresult cuMemHostUnregister(void *p) { LOCKED(host_unregister(p)); }
+
 FK_API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char uc, size_t n, CUstream s) {
     LOCKED(memset_now(dst, uc, n, s));
 }
@@ -1150,6 +1188,8 @@ static const struct {
     FK_PROC_HOOKED("cuStreamEndCapture", cuStreamEndCapture),
     FK_PROC("cuMemcpyAsync", cuMemcpyAsync),
     FK_PROC("cuMemsetD8Async", cuMemsetD8Async),
+    FK_PROC("cuMemHostRegister", cuMemHostRegister_v2),
+    FK_PROC("cuMemHostUnregister", cuMemHostUnregister),
     FK_PROC_HOOKED("cuGetProcAddress", cuGetProcAddress_v2),
 };
 
@@ -1437,6 +1477,8 @@ FK_SIG(cuEventSynchronize)
 FK_SIG(cuEventElapsedTime)
 FK_SIG(cuMemcpyAsync)
 FK_SIG(cuMemsetD8Async)
+FK_SIG(cuMemHostRegister_v2)
+FK_SIG(cuMemHostUnregister)
 FK_SIG(cuMemAlloc_v2)
 FK_SIG(cuMemFree_v2)
 FK_SIG(cuMemAllocAsync)

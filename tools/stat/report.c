@@ -364,6 +364,17 @@ GET(g_retries, s->num_alloc_retries)
 GET(g_ooms, s->num_ooms)
 GET(g_maps, s->num_map_calls)
 GET(g_unmaps, s->num_unmap_calls)
+GET(g_off, s->offloaded_bytes.current)
+GET(g_drop, s->dropped_bytes.current)
+GET(g_moving, s->moving_bytes.current)
+GET(g_host, s->host_bytes.current)
+GET(g_stashes, s->num_stashes)
+GET(g_fetches, s->num_fetches)
+GET(g_d2h, s->bytes_to_host)
+GET(g_h2d, s->bytes_to_device)
+GET(g_replays, s->num_replays)
+GET(g_phits, s->prefetch_hits)
+GET(g_pmiss, s->prefetch_misses)
 #undef GET
 
 static int g_lfree(const ckstat_report *r, const ckstat_pool *p, double *v) {
@@ -420,6 +431,20 @@ static const metric metrics[] = {
      g_ooms},
     {"ckalloc_map_calls_total", "Backend map calls.", M_COUNTER, g_maps},
     {"ckalloc_unmap_calls_total", "Backend unmap calls.", M_COUNTER, g_unmaps},
+    {"ckalloc_offloaded_bytes", "Stashed tensors whose data is in host memory only.", M_GAUGE, g_off},
+    {"ckalloc_dropped_bytes", "Stashed tensors released, to be recomputed.", M_GAUGE, g_drop},
+    {"ckalloc_moving_bytes", "Tensors whose copy out or in (or replay) is in flight.", M_GAUGE,
+     g_moving},
+    {"ckalloc_host_bytes", "Pinned host memory the pool holds.", M_GAUGE, g_host},
+    {"ckalloc_stashes_total", "ck_stash calls that took effect.", M_COUNTER, g_stashes},
+    {"ckalloc_fetches_total", "ck_fetch calls that took effect.", M_COUNTER, g_fetches},
+    {"ckalloc_bytes_to_host_total", "Bytes copied device to host by stashes.", M_COUNTER, g_d2h},
+    {"ckalloc_bytes_to_device_total", "Bytes copied host to device by fetches.", M_COUNTER, g_h2d},
+    {"ckalloc_replays_total", "Tensors rebuilt by their recipe.", M_COUNTER, g_replays},
+    {"ckalloc_prefetch_hits_total", "Fetches of tensors a prefetch had brought back.", M_COUNTER,
+     g_phits},
+    {"ckalloc_prefetch_misses_total", "Fetches that had to bring the tensor back.", M_COUNTER,
+     g_pmiss},
 };
 
 /* Labels pid and device; pool too when one process has two pools on one

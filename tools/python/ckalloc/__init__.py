@@ -75,6 +75,10 @@ STAT_NAMES = (
     "active",
     "inactive_split",
     "segment",
+    "offloaded_bytes",
+    "dropped_bytes",
+    "moving_bytes",
+    "host_bytes",
 )
 COUNT_NAMES = (
     "largest_free",
@@ -84,6 +88,13 @@ COUNT_NAMES = (
     "num_unmap_calls",
     "num_create_calls",
     "num_release_calls",
+    "num_stashes",
+    "num_fetches",
+    "bytes_to_host",
+    "bytes_to_device",
+    "num_replays",
+    "prefetch_hits",
+    "prefetch_misses",
 )
 
 
@@ -166,6 +177,22 @@ class ck_stats(ctypes.Structure):
             "num_release_calls",
             "budget",
             "largest_free",
+        )
+    ]
+    # The tier engine's (ckalloc/tier.h).
+    _fields_ += [
+        (n, ck_stat) for n in ("offloaded_bytes", "dropped_bytes", "moving_bytes", "host_bytes")
+    ]
+    _fields_ += [
+        (n, ctypes.c_uint64)
+        for n in (
+            "num_stashes",
+            "num_fetches",
+            "bytes_to_host",
+            "bytes_to_device",
+            "num_replays",
+            "prefetch_hits",
+            "prefetch_misses",
         )
     ]
 

@@ -1,0 +1,968 @@
+/* The tier engine (include/ckalloc/tier.h): keep, offload, recompute, at the
+ * same virtual address.
+ *
+ * A tagged live block has a record (ck_tmeta, b->tm). Stashed records sit
+ * on a list in stash order; records with work in flight (a copy out, or a
+ * copy in or replay after a fetch) sit on the moving list with the event
+ * that marks its end. Nothing here waits for the device except under budget
+ * pressure, at ck_pool_destroy and with verify=1: finished work is noticed
+ * by polling on the next call into the engine (or into the pool under
+ * pressure, through ck__tier_reclaim).
+ *
+ * The memory under a stashed tensor goes back through the physical layer
+ * (ck__evict_locked: every chunk no other live block touches) and comes back
+ * at the same address (ck__restore_locked). Everything runs under the pool
+ * lock. */
+#include "ckalloc/tier.h"
+
+#include "hostmem.h"
+#include "internal.h"
+#include "pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CK_PREFETCH_DEFAULT ((uint64_t)256 << 20)
+#define CK_MAX_TAGS 65535u
+
+typedef struct ck_tmeta {
+    ck_block *b;
+    uint16_t tag;
+    uint8_t tier;      /* as tagged */
+    uint8_t applied;   /* what the last stash did (AUTO: what it chose) */
+    uint8_t state;     /* ck_tensor_state */
+    uint8_t stashed;
+    uint8_t prefetched; /* brought back by a prefetch, not yet fetched */
+    uint8_t auto_kept;  /* AUTO, left resident at the stash: evictable under pressure */
+    uint8_t has_recipe, has_sum, busy;
+    uint32_t stashes;   /* stashes so far */
+    ck_recipe recipe;
+    uintptr_t in_block[CK_MAX_INPUTS]; /* the live block input i lay in (0: outside the pool) */
+    uint64_t in_serial[CK_MAX_INPUTS];
+    void *host;         /* the host copy (offload), while it is needed */
+    size_t host_cap;
+    ck_event ev;        /* the end of the work in flight (moving list), or NULL */
+    ck_event sev;       /* resident and stashed: nothing may release its memory before
+                           this passes (the stash point, or the last replay reading it) */
+    uint64_t sum;       /* verify: checksum at the stash */
+    uint64_t stash_seq;
+    struct ck_tmeta *sprev, *snext;
+    struct ck_tmeta *mprev, *mnext;
+    uint8_t on_moving;
+} ck_tmeta;
+
+typedef struct ck_hdefer { /* a host buffer a copy may still use */
+    void *host;
+    size_t cap;
+    ck_event ev;
+} ck_hdefer;
+
+struct ck_tier_engine {
+    ck_stream copy; /* the copy stream, made at the first offload */
+    ck_tmeta *s_head, *s_tail; /* stashed, oldest first */
+    ck_tmeta *moving;
+    ck_hdefer *defer;
+    size_t ndefer, cap_defer;
+    uint64_t stash_seq;
+    int in_step;
+    uint64_t steps;
+    uint64_t released; /* bytes of live tensors offloaded or dropped */
+    uint64_t prefetch;
+    char **names; /* tag id - 1 -> name */
+    size_t nnames, cap_names;
+    uint32_t *nhash; /* open addressing: id, 0 = empty */
+    size_t nhmask;
+    ck_hostmem host;
+    void *scratch;
+    size_t scratch_cap;
+};
+
+static const char *const tier_names[] = {"auto", "keep", "offload", "recompute"};
+static const char *const state_names[] = {"resident", "moving_out", "offloaded", "dropped",
+                                          "coming_back"};
+
+CK_API const char *ck_tier_name(ck_tier t) {
+    return (unsigned)t < 4 ? tier_names[t] : "?";
+}
+
+CK_API const char *ck_tensor_state_name(ck_tensor_state s) {
+    return (unsigned)s < 5 ? state_names[s] : "?";
+}
+
+/* ---- tag names ---------------------------------------------------------- */
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int names_rehash(struct ck_tier_engine *T, size_t n) {
+    uint32_t *t = calloc(n, sizeof *t);
+    if (!t) return -1;
+    for (size_t i = 0; i < T->nnames; i++) {
+        size_t k = name_hash(T->names[i]) & (n - 1);
+        while (t[k]) k = (k + 1) & (n - 1);
+        t[k] = (uint32_t)(i + 1);
+    }
+    free(T->nhash);
+    T->nhash = t;
+    T->nhmask = n - 1;
+    return 0;
+}
+
+/* The id of name, added if new; 0 when out of host memory or ids. */
+static uint16_t name_id(struct ck_tier_engine *T, const char *name) {
+    if (T->nhash) {
+        for (size_t k = name_hash(name) & T->nhmask; T->nhash[k]; k = (k + 1) & T->nhmask)
+            if (strcmp(T->names[T->nhash[k] - 1], name) == 0) return (uint16_t)T->nhash[k];
+    }
+    if (T->nnames >= CK_MAX_TAGS) return 0;
+    if (!T->nhash || (T->nnames + 1) * 2 > T->nhmask + 1) {
+        if (names_rehash(T, T->nhash ? (T->nhmask + 1) * 2 : 64) != 0) return 0;
+    }
+    if (ck__grow_array(&T->names, &T->cap_names, T->nnames, sizeof *T->names, 16) != 0) return 0;
+    char *c = strdup(name);
+    if (!c) return 0;
+    T->names[T->nnames++] = c;
+    size_t k = name_hash(name) & T->nhmask;
+    while (T->nhash[k]) k = (k + 1) & T->nhmask;
+    T->nhash[k] = (uint32_t)T->nnames;
+    return (uint16_t)T->nnames;
+}
+
+const char *ck__tier_tag_name(const ck_pool *p, uint16_t t) {
+    if (!p->tier || t == 0 || t > p->tier->nnames) return "";
+    return p->tier->names[t - 1];
+}
+
+size_t ck__tier_tag_count(const ck_pool *p) { return p->tier ? p->tier->nnames : 0; }
+
+uint64_t ck__tier_released_bytes(const ck_pool *p) { return p->tier ? p->tier->released : 0; }
+
+/* ---- the engine --------------------------------------------------------- */
+
+static struct ck_tier_engine *engine(ck_pool *p) {
+    if (p->tier) return p->tier;
+    struct ck_tier_engine *T = calloc(1, sizeof *T);
+    if (!T) return NULL;
+    T->prefetch = p->opts.prefetch == UINT64_MAX ? CK_PREFETCH_DEFAULT : p->opts.prefetch;
+    ck__host_init(p, &T->host);
+    p->tier = T;
+    return T;
+}
+
+static ck_status copy_stream(ck_pool *p, ck_stream *out) {
+    struct ck_tier_engine *T = p->tier;
+    if (!T->copy) {
+        ck_status st = p->be->ops->stream_create(p->be, &T->copy);
+        if (st != CK_OK) return st;
+    }
+    *out = T->copy;
+    return CK_OK;
+}
+
+static const char *tname(const ck_pool *p, const ck_tmeta *m) { return ck__tier_tag_name(p, m->tag); }
+
+static void stash_add(struct ck_tier_engine *T, ck_tmeta *m) {
+    m->stash_seq = ++T->stash_seq;
+    m->snext = NULL;
+    m->sprev = T->s_tail;
+    if (T->s_tail) T->s_tail->snext = m;
+    else T->s_head = m;
+    T->s_tail = m;
+    m->stashed = 1;
+}
+
+static void stash_del(struct ck_tier_engine *T, ck_tmeta *m) {
+    if (!m->stashed) return;
+    if (m->sprev) m->sprev->snext = m->snext;
+    else T->s_head = m->snext;
+    if (m->snext) m->snext->sprev = m->sprev;
+    else T->s_tail = m->sprev;
+    m->sprev = m->snext = NULL;
+    m->stashed = 0;
+    m->prefetched = 0;
+}
+
+static void moving_add(struct ck_tier_engine *T, ck_tmeta *m, ck_event ev) {
+    m->ev = ev;
+    m->mprev = NULL;
+    m->mnext = T->moving;
+    if (T->moving) T->moving->mprev = m;
+    T->moving = m;
+    m->on_moving = 1;
+}
+
+static void moving_del(struct ck_tier_engine *T, ck_tmeta *m) {
+    if (!m->on_moving) return;
+    if (m->mprev) m->mprev->mnext = m->mnext;
+    else T->moving = m->mnext;
+    if (m->mnext) m->mnext->mprev = m->mprev;
+    m->mprev = m->mnext = NULL;
+    m->on_moving = 0;
+}
+
+/* Move m to state s, keeping the per-state byte counters. */
+static void set_state(ck_pool *p, ck_tmeta *m, ck_tensor_state s) {
+    int64_t n = (int64_t)m->b->size;
+    struct ck_tier_engine *T = p->tier;
+    switch ((ck_tensor_state)m->state) {
+    case CK_TENSOR_OFFLOADED: ck__stat_add(&p->c->offloaded_bytes, -n); T->released -= (uint64_t)n; break;
+    case CK_TENSOR_DROPPED: ck__stat_add(&p->c->dropped_bytes, -n); T->released -= (uint64_t)n; break;
+    case CK_TENSOR_MOVING_OUT:
+    case CK_TENSOR_COMING_BACK: ck__stat_add(&p->c->moving_bytes, -n); break;
+    case CK_TENSOR_RESIDENT: break;
+    }
+    switch (s) {
+    case CK_TENSOR_OFFLOADED: ck__stat_add(&p->c->offloaded_bytes, n); T->released += (uint64_t)n; break;
+    case CK_TENSOR_DROPPED: ck__stat_add(&p->c->dropped_bytes, n); T->released += (uint64_t)n; break;
+    case CK_TENSOR_MOVING_OUT:
+    case CK_TENSOR_COMING_BACK: ck__stat_add(&p->c->moving_bytes, n); break;
+    case CK_TENSOR_RESIDENT: break;
+    }
+    m->state = (uint8_t)s;
+}
+
+/* A host buffer goes back to the cache once ev passes (ev NULL: now). */
+static void host_release(ck_pool *p, void *host, size_t cap, ck_event ev) {
+    struct ck_tier_engine *T = p->tier;
+    if (!host) return;
+    if (ev && !ck__event_passed(p, ev, 0)) {
+        if (ck__grow_array(&T->defer, &T->cap_defer, T->ndefer, sizeof *T->defer, 16) == 0) {
+            T->defer[T->ndefer++] = (ck_hdefer){host, cap, ev};
+            return;
+        }
+        ck__event_passed(p, ev, 1); /* no room to remember it: wait */
+    }
+    if (ev) ck__event_put(p, ev);
+    ck__host_put(p, &T->host, host, cap);
+}
+
+/* A fresh event after everything queued so far on the copy stream. */
+static ck_event copy_fence(ck_pool *p) {
+    ck_event e = NULL;
+    if (p->tier->copy && ck__event_record(p, p->tier->copy, &e) != CK_OK) {
+        p->be->ops->stream_sync(p->be, p->tier->copy);
+        e = NULL;
+    }
+    return e;
+}
+
+static void defer_poll(ck_pool *p, int wait) {
+    struct ck_tier_engine *T = p->tier;
+    for (size_t i = 0; i < T->ndefer;) {
+        if (ck__event_passed(p, T->defer[i].ev, wait)) {
+            ck__event_put(p, T->defer[i].ev);
+            ck__host_put(p, &T->host, T->defer[i].host, T->defer[i].cap);
+            T->defer[i] = T->defer[--T->ndefer];
+        } else {
+            i++;
+        }
+    }
+}
+
+/* ---- checksums (verify=1) ----------------------------------------------- */
+
+static uint64_t checksum(const void *data, size_t n) {
+    const unsigned char *s = data;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Checksum n bytes of device memory at dev, after the work queued on
+ * `after` (a stream): copied to a scratch buffer on the copy stream, and
+ * waited for. */
+static ck_status device_checksum(ck_pool *p, const void *dev, size_t n, ck_stream after,
+                                 uint64_t *out) {
+    struct ck_tier_engine *T = p->tier;
+    if (T->scratch_cap < n) {
+        void *s = realloc(T->scratch, n);
+        if (!s) return ck__err(CK_ERR_NOMEM, "verify: out of host memory for a %zu-byte check", n);
+        T->scratch = s;
+        T->scratch_cap = n;
+    }
+    ck_stream cs;
+    ck_status st = copy_stream(p, &cs);
+    ck_event e = NULL;
+    if (st == CK_OK && after != cs) {
+        st = ck__event_record(p, after, &e);
+        if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, cs, e);
+        if (e) ck__event_put(p, e);
+    }
+    if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, T->scratch, dev, n, cs);
+    if (st == CK_OK) st = p->be->ops->stream_sync(p->be, cs);
+    if (st == CK_OK) *out = checksum(T->scratch, n);
+    return st;
+}
+
+/* ---- finishing work in flight ------------------------------------------- */
+
+/* m's work in flight has passed: a stash releases the memory, a fetch's
+ * tensor is resident. */
+static void finish(ck_pool *p, ck_tmeta *m) {
+    struct ck_tier_engine *T = p->tier;
+    moving_del(T, m);
+    if (m->ev) ck__event_put(p, m->ev);
+    m->ev = NULL;
+    if (m->state == CK_TENSOR_COMING_BACK) {
+        set_state(p, m, CK_TENSOR_RESIDENT);
+        return;
+    }
+    /* Moving out: the copy (or the producer stream) has passed the stash. */
+    if (p->opts.verify && !m->has_sum) {
+        if (m->applied == CK_TIER_OFFLOAD) {
+            m->sum = checksum(m->host, m->b->size);
+            m->has_sum = 1;
+        } else if (device_checksum(p, (void *)m->b->addr, m->b->size, T->copy, &m->sum) == CK_OK) {
+            m->has_sum = 1;
+        }
+    }
+    size_t got = 0;
+    ck__evict_locked(p, m->b, &got);
+    set_state(p, m, m->applied == CK_TIER_OFFLOAD ? CK_TENSOR_OFFLOADED : CK_TENSOR_DROPPED);
+}
+
+static void poll(ck_pool *p, int wait) {
+    struct ck_tier_engine *T = p->tier;
+    for (ck_tmeta *m = T->moving; m;) {
+        ck_tmeta *nx = m->mnext;
+        if (!m->ev || ck__event_passed(p, m->ev, wait)) finish(p, m);
+        m = nx;
+    }
+    defer_poll(p, wait);
+}
+
+/* Evict one resident stashed tensor (prefetched, or AUTO left resident):
+ * its data goes to host memory first unless a host copy or a recipe can
+ * bring it back. Waits for the copy. Returns the bytes released. */
+static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
+    if (m->ev) { /* a prefetch still in flight: let it land first */
+        ck__event_passed(p, m->ev, 1);
+        finish(p, m);
+    }
+    if (m->sev) {
+        ck__event_passed(p, m->sev, 1); /* the producer (or a replay) is done with it */
+        ck__event_put(p, m->sev);
+        m->sev = NULL;
+    }
+    if (!m->host && !m->has_recipe) {
+        ck_stream cs;
+        void *h = NULL;
+        size_t cap = 0;
+        ck_event e = NULL;
+        if (copy_stream(p, &cs) != CK_OK || ck__host_get(p, &p->tier->host, m->b->size, &h, &cap) != CK_OK)
+            return 0;
+        ck_status st = p->be->ops->memcpy_async(p->be, h, (void *)m->b->addr, m->b->size, cs);
+        if (st == CK_OK) st = ck__event_record(p, cs, &e);
+        if (st == CK_OK) ck__event_passed(p, e, 1);
+        if (e) ck__event_put(p, e);
+        if (st != CK_OK) {
+            ck__host_put(p, &p->tier->host, h, cap);
+            return 0;
+        }
+        m->host = h;
+        m->host_cap = cap;
+        ck__cnt_set(&p->c->bytes_to_host, p->c->bytes_to_host + m->b->size);
+        m->applied = CK_TIER_OFFLOAD;
+        if (p->opts.verify) {
+            m->sum = checksum(h, m->b->size);
+            m->has_sum = 1;
+        }
+    } else if (!m->host) {
+        m->applied = CK_TIER_RECOMPUTE;
+        if (p->opts.verify && !m->has_sum &&
+            device_checksum(p, (void *)m->b->addr, m->b->size, p->tier->copy, &m->sum) == CK_OK)
+            m->has_sum = 1;
+    } else {
+        m->applied = CK_TIER_OFFLOAD;
+    }
+    size_t got = 0;
+    if (ck__evict_locked(p, m->b, &got) != CK_OK) return 0;
+    m->prefetched = 0;
+    m->auto_kept = 0;
+    set_state(p, m, m->applied == CK_TIER_OFFLOAD ? CK_TENSOR_OFFLOADED : CK_TENSOR_DROPPED);
+    return got;
+}
+
+size_t ck__tier_reclaim(ck_pool *p, size_t need) {
+    struct ck_tier_engine *T = p->tier;
+    if (!T) return 0;
+    uint64_t before = (uint64_t)p->c->physical_bytes.current;
+    poll(p, 1);
+    size_t got = before > (uint64_t)p->c->physical_bytes.current
+                     ? (size_t)(before - (uint64_t)p->c->physical_bytes.current)
+                     : 0;
+    /* Prefetched tensors first, then those AUTO left resident; the deepest
+     * (stashed earliest, needed last) first. KEEP is never touched. */
+    for (int pass = 0; pass < 2 && got < need; pass++)
+        for (ck_tmeta *m = T->s_head; m && got < need; m = m->snext) {
+            if (m->busy || m->state != CK_TENSOR_RESIDENT) continue;
+            if (pass == 0 ? !m->prefetched : !m->auto_kept) continue;
+            got += evict_resident(p, m);
+        }
+    return got;
+}
+
+/* ---- fetching ----------------------------------------------------------- */
+
+static size_t shape_bytes(const ck_tensor *t) {
+    size_t n = ck_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
+static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int keep_stashed);
+
+/* The recipe's inputs, checked live and the same allocations as at
+ * ck_set_recipe, and brought back when stashed. */
+static ck_block *input_block(ck_pool *p, ck_tmeta *m, int i) {
+    const char *why = "";
+    ck_block *ib = ck__span_block(p, m->recipe.inputs[i].data, shape_bytes(&m->recipe.inputs[i]), &why);
+    return ib && ib->addr == m->in_block[i] && ib->serial == m->in_serial[i] ? ib : NULL;
+}
+
+static ck_status check_inputs(ck_pool *p, ck_tmeta *m) {
+    for (int i = 0; i < m->recipe.n_inputs; i++)
+        if (m->in_block[i] && !input_block(p, m, i))
+            return ck__err(CK_ERR_NOT_OWNED,
+                           "ck_fetch: tensor '%s' (%p) cannot be recomputed: recipe input %d (%p) "
+                           "was freed after ck_set_recipe",
+                           tname(p, m), (void *)m->b->addr, i, m->recipe.inputs[i].data);
+    return CK_OK;
+}
+
+/* Mark m's tagged inputs busy (no eviction) while m is being rebuilt. */
+static void inputs_busy(ck_pool *p, ck_tmeta *m, int on) {
+    for (int i = 0; i < m->recipe.n_inputs; i++) {
+        ck_block *ib = m->in_block[i] ? input_block(p, m, i) : NULL;
+        if (ib && ib->tm) ib->tm->busy = (uint8_t)on;
+    }
+}
+
+/* The replay on s reads m's inputs: a stashed input's memory may not be
+ * released before s passes this point. */
+static void inputs_read_until(ck_pool *p, ck_tmeta *m, ck_stream s) {
+    for (int i = 0; i < m->recipe.n_inputs; i++) {
+        ck_block *ib = m->in_block[i] ? input_block(p, m, i) : NULL;
+        if (!ib || !ib->tm || !ib->tm->stashed) continue;
+        ck_event e;
+        if (ck__event_record(p, s, &e) != CK_OK) {
+            p->be->ops->stream_sync(p->be, s);
+            continue;
+        }
+        if (ib->tm->sev) ck__event_put(p, ib->tm->sev);
+        ib->tm->sev = e;
+    }
+}
+
+static ck_status fetch_inputs(ck_pool *p, ck_tmeta *m, ck_stream s, int depth) {
+    for (int i = 0; i < m->recipe.n_inputs; i++) {
+        if (!m->in_block[i]) continue;
+        const char *why = "";
+        ck_block *ib = ck__span_block(p, m->recipe.inputs[i].data, shape_bytes(&m->recipe.inputs[i]), &why);
+        if (ib && ib->tm && ib->tm->stashed && ib->tm->state != CK_TENSOR_RESIDENT &&
+            ib->tm->state != CK_TENSOR_COMING_BACK) {
+            if (depth > 16)
+                return ck__err(CK_ERR_INVALID, "ck_fetch: tensor '%s': recipes nest deeper than 16",
+                               tname(p, m));
+            ck_status st = fetch_one(p, ib->tm, s, depth + 1, 1);
+            if (st != CK_OK) return st;
+        } else if (ib && ib->tm && ib->tm->ev && ib->tm->state == CK_TENSOR_COMING_BACK) {
+            ck_status st = p->be->ops->stream_wait_event(p->be, s, ib->tm->ev);
+            if (st != CK_OK) return st;
+        }
+    }
+    return CK_OK;
+}
+
+/* Bring m back on stream s. keep_stashed: a prefetch or a recipe input
+ * (the tensor stays stashed, marked prefetched, so the caller's own fetch
+ * finds it). */
+static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int keep_stashed) {
+    struct ck_tier_engine *T = p->tier;
+    ck_status st = CK_OK;
+    switch ((ck_tensor_state)m->state) {
+    case CK_TENSOR_RESIDENT:
+        break;
+    case CK_TENSOR_COMING_BACK:
+        if (m->ev) st = p->be->ops->stream_wait_event(p->be, s, m->ev);
+        break;
+    case CK_TENSOR_MOVING_OUT:
+        /* The data is still in place: call the release off. A copy out may
+         * still read it; its host buffer goes back once the copy ends. */
+        moving_del(T, m);
+        if (m->applied == CK_TIER_OFFLOAD) {
+            host_release(p, m->host, m->host_cap, copy_fence(p));
+            m->host = NULL;
+        }
+        /* The end of the copy out (or the stash point): a later eviction
+         * waits for it. */
+        if (m->sev) ck__event_put(p, m->sev);
+        m->sev = m->ev;
+        m->ev = NULL;
+        set_state(p, m, CK_TENSOR_RESIDENT);
+        break;
+    case CK_TENSOR_OFFLOADED:
+    case CK_TENSOR_DROPPED: {
+        int drop = m->state == CK_TENSOR_DROPPED;
+        if (drop) st = check_inputs(p, m);
+        if (st != CK_OK) return st;
+        m->busy = 1;
+        if (drop) inputs_busy(p, m, 1);
+        st = ck__restore_locked(p, m->b);
+        if (st == CK_OK && drop) st = fetch_inputs(p, m, s, depth);
+        if (st != CK_OK) {
+            if (!m->b->evicted) {
+                size_t got;
+                ck__evict_locked(p, m->b, &got);
+            }
+            if (drop) inputs_busy(p, m, 0);
+            m->busy = 0;
+            return st;
+        }
+        ck_event e = NULL;
+        if (m->state == CK_TENSOR_OFFLOADED) {
+            ck_stream cs;
+            st = copy_stream(p, &cs);
+            if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, (void *)m->b->addr, m->host, m->b->size, cs);
+            if (st == CK_OK) st = ck__event_record(p, cs, &e);
+            if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, s, e);
+            if (st == CK_OK) ck__cnt_set(&p->c->bytes_to_device, p->c->bytes_to_device + m->b->size);
+        } else {
+            st = ck__replay_locked(p, &m->recipe, (void *)m->b->addr, m->b->size, s);
+            if (st == CK_OK) st = ck__event_record(p, s, &e);
+            if (st == CK_OK) ck__cnt_inc(&p->c->num_replays);
+            if (st == CK_OK) inputs_read_until(p, m, s);
+            inputs_busy(p, m, 0);
+        }
+        m->busy = 0;
+        if (st != CK_OK) {
+            /* Nothing came back: the tensor stays where it was. */
+            if (e) {
+                ck__event_passed(p, e, 1);
+                ck__event_put(p, e);
+            }
+            size_t got;
+            ck__evict_locked(p, m->b, &got);
+            return st;
+        }
+        ck_tensor_state was = (ck_tensor_state)m->state;
+        set_state(p, m, CK_TENSOR_COMING_BACK);
+        moving_add(T, m, e);
+        if (was == CK_TENSOR_OFFLOADED && !keep_stashed) {
+            /* The host copy is done with once the copy in ends. */
+            host_release(p, m->host, m->host_cap, copy_fence(p));
+            m->host = NULL;
+        }
+        break;
+    }
+    }
+    if (st == CK_OK && keep_stashed) m->prefetched = 1;
+    return st;
+}
+
+/* Start bringing back the tensors stashed just before m (LIFO), up to the
+ * prefetch window, where the budget has room without evicting anything. */
+static void prefetch_from(ck_pool *p, ck_tmeta *first, ck_stream s) {
+    struct ck_tier_engine *T = p->tier;
+    uint64_t window = T->prefetch, took = 0;
+    for (ck_tmeta *q = first; q && window; q = q->sprev) {
+        if (q->prefetched || q->state == CK_TENSOR_RESIDENT || q->state == CK_TENSOR_COMING_BACK ||
+            q->state == CK_TENSOR_MOVING_OUT)
+            continue;
+        if (took + q->b->size > window) break;
+        if ((uint64_t)p->c->physical_bytes.current + q->b->size > p->budget) break;
+        if (fetch_one(p, q, s, 0, 1) != CK_OK) {
+            ck__clear_error();
+            break;
+        }
+        took += q->b->size;
+    }
+}
+
+/* ---- the public calls ----------------------------------------------------- */
+
+static ck_status tagged(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
+    ck_block *b;
+    ck_status st = ck__live_block(p, ptr, fn, &b);
+    if (st != CK_OK) return st;
+    if (!b->tm) return ck__err(CK_ERR_INVALID, "%s: %p is not tagged (call ck_tag first)", fn, ptr);
+    *out = b;
+    return CK_OK;
+}
+
+CK_API ck_status ck_tag(ck_pool *p, void *ptr, const char *name, ck_tier tier) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_tag: pool is NULL");
+    if (!name) return ck__err(CK_ERR_INVALID, "ck_tag: name is NULL");
+    size_t len = strlen(name);
+    if (len == 0 || len >= CK_TAG_MAX)
+        return ck__err(CK_ERR_INVALID, "ck_tag: name '%.40s%s' is %s (1 to %d bytes)", name,
+                       len > 40 ? "..." : "", len ? "too long" : "empty", CK_TAG_MAX - 1);
+    if ((unsigned)tier > CK_TIER_RECOMPUTE)
+        return ck__err(CK_ERR_INVALID, "ck_tag: tier %d is not a tier (AUTO, KEEP, OFFLOAD, RECOMPUTE)",
+                       (int)tier);
+    pool_lock(p);
+    ck_block *b = NULL;
+    ck_status st = ck__live_block(p, ptr, "ck_tag", &b);
+    if (st == CK_OK && b->small)
+        st = ck__err(CK_ERR_INVALID,
+                     "ck_tag: %p is a small allocation (%zu bytes, 1 MiB or less) that shares its "
+                     "page with others; only larger allocations can be tagged",
+                     ptr, b->requested);
+    if (st == CK_OK && b->tm && b->tm->stashed)
+        st = ck__err(CK_ERR_INVALID, "ck_tag: '%s' (%p) is stashed; fetch it before tagging it again",
+                     tname(p, b->tm), ptr);
+    struct ck_tier_engine *T = st == CK_OK ? engine(p) : NULL;
+    if (st == CK_OK && !T) st = ck__err(CK_ERR_NOMEM, "ck_tag: out of host memory");
+    uint16_t id = 0;
+    if (st == CK_OK && (id = name_id(T, name)) == 0)
+        st = ck__err(CK_ERR_NOMEM, "ck_tag: cannot add tag name '%s' (out of host memory, or more "
+                                   "than %u distinct names)", name, CK_MAX_TAGS);
+    if (st == CK_OK && !b->tm) {
+        ck_tmeta *m = calloc(1, sizeof *m);
+        if (!m) st = ck__err(CK_ERR_NOMEM, "ck_tag: out of host memory");
+        else {
+            m->b = b;
+            b->tm = m;
+        }
+    }
+    if (st == CK_OK) {
+        b->tm->tag = id;
+        b->tm->tier = (uint8_t)tier;
+        b->tag = id;
+        /* chunk_align=auto: later tensors start on a chunk, so a stash gives
+         * back all of them but one shared chunk. */
+        if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
+    }
+    pool_unlock(p);
+    return st;
+}
+
+static void meta_free(ck_pool *p, ck_tmeta *m) {
+    if (m->sev) ck__event_put(p, m->sev);
+    free(m);
+}
+
+CK_API ck_status ck_untag(ck_pool *p, void *ptr) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_untag: pool is NULL");
+    pool_lock(p);
+    ck_block *b = NULL;
+    ck_status st = tagged(p, ptr, "ck_untag", &b);
+    if (st == CK_OK && b->tm->stashed)
+        st = ck__err(CK_ERR_INVALID, "ck_untag: '%s' (%p) is stashed; fetch it first", tname(p, b->tm), ptr);
+    if (st == CK_OK) {
+        ck_tmeta *m = b->tm;
+        if (m->on_moving) { /* a fetch's copy in may still be landing */
+            if (m->ev) ck__event_passed(p, m->ev, 1);
+            finish(p, m);
+        }
+        b->tm = NULL;
+        b->tag = 0;
+        meta_free(p, m);
+    }
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_set_recipe: pool is NULL");
+    size_t out_bytes = 0;
+    if (r) {
+        ck_status cst = ck_recipe_check(r, NULL, &out_bytes);
+        if (cst != CK_OK) return cst;
+    }
+    pool_lock(p);
+    ck_block *b = NULL;
+    ck_status st = tagged(p, ptr, "ck_set_recipe", &b);
+    if (st == CK_OK && b->tm->stashed)
+        st = ck__err(CK_ERR_INVALID, "ck_set_recipe: '%s' (%p) is stashed; fetch it first",
+                     tname(p, b->tm), ptr);
+    if (st == CK_OK && r && out_bytes > b->size)
+        st = ck__err(CK_ERR_INVALID,
+                     "ck_set_recipe: the recipe writes %zu bytes but '%s' (%p) has %zu", out_bytes,
+                     tname(p, b->tm), ptr, b->size);
+    uintptr_t in_block[CK_MAX_INPUTS] = {0};
+    uint64_t in_serial[CK_MAX_INPUTS] = {0};
+    for (int i = 0; st == CK_OK && r && i < r->n_inputs; i++) {
+        const void *d = r->inputs[i].data;
+        if (!ck__region_of(p, (uintptr_t)d)) continue; /* a foreign pointer (weights) */
+        const char *why = "";
+        ck_block *ib = ck__span_block(p, d, shape_bytes(&r->inputs[i]), &why);
+        if (!ib)
+            st = ck__err(CK_ERR_NOT_OWNED, "ck_set_recipe: input %d (%p) %s", i, d, why);
+        else if (ib == b)
+            st = ck__err(CK_ERR_INVALID,
+                         "ck_set_recipe: input %d (%p) lies in '%s' itself; a recipe cannot read "
+                         "the tensor it rebuilds",
+                         i, d, tname(p, b->tm));
+        else {
+            in_block[i] = ib->addr;
+            in_serial[i] = ib->serial;
+        }
+    }
+    if (st == CK_OK) {
+        ck_tmeta *m = b->tm;
+        m->has_recipe = r != NULL;
+        if (r) {
+            m->recipe = *r;
+            memcpy(m->in_block, in_block, sizeof in_block);
+            memcpy(m->in_serial, in_serial, sizeof in_serial);
+        }
+    }
+    pool_unlock(p);
+    return st;
+}
+
+/* Pressure at the stash for AUTO: the tensor's bytes would bring physical
+ * memory within a tenth of the budget. */
+static int near_budget(const ck_pool *p, size_t n) {
+    uint64_t phys = (uint64_t)p->c->physical_bytes.current;
+    return phys + n > p->budget - p->budget / 10;
+}
+
+CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_stash: pool is NULL");
+    pool_lock(p);
+    uint32_t sidx;
+    ck_block *b = NULL;
+    ck_status st = ck__stream_lookup(p, stream, "ck_stash", &sidx);
+    if (st == CK_OK) st = tagged(p, ptr, "ck_stash", &b);
+    if (st == CK_OK && b->tm->stashed)
+        st = ck__err(CK_ERR_INVALID, "ck_stash: '%s' (%p) is stashed already (fetch it first)",
+                     tname(p, b->tm), ptr);
+    if (st != CK_OK) {
+        pool_unlock(p);
+        return st;
+    }
+    struct ck_tier_engine *T = p->tier;
+    ck_tmeta *m = b->tm;
+    poll(p, 0);
+    ck_tier t = (ck_tier)m->tier;
+    if (t == CK_TIER_RECOMPUTE && !m->has_recipe)
+        st = ck__err(CK_ERR_INVALID, "ck_stash: '%s' (%p) is RECOMPUTE but has no recipe (ck_set_recipe)",
+                     tname(p, m), ptr);
+    /* A fetch still landing: the stash comes after it on the stream. */
+    if (st == CK_OK && m->on_moving && m->ev) st = p->be->ops->stream_wait_event(p->be, stream, m->ev);
+    if (st == CK_OK && m->on_moving) finish(p, m);
+    int auto_keep = 0;
+    if (st == CK_OK && t == CK_TIER_AUTO) {
+        if (near_budget(p, b->size)) t = m->has_recipe ? CK_TIER_RECOMPUTE : CK_TIER_OFFLOAD;
+        else auto_keep = 1;
+    }
+    ck_event e = NULL;
+    if (st == CK_OK && t == CK_TIER_OFFLOAD) {
+        ck_stream cs;
+        void *h = NULL;
+        size_t cap = 0;
+        st = copy_stream(p, &cs);
+        if (st == CK_OK) st = ck__host_get(p, &T->host, b->size, &h, &cap);
+        ck_event start = NULL;
+        if (st == CK_OK) st = ck__event_record(p, stream, &start);
+        if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, cs, start);
+        if (start) ck__event_put(p, start);
+        if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, h, (void *)b->addr, b->size, cs);
+        if (st == CK_OK) st = ck__event_record(p, cs, &e);
+        if (st != CK_OK && h) host_release(p, h, cap, copy_fence(p));
+        if (st == CK_OK) {
+            m->host = h;
+            m->host_cap = cap;
+            ck__cnt_set(&p->c->bytes_to_host, p->c->bytes_to_host + b->size);
+        }
+    } else if (st == CK_OK && (t == CK_TIER_RECOMPUTE || auto_keep)) {
+        st = ck__event_record(p, stream, &e);
+    }
+    if (st == CK_OK) {
+        m->applied = (uint8_t)(auto_keep ? CK_TIER_KEEP : t);
+        m->has_sum = 0;
+        m->auto_kept = (uint8_t)auto_keep;
+        m->stashes++;
+        stash_add(T, m);
+        ck__cnt_inc(&p->c->num_stashes);
+        if (auto_keep) {
+            if (m->sev) ck__event_put(p, m->sev);
+            m->sev = e;
+        } else if (t == CK_TIER_OFFLOAD || t == CK_TIER_RECOMPUTE) {
+            set_state(p, m, CK_TENSOR_MOVING_OUT);
+            moving_add(T, m, e);
+            if (ck__event_passed(p, e, 0)) finish(p, m);
+        }
+    }
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_fetch: pool is NULL");
+    pool_lock(p);
+    uint32_t sidx;
+    ck_block *b = NULL;
+    ck_status st = ck__stream_lookup(p, stream, "ck_fetch", &sidx);
+    if (st == CK_OK) st = tagged(p, ptr, "ck_fetch", &b);
+    if (st == CK_OK && !b->tm->stashed)
+        st = ck__err(CK_ERR_INVALID, "ck_fetch: '%s' (%p) is not stashed (never stashed, or fetched already)",
+                     tname(p, b->tm), ptr);
+    if (st != CK_OK) {
+        pool_unlock(p);
+        return st;
+    }
+    struct ck_tier_engine *T = p->tier;
+    ck_tmeta *m = b->tm;
+    poll(p, 0);
+    if (m->prefetched) ck__cnt_inc(&p->c->prefetch_hits);
+    else if (m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED)
+        ck__cnt_inc(&p->c->prefetch_misses);
+    st = fetch_one(p, m, stream, 0, 0);
+    if (st == CK_OK) {
+        if (m->host && m->state != CK_TENSOR_MOVING_OUT) {
+            /* A prefetched offload kept its host copy in case it was evicted
+             * again: done with now. */
+            host_release(p, m->host, m->host_cap, copy_fence(p));
+            m->host = NULL;
+        }
+        if (m->sev) {
+            ck__event_put(p, m->sev);
+            m->sev = NULL;
+        }
+        ck_tmeta *prev = m->sprev;
+        stash_del(T, m);
+        m->auto_kept = 0;
+        ck__cnt_inc(&p->c->num_fetches);
+        if (p->opts.verify && m->has_sum) {
+            uint64_t now = 0;
+            st = device_checksum(p, (void *)b->addr, b->size, stream, &now);
+            if (st == CK_OK && now != m->sum)
+                st = ck__err(CK_ERR_CORRUPT,
+                             "ck_fetch: tensor '%s' (%p, %zu bytes) came back different from what "
+                             "was stashed (checksum %016llx, expected %016llx; applied %s)",
+                             tname(p, m), ptr, b->size, (unsigned long long)now,
+                             (unsigned long long)m->sum, ck_tier_name((ck_tier)m->applied));
+            m->has_sum = 0;
+        }
+        if (prev && T->prefetch) prefetch_from(p, prev, stream); /* LIFO: the ones stashed before m */
+    }
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_step_begin(ck_pool *p) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_step_begin: pool is NULL");
+    pool_lock(p);
+    struct ck_tier_engine *T = engine(p);
+    ck_status st = CK_OK;
+    if (!T) st = ck__err(CK_ERR_NOMEM, "ck_step_begin: out of host memory");
+    else if (T->in_step)
+        st = ck__err(CK_ERR_INVALID, "ck_step_begin: step %llu has not ended (call ck_step_end)",
+                     (unsigned long long)T->steps + 1);
+    else T->in_step = 1;
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_step_end(ck_pool *p) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_step_end: pool is NULL");
+    pool_lock(p);
+    struct ck_tier_engine *T = p->tier;
+    ck_status st = CK_OK;
+    if (!T || !T->in_step) st = ck__err(CK_ERR_INVALID, "ck_step_end: no step has begun (call ck_step_begin)");
+    else {
+        T->in_step = 0;
+        T->steps++;
+        poll(p, 0);
+    }
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_tensor_info(ck_pool *p, const void *ptr, ck_tensor_status *out) {
+    if (!p || !out)
+        return ck__err(CK_ERR_INVALID, "ck_tensor_info: %s is NULL", p ? "out" : "pool");
+    size_t n = out->struct_size;
+    if (n < sizeof(size_t) || n > sizeof(ck_tensor_status))
+        return ck__err(CK_ERR_INVALID,
+                       "ck_tensor_info: struct_size %zu is not one this library knows (set it to "
+                       "sizeof(ck_tensor_status))",
+                       n);
+    pool_lock(p);
+    ck_block *b = NULL;
+    ck_status st = tagged(p, (void *)ptr, "ck_tensor_info", &b);
+    ck_tensor_status s;
+    memset(&s, 0, sizeof s);
+    if (st == CK_OK) {
+        poll(p, 0);
+        ck_tmeta *m = b->tm;
+        snprintf(s.name, sizeof s.name, "%s", tname(p, m));
+        s.tier = (ck_tier)m->tier;
+        s.applied = m->stashes ? (ck_tier)m->applied : CK_TIER_AUTO;
+        s.state = (ck_tensor_state)m->state;
+        s.stashed = m->stashed;
+        s.has_recipe = m->has_recipe;
+        s.size = b->size;
+        s.device_bytes = b->evicted ? 0 : b->size;
+    }
+    pool_unlock(p);
+    if (st == CK_OK) {
+        s.struct_size = n;
+        memcpy(out, &s, n);
+    }
+    return st;
+}
+
+/* ---- the pool's hooks ----------------------------------------------------- */
+
+uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev) {
+    struct ck_tier_engine *T = p->tier;
+    ck_tmeta *m = b->tm;
+    uint32_t n = 0;
+    stash_del(T, m);
+    if (m->on_moving) {
+        moving_del(T, m);
+        if (m->ev) {
+            if (ck__event_passed(p, m->ev, 0)) ck__event_put(p, m->ev);
+            else ev[n++] = m->ev; /* the block is reused only once it passes */
+        }
+        m->ev = NULL;
+    }
+    if (m->host) host_release(p, m->host, m->host_cap, copy_fence(p));
+    m->host = NULL;
+    set_state(p, m, CK_TENSOR_RESIDENT); /* the counters drop it */
+    b->tm = NULL;
+    b->tag = 0;
+    meta_free(p, m);
+    return n;
+}
+
+void ck__tier_destroy(ck_pool *p) {
+    struct ck_tier_engine *T = p->tier;
+    if (T->copy) p->be->ops->stream_sync(p->be, T->copy);
+    poll(p, 1);
+    for (size_t i = 0; i <= p->hmask && p->htab; i++)
+        for (ck_block *b = p->htab[i]; b; b = b->hnext)
+            if (b->tm) {
+                ck_event ev[2];
+                uint32_t n = ck__tier_on_free(p, b, ev);
+                for (uint32_t k = 0; k < n; k++) {
+                    ck__event_passed(p, ev[k], 1);
+                    ck__event_put(p, ev[k]);
+                }
+            }
+    defer_poll(p, 1);
+    ck__host_trim(p, &T->host);
+    free(T->host.cache);
+    if (T->copy) p->be->ops->stream_destroy(p->be, T->copy);
+    for (size_t i = 0; i < T->nnames; i++) free(T->names[i]);
+    free(T->names);
+    free(T->nhash);
+    free(T->defer);
+    free(T->scratch);
+    free(T);
+    p->tier = NULL;
+}

@@ -1,0 +1,491 @@
+/* The tier engine: tag, stash, fetch; offload to host memory and back,
+ * recompute from a recipe, at the same address, with the data intact. */
+#include "ckalloc/tier.h"
+#include "testutil.h"
+
+#include <time.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ck_tensor_status info_of(ck_pool *p, const void *ptr) {
+    ck_tensor_status s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    ASSERT_OK(ck_tensor_info(p, ptr, &s));
+    return s;
+}
+
+/* Poll until the stash's release happened (or 10 s pass). */
+static ck_tensor_state settle_state(ck_pool *p, const void *ptr) {
+    for (int i = 0; i < 100000; i++) {
+        ck_tensor_state s = info_of(p, ptr).state;
+        if (s != CK_TENSOR_MOVING_OUT && s != CK_TENSOR_COMING_BACK) return s;
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    return info_of(p, ptr).state;
+}
+
+static void fill(void *ptr, size_t n, uint32_t seed) {
+    uint32_t *w = ptr;
+    for (size_t i = 0; i < n / 4; i++) w[i] = seed * 2654435761u + (uint32_t)i;
+}
+
+static int same(const void *ptr, size_t n, uint32_t seed) {
+    const uint32_t *w = ptr;
+    for (size_t i = 0; i < n / 4; i++)
+        if (w[i] != seed * 2654435761u + (uint32_t)i) return 0;
+    return 1;
+}
+
+static int64_t phys(ck_pool *p) { return stats_of(p).physical_bytes.current; }
+
+START_TEST(t_names) {
+    ck_assert_str_eq(ck_tier_name(CK_TIER_AUTO), "auto");
+    ck_assert_str_eq(ck_tier_name(CK_TIER_KEEP), "keep");
+    ck_assert_str_eq(ck_tier_name(CK_TIER_OFFLOAD), "offload");
+    ck_assert_str_eq(ck_tier_name(CK_TIER_RECOMPUTE), "recompute");
+    ck_assert_str_eq(ck_tier_name((ck_tier)9), "?");
+    ck_assert_str_eq(ck_tensor_state_name(CK_TENSOR_RESIDENT), "resident");
+    ck_assert_str_eq(ck_tensor_state_name(CK_TENSOR_MOVING_OUT), "moving_out");
+    ck_assert_str_eq(ck_tensor_state_name(CK_TENSOR_OFFLOADED), "offloaded");
+    ck_assert_str_eq(ck_tensor_state_name(CK_TENSOR_DROPPED), "dropped");
+    ck_assert_str_eq(ck_tensor_state_name(CK_TENSOR_COMING_BACK), "coming_back");
+    ck_assert_str_eq(ck_tensor_state_name((ck_tensor_state)-1), "?");
+    ck_assert_str_eq(ck_status_str(CK_ERR_CORRUPT), "CK_ERR_CORRUPT");
+}
+END_TEST
+
+/* Bad input: a clear error, nothing changed. */
+START_TEST(t_bad_input) {
+    ck_pool *p = host_pool(NULL);
+    void *x, *small;
+    ASSERT_OK(ck_malloc(p, &x, 8 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, &small, 4 * KiB, NULL));
+    char longname[CK_TAG_MAX + 8];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+
+    ck_assert_int_eq(ck_tag(NULL, x, "x", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, NULL, CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, "", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, longname, CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "too long"));
+    ck_assert_int_eq(ck_tag(p, x, "x", (ck_tier)7), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, small, "s", CK_TIER_OFFLOAD), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "small allocation"));
+    ck_assert_int_eq(ck_tag(p, (char *)x + 4096, "x", CK_TIER_KEEP), CK_ERR_NOT_OWNED);
+    int on_stack;
+    ck_assert_int_eq(ck_tag(p, &on_stack, "x", CK_TIER_KEEP), CK_ERR_NOT_OWNED);
+
+    /* Untagged: every other call says so. */
+    ck_tensor_status s;
+    s.struct_size = sizeof s;
+    ck_assert_int_eq(ck_tensor_info(p, x, &s), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "not tagged"));
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_fetch(p, x, NULL), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_untag(p, x), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_set_recipe(p, x, NULL), CK_ERR_INVALID);
+    s.struct_size = 0;
+    ck_assert_int_eq(ck_tensor_info(p, x, &s), CK_ERR_INVALID);
+
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    /* Fetch before stash, stash twice, retag or untag while stashed. */
+    ck_assert_int_eq(ck_fetch(p, x, NULL), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "not stashed"));
+    ck_assert_int_eq(info_of(p, x).stashed, 0);
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_OK);
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "stashed already"));
+    ck_assert_int_eq(ck_tag(p, x, "y", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_untag(p, x), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_set_recipe(p, x, NULL), CK_ERR_INVALID);
+    ck_tensor_status i = info_of(p, x);
+    ck_assert_str_eq(i.name, "x");
+    ck_assert_int_eq(i.tier, CK_TIER_OFFLOAD);
+    ck_assert_int_eq(i.stashed, 1);
+    ASSERT_OK(ck_fetch(p, x, NULL));
+    ck_assert_int_eq(ck_fetch(p, x, NULL), CK_ERR_INVALID);
+    /* RECOMPUTE without a recipe cannot be stashed. */
+    ASSERT_OK(ck_tag(p, x, "x2", CK_TIER_RECOMPUTE));
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "no recipe"));
+    ck_assert_int_eq(info_of(p, x).stashed, 0);
+    ck_assert_str_eq(info_of(p, x).name, "x2");
+    ASSERT_OK(ck_untag(p, x));
+    ck_assert_int_eq(ck_tensor_info(p, x, &s), CK_ERR_INVALID);
+
+    /* Steps. */
+    ck_assert_int_eq(ck_step_end(p), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "no step has begun"));
+    ASSERT_OK(ck_step_begin(p));
+    ck_assert_int_eq(ck_step_begin(p), CK_ERR_INVALID);
+    ASSERT_OK(ck_step_end(p));
+    ck_assert_int_eq(ck_step_end(p), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_step_begin(NULL), CK_ERR_INVALID);
+
+    /* A destroyed stream is refused. */
+    ck_stream st;
+    ASSERT_OK(ck_stream_create(p, &st));
+    ASSERT_OK(ck_stream_destroy(p, st));
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    ck_assert_int_eq(ck_stash(p, x, st), CK_ERR_INVALID);
+    ck_assert_int_eq(info_of(p, x).stashed, 0);
+
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, small, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* Offload and back: physical memory drops by all but one chunk, the data
+ * comes back bit for bit at the same address, and the counters say so. */
+START_TEST(t_offload_roundtrip) {
+    ck_pool *p = host_pool("chunk_align=4M");
+    size_t sizes[] = {4 * MiB, 16 * MiB + 4096, 33 * MiB};
+    for (size_t k = 0; k < 3; k++) {
+        size_t n = sizes[k];
+        void *pad, *x, *pad2;
+        ASSERT_OK(ck_malloc(p, &pad, 3 * MiB, NULL)); /* neighbours share chunks */
+        ASSERT_OK(ck_malloc(p, &x, n, NULL));
+        ASSERT_OK(ck_malloc(p, &pad2, 3 * MiB, NULL));
+        fill(x, n, (uint32_t)k + 1);
+        ASSERT_OK(ck_tag(p, x, "layers.0.act", CK_TIER_OFFLOAD));
+        ck_tensor_status s0 = info_of(p, x);
+        ck_assert_int_eq(s0.applied, CK_TIER_AUTO); /* nothing applied yet */
+        int64_t before = phys(p);
+        ASSERT_OK(ck_stash(p, x, NULL));
+        ck_assert_int_eq(settle_state(p, x), CK_TENSOR_OFFLOADED);
+        ck_tensor_status s = info_of(p, x);
+        ck_assert_int_eq(s.applied, CK_TIER_OFFLOAD);
+        ck_assert_uint_eq(s.device_bytes, 0);
+        int64_t after = phys(p);
+        ck_assert_msg(before - after >= (int64_t)(n - 2 * MiB), "released %lld of %zu",
+                      (long long)(before - after), n);
+        ck_stats st = stats_of(p);
+        ck_assert_int_eq(st.offloaded_bytes.current, (int64_t)n);
+        ck_assert_int_ge(st.host_bytes.current, (int64_t)n);
+        ASSERT_OK(ck_fetch(p, x, NULL));
+        ASSERT_OK(ck_stream_synchronize(p, NULL));
+        ck_assert_msg(same(x, n, (uint32_t)k + 1), "data differs after the round trip");
+        ck_assert_int_eq(settle_state(p, x), CK_TENSOR_RESIDENT);
+        ck_assert_int_eq(phys(p), before);
+        st = stats_of(p);
+        ck_assert_int_eq(st.offloaded_bytes.current, 0);
+        ck_assert_int_eq(st.moving_bytes.current, 0);
+        ASSERT_OK(ck_free(p, x, NULL));
+        ASSERT_OK(ck_free(p, pad, NULL));
+        ASSERT_OK(ck_free(p, pad2, NULL));
+    }
+    ck_stats st = stats_of(p);
+    ck_assert_uint_eq(st.num_stashes, 3);
+    ck_assert_uint_eq(st.num_fetches, 3);
+    ck_assert_uint_eq(st.prefetch_misses, 3);
+    ck_assert_uint_eq(st.bytes_to_host, 4 * MiB + 16 * MiB + 4096 + 33 * MiB);
+    ck_assert_uint_eq(st.bytes_to_device, st.bytes_to_host);
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* y = 2 * x + x, as a recipe: RECOMPUTE drops y and rebuilds it. */
+static void recipe_of(ck_recipe *r, const float *x, size_t nel) {
+    ck_recipe_init(r);
+    int64_t shape[1] = {(int64_t)nel};
+    int in = ck_recipe_input(r, x, CK_DTYPE_F32, 1, shape);
+    ck_assert_int_eq(in, 0);
+    ck_step *s = ck_recipe_step(r, CK_OP_SCALE, CK_DTYPE_F32);
+    s->in[0] = 0;
+    s->alpha = 2.0f;
+    s = ck_recipe_step(r, CK_OP_ADD, CK_DTYPE_F32);
+    s->in[1] = 0;
+}
+
+START_TEST(t_recompute_roundtrip) {
+    ck_pool *p = host_pool("chunk_align=4M");
+    size_t nel = 2 * 1024 * 1024, n = nel * 4; /* 8 MiB */
+    float *x, *y;
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, n, NULL));
+    for (size_t i = 0; i < nel; i++) x[i] = (float)(i % 1000) * 0.25f - 7.0f;
+    for (size_t i = 0; i < nel; i++) y[i] = 3.0f * x[i];
+    ck_recipe r;
+    recipe_of(&r, x, nel);
+    ASSERT_OK(ck_tag(p, y, "layers.0.mlp.act", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ck_assert_int_eq(info_of(p, y).has_recipe, 1);
+    int64_t before = phys(p);
+    ASSERT_OK(ck_stash(p, y, NULL));
+    ck_assert_int_eq(settle_state(p, y), CK_TENSOR_DROPPED);
+    ck_assert_int_ge(before - phys(p), (int64_t)(n - 2 * MiB));
+    ck_assert_int_eq(stats_of(p).dropped_bytes.current, (int64_t)n);
+    ASSERT_OK(ck_fetch(p, y, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++)
+        if (y[i] != 3.0f * x[i]) ck_abort_msg("y[%zu] = %g, expected %g", i, y[i], 3.0f * x[i]);
+    ck_assert_uint_eq(stats_of(p).num_replays, 1);
+
+    /* A recipe that reads the tensor itself, or writes more than it holds. */
+    ck_recipe bad;
+    recipe_of(&bad, y, nel);
+    ck_assert_int_eq(ck_set_recipe(p, y, &bad), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "itself"));
+    recipe_of(&bad, x, nel * 2); /* reads past x's end */
+    ck_assert_int_ne(ck_set_recipe(p, y, &bad), CK_OK);
+
+    /* Freeing an input: the fetch names it, nothing is written, y stays
+     * stashed. */
+    ASSERT_OK(ck_stash(p, y, NULL));
+    ck_assert_int_eq(settle_state(p, y), CK_TENSOR_DROPPED);
+    ASSERT_OK(ck_free(p, x, NULL));
+    void *x2;
+    ASSERT_OK(ck_malloc(p, &x2, n, NULL)); /* possibly at x's address: still refused */
+    ck_assert_int_eq(ck_fetch(p, y, NULL), CK_ERR_NOT_OWNED);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "input 0"));
+    ck_tensor_status s = info_of(p, y);
+    ck_assert_int_eq(s.state, CK_TENSOR_DROPPED);
+    ck_assert_int_eq(s.stashed, 1);
+    /* Freeing a dropped tensor is fine. */
+    ASSERT_OK(ck_free(p, y, NULL));
+    ck_assert_int_eq(stats_of(p).dropped_bytes.current, 0);
+    ASSERT_OK(ck_free(p, x2, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* A recipe input that is itself offloaded comes back first; the input's own
+ * fetch is then a prefetch hit. */
+START_TEST(t_recursive_fetch) {
+    ck_pool *p = host_pool("chunk_align=4M,prefetch=0");
+    size_t nel = 1024 * 1024, n = nel * 4;
+    float *x, *y;
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, n, NULL));
+    for (size_t i = 0; i < nel; i++) x[i] = (float)i;
+    ck_recipe r;
+    recipe_of(&r, x, nel);
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_tag(p, y, "y", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ASSERT_OK(ck_stash(p, x, NULL));
+    ASSERT_OK(ck_stash(p, y, NULL));
+    size_t trimmed;
+    ASSERT_OK(ck_trim(p, &trimmed)); /* completes the releases */
+    ck_assert_int_eq(info_of(p, x).state, CK_TENSOR_OFFLOADED);
+    ck_assert_int_eq(info_of(p, y).state, CK_TENSOR_DROPPED);
+    ASSERT_OK(ck_fetch(p, y, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++) ck_assert_msg(y[i] == 3.0f * (float)i, "y[%zu] = %g", i, y[i]);
+    ck_assert_int_eq(info_of(p, x).stashed, 1); /* back, but still x's to fetch */
+    ASSERT_OK(ck_fetch(p, x, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++) ck_assert_msg(x[i] == (float)i, "x[%zu] = %g", i, x[i]);
+    ck_stats st = stats_of(p);
+    ck_assert_uint_eq(st.prefetch_hits, 1);
+    ck_assert_uint_eq(st.prefetch_misses, 1);
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* Fetching one tensor starts bringing back those stashed before it. */
+START_TEST(t_prefetch) {
+    ck_pool *p = host_pool("chunk_align=4M,prefetch=64M");
+    void *t[4];
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(ck_malloc(p, &t[i], 16 * MiB, NULL));
+        fill(t[i], 16 * MiB, (uint32_t)(10 + i));
+        char name[32];
+        snprintf(name, sizeof name, "layers.%d.act", i);
+        ASSERT_OK(ck_tag(p, t[i], name, CK_TIER_OFFLOAD));
+    }
+    for (int i = 0; i < 4; i++) ASSERT_OK(ck_stash(p, t[i], NULL));
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(settle_state(p, t[i]), CK_TENSOR_OFFLOADED);
+    /* Backward: last stashed first. */
+    for (int i = 3; i >= 0; i--) {
+        ASSERT_OK(ck_fetch(p, t[i], NULL));
+        ASSERT_OK(ck_stream_synchronize(p, NULL));
+        ck_assert_msg(same(t[i], 16 * MiB, (uint32_t)(10 + i)), "tensor %d differs", i);
+        if (i > 0) ck_assert_int_ne(settle_state(p, t[i - 1]), CK_TENSOR_OFFLOADED);
+    }
+    ck_stats st = stats_of(p);
+    ck_assert_uint_eq(st.prefetch_misses, 1);
+    ck_assert_uint_eq(st.prefetch_hits, 3);
+    for (int i = 0; i < 4; i++) ASSERT_OK(ck_free(p, t[i], NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* Budget pressure evicts AUTO tensors left resident, and prefetched ones,
+ * before an allocation fails; KEEP stays. */
+START_TEST(t_pressure) {
+    ck_pool *p = host_pool("budget=64M,chunk_align=4M,prefetch=0");
+    void *k, *a[2], *big;
+    ASSERT_OK(ck_malloc(p, &k, 16 * MiB, NULL));
+    ASSERT_OK(ck_tag(p, k, "keep", CK_TIER_KEEP));
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(ck_malloc(p, &a[i], 12 * MiB, NULL));
+        fill(a[i], 12 * MiB, (uint32_t)(20 + i));
+        ASSERT_OK(ck_tag(p, a[i], "auto", CK_TIER_AUTO));
+    }
+    ASSERT_OK(ck_stash(p, k, NULL));
+    for (int i = 0; i < 2; i++) ASSERT_OK(ck_stash(p, a[i], NULL));
+    /* Not near the budget at the stash: left resident. */
+    ck_assert_int_eq(info_of(p, a[0]).state, CK_TENSOR_RESIDENT);
+    ck_assert_int_eq(info_of(p, a[0]).applied, CK_TIER_KEEP);
+    /* 40 MiB cannot fit beside 16 + 24 MiB under 64 MiB: the AUTO ones go. */
+    ASSERT_OK(ck_malloc(p, &big, 40 * MiB, NULL));
+    ck_assert_int_eq(info_of(p, k).state, CK_TENSOR_RESIDENT);
+    int gone = 0;
+    for (int i = 0; i < 2; i++) gone += info_of(p, a[i]).state == CK_TENSOR_OFFLOADED;
+    ck_assert_int_ge(gone, 1);
+    ck_assert_int_le(stats_of(p).physical_bytes.current, (int64_t)(64 * MiB));
+    ASSERT_OK(ck_free(p, big, NULL));
+    for (int i = 1; i >= 0; i--) {
+        ASSERT_OK(ck_fetch(p, a[i], NULL));
+        ASSERT_OK(ck_stream_synchronize(p, NULL));
+        ck_assert_msg(same(a[i], 12 * MiB, (uint32_t)(20 + i)), "auto tensor %d differs", i);
+    }
+    ASSERT_OK(ck_fetch(p, k, NULL));
+    for (int i = 0; i < 2; i++) ASSERT_OK(ck_free(p, a[i], NULL));
+    ASSERT_OK(ck_free(p, k, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* Host memory is budgeted; a stash that does not fit leaves the tensor
+ * resident and usable. */
+START_TEST(t_host_budget) {
+    ck_pool *p = host_pool("host_budget=4M");
+    void *x;
+    ASSERT_OK(ck_malloc(p, &x, 8 * MiB, NULL));
+    fill(x, 8 * MiB, 5);
+    ASSERT_OK(ck_tag(p, x, "big", CK_TIER_OFFLOAD));
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_ERR_NOMEM);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "host_budget"));
+    ck_tensor_status s = info_of(p, x);
+    ck_assert_int_eq(s.stashed, 0);
+    ck_assert_int_eq(s.state, CK_TENSOR_RESIDENT);
+    ck_assert(same(x, 8 * MiB, 5));
+    ck_assert_uint_eq(stats_of(p).num_stashes, 0);
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* A copy the backend refuses: the stash fails, the tensor stays; the next
+ * stash succeeds and the round trip is exact. */
+START_TEST(t_copy_fault) {
+    ck_pool *p = host_pool("fault_copy=1,chunk_align=4M");
+    void *x;
+    ASSERT_OK(ck_malloc(p, &x, 8 * MiB, NULL));
+    fill(x, 8 * MiB, 6);
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    ck_assert_int_eq(ck_stash(p, x, NULL), CK_ERR_BACKEND);
+    ck_assert_int_eq(info_of(p, x).stashed, 0);
+    ck_assert(same(x, 8 * MiB, 6));
+    ASSERT_OK(ck_stash(p, x, NULL));
+    ck_assert_int_eq(settle_state(p, x), CK_TENSOR_OFFLOADED);
+    ASSERT_OK(ck_fetch(p, x, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    ck_assert(same(x, 8 * MiB, 6));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* Freeing a tensor while its copy is in flight, or while offloaded: the
+ * memory is reused only once the copy is done, nothing leaks, the counters
+ * return to zero. */
+START_TEST(t_free_while_moving) {
+    ck_pool *p = host_pool("chunk_align=4M");
+    for (int round = 0; round < 20; round++) {
+        void *x;
+        ASSERT_OK(ck_malloc(p, &x, 32 * MiB, NULL));
+        ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+        ASSERT_OK(ck_stash(p, x, NULL));
+        if (round % 2) settle_state(p, x);
+        ASSERT_OK(ck_free(p, x, NULL));
+    }
+    size_t got;
+    ASSERT_OK(ck_trim(p, &got));
+    ck_stats st = stats_of(p);
+    ck_assert_int_eq(st.allocated_bytes.current, 0);
+    ck_assert_int_eq(st.offloaded_bytes.current, 0);
+    ck_assert_int_eq(st.moving_bytes.current, 0);
+    ck_assert_int_eq(st.physical_bytes.current, 0);
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* verify=1: an input changed between stash and fetch makes the rebuilt
+ * tensor differ: CK_ERR_CORRUPT naming the tag. An intact one passes. */
+START_TEST(t_verify) {
+    ck_pool *p = host_pool("verify=1,chunk_align=4M");
+    size_t nel = 1024 * 1024, n = nel * 4;
+    float *x, *y, *z;
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&z, n, NULL));
+    for (size_t i = 0; i < nel; i++) x[i] = (float)i, y[i] = 3.0f * (float)i;
+    fill(z, n, 9);
+    ck_recipe r;
+    recipe_of(&r, x, nel);
+    ASSERT_OK(ck_tag(p, y, "layers.7.mlp.act", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ASSERT_OK(ck_tag(p, z, "z", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_stash(p, y, NULL));
+    ASSERT_OK(ck_stash(p, z, NULL));
+    ck_assert_int_eq(settle_state(p, y), CK_TENSOR_DROPPED);
+    ck_assert_int_eq(settle_state(p, z), CK_TENSOR_OFFLOADED);
+    ASSERT_OK(ck_fetch(p, z, NULL));
+    x[12345] += 1.0f; /* the recipe's input moved on */
+    ck_assert_int_eq(ck_fetch(p, y, NULL), CK_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "layers.7.mlp.act"));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_free(p, z, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+/* On the cuda backend (the stand-in driver): host memory is pinned with
+ * cuMemHostRegister, and the round trip is the same. */
+START_TEST(t_cuda_offload) {
+    fake_cuda_env();
+    ck_pool *p = pool_from_conf("backend=cuda,live=0,chunk_align=4M");
+    void *x;
+    ASSERT_OK(ck_malloc(p, &x, 8 * MiB, NULL));
+    fill(x, 8 * MiB, 3); /* the stand-in's device memory is host memory */
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    int64_t before = phys(p);
+    ASSERT_OK(ck_stash(p, x, NULL));
+    ck_assert_int_eq(settle_state(p, x), CK_TENSOR_OFFLOADED);
+    ck_assert_int_ge(before - phys(p), (int64_t)(6 * MiB));
+    ASSERT_OK(ck_fetch(p, x, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    ck_assert(same(x, 8 * MiB, 3));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("tier");
+    TCase *tc = ck_test_tcase(s, "core", 120);
+    tcase_add_test(tc, t_names);
+    tcase_add_test(tc, t_bad_input);
+    tcase_add_test(tc, t_offload_roundtrip);
+    tcase_add_test(tc, t_recompute_roundtrip);
+    tcase_add_test(tc, t_recursive_fetch);
+    tcase_add_test(tc, t_prefetch);
+    tcase_add_test(tc, t_pressure);
+    tcase_add_test(tc, t_host_budget);
+    tcase_add_test(tc, t_copy_fault);
+    tcase_add_test(tc, t_free_while_moving);
+    tcase_add_test(tc, t_verify);
+    tcase_add_test(tc, t_cuda_offload);
+    return ck_test_run(s);
+}
