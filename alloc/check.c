@@ -350,5 +350,6 @@ int ck__pool_check(ck_pool *p, char *why, size_t n) {
     checker k = {why, n, 0};
     if (why && n) why[0] = 0;
     check(p, &k);
+    if (!k.bad && ck__tier_check(p, why, n) != 0) k.bad = 1;
     return k.bad ? -1 : 0;
 }

@@ -374,6 +374,8 @@ void ck__tier_destroy(ck_pool *p);
 const char *ck__tier_tag_name(const ck_pool *p, uint16_t t);
 /* Tag names known (ids 1..count). */
 size_t ck__tier_tag_count(const ck_pool *p);
+/* check.c: the engine's invariants (records, lists, counters); 0 or -1 with why. */
+int ck__tier_check(ck_pool *p, char *why, size_t n);
 /* Bytes of live tensors whose device memory is released (offloaded or dropped). */
 uint64_t ck__tier_released_bytes(const ck_pool *p);
 /* kernels/replay.c: ck_replay with the pool lock held. */

@@ -591,6 +591,24 @@ static void prefetch_from(ck_pool *p, ck_tmeta *first, ck_stream s) {
 
 /* ---- the public calls ----------------------------------------------------- */
 
+/* CKALLOC_CHECK=1: the pool's invariants after each call, as after malloc/free. */
+static void unlock_checked(ck_pool *p, const char *fn) {
+    if (p->debug_check) ck__pool_check_or_abort(p, fn);
+    pool_unlock(p);
+}
+
+/* Copies and events on a stream being captured into a CUDA graph would be
+ * captured too (and pull the copy stream into the capture): refused. */
+static ck_status not_capturing(ck_pool *p, ck_stream s, const char *fn) {
+    int capturing = 0;
+    if (p->be->ops->stream_capturing(p->be, s, &capturing) == CK_OK && capturing)
+        return ck__err(CK_ERR_INVALID,
+                       "%s: stream %p is capturing a CUDA graph; stash and fetch queue copies "
+                       "and events, so call them outside the capture (or tag the tensor KEEP)",
+                       fn, (void *)s);
+    return CK_OK;
+}
+
 static ck_status tagged(ck_pool *p, void *ptr, const char *fn, ck_block **out) {
     ck_block *b;
     ck_status st = ck__live_block(p, ptr, fn, &b);
@@ -643,7 +661,7 @@ CK_API ck_status ck_tag(ck_pool *p, void *ptr, const char *name, ck_tier tier) {
          * back all of them but one shared chunk. */
         if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
     }
-    pool_unlock(p);
+    unlock_checked(p, "ck_tag");
     return st;
 }
 
@@ -669,7 +687,7 @@ CK_API ck_status ck_untag(ck_pool *p, void *ptr) {
         b->tag = 0;
         meta_free(p, m);
     }
-    pool_unlock(p);
+    unlock_checked(p, "ck_untag");
     return st;
 }
 
@@ -718,7 +736,7 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
             memcpy(m->in_serial, in_serial, sizeof in_serial);
         }
     }
-    pool_unlock(p);
+    unlock_checked(p, "ck_set_recipe");
     return st;
 }
 
@@ -758,6 +776,7 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
         if (near_budget(p, b->size)) t = m->has_recipe ? CK_TIER_RECOMPUTE : CK_TIER_OFFLOAD;
         else auto_keep = 1;
     }
+    if (st == CK_OK && t != CK_TIER_KEEP) st = not_capturing(p, stream, "ck_stash");
     ck_event e = NULL;
     if (st == CK_OK && t == CK_TIER_OFFLOAD) {
         ck_stream cs;
@@ -796,7 +815,7 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
             if (ck__event_passed(p, e, 0)) finish(p, m);
         }
     }
-    pool_unlock(p);
+    unlock_checked(p, "ck_stash");
     return st;
 }
 
@@ -817,6 +836,11 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
     struct ck_tier_engine *T = p->tier;
     ck_tmeta *m = b->tm;
     poll(p, 0);
+    if (m->state != CK_TENSOR_RESIDENT) st = not_capturing(p, stream, "ck_fetch");
+    if (st != CK_OK) {
+        unlock_checked(p, "ck_fetch");
+        return st;
+    }
     if (m->prefetched) ck__cnt_inc(&p->c->prefetch_hits);
     else if (m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED)
         ck__cnt_inc(&p->c->prefetch_misses);
@@ -849,7 +873,7 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
         }
         if (prev && T->prefetch) prefetch_from(p, prev, stream); /* LIFO: the ones stashed before m */
     }
-    pool_unlock(p);
+    unlock_checked(p, "ck_fetch");
     return st;
 }
 
@@ -965,4 +989,72 @@ void ck__tier_destroy(ck_pool *p) {
     free(T->scratch);
     free(T);
     p->tier = NULL;
+}
+
+/* ---- the invariant checker's part (check.c) ------------------------------- */
+
+int ck__tier_check(ck_pool *p, char *why, size_t n) {
+    struct ck_tier_engine *T = p->tier;
+#define TCHK(cond, ...)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            if (why && n) snprintf(why, n, __VA_ARGS__);                                           \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+    int64_t off = 0, drop = 0, mov = 0;
+    size_t nstashed = 0, nmoving = 0;
+    for (size_t i = 0; i <= p->hmask && p->htab; i++)
+        for (ck_block *b = p->htab[i]; b; b = b->hnext) {
+            ck_tmeta *m = b->tm;
+            if (!m) {
+                TCHK(b->tag == 0 || b->state != BLK_LIVE, "untagged live block %#lx has tag %u",
+                     (unsigned long)b->addr, (unsigned)b->tag);
+                continue;
+            }
+            TCHK(T, "tagged block %#lx without a tier engine", (unsigned long)b->addr);
+            TCHK(b->state == BLK_LIVE && !b->small, "tagged block %#lx is not a live large block",
+                 (unsigned long)b->addr);
+            TCHK(m->b == b && b->tag == m->tag, "tagged block %#lx: record does not match",
+                 (unsigned long)b->addr);
+            int released = m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED;
+            TCHK(released == (int)b->evicted, "'%s' (%#lx) is %s but %s", tname(p, m),
+                 (unsigned long)b->addr, state_names[m->state], b->evicted ? "evicted" : "mapped");
+            TCHK(!released || m->stashed, "'%s' is released but not stashed", tname(p, m));
+            TCHK(m->state != CK_TENSOR_OFFLOADED || m->host, "'%s' is offloaded without a host copy",
+                 tname(p, m));
+            TCHK(m->on_moving == (m->state == CK_TENSOR_MOVING_OUT || m->state == CK_TENSOR_COMING_BACK),
+                 "'%s' is %s, on the moving list: %d", tname(p, m), state_names[m->state], m->on_moving);
+            if (m->state == CK_TENSOR_OFFLOADED) off += (int64_t)b->size;
+            if (m->state == CK_TENSOR_DROPPED) drop += (int64_t)b->size;
+            if (m->on_moving) mov += (int64_t)b->size;
+            nstashed += m->stashed;
+        }
+    if (!T) return 0;
+    size_t k = 0;
+    uint64_t seq = 0;
+    for (ck_tmeta *m = T->s_head, *prev = NULL; m; prev = m, m = m->snext, k++) {
+        TCHK(m->stashed && m->sprev == prev && m->b->tm == m, "stash list broken at '%s'", tname(p, m));
+        TCHK(m->stash_seq > seq, "stash list out of order at '%s'", tname(p, m));
+        seq = m->stash_seq;
+        if (!m->snext) TCHK(T->s_tail == m, "stash list tail");
+    }
+    TCHK(k == nstashed, "%zu tensors on the stash list, %zu stashed", k, nstashed);
+    for (ck_tmeta *m = T->moving, *prev = NULL; m; prev = m, m = m->mnext) {
+        TCHK(m->on_moving && m->mprev == prev && m->b->tm == m, "moving list broken at '%s'", tname(p, m));
+        nmoving++;
+    }
+    (void)nmoving;
+    TCHK(off == p->c->offloaded_bytes.current, "offloaded_bytes %lld, tensors offloaded %lld",
+         (long long)p->c->offloaded_bytes.current, (long long)off);
+    TCHK(drop == p->c->dropped_bytes.current, "dropped_bytes %lld, tensors dropped %lld",
+         (long long)p->c->dropped_bytes.current, (long long)drop);
+    TCHK(mov == p->c->moving_bytes.current, "moving_bytes %lld, tensors moving %lld",
+         (long long)p->c->moving_bytes.current, (long long)mov);
+    TCHK((int64_t)T->released == off + drop, "released %llu, offloaded + dropped %lld",
+         (unsigned long long)T->released, (long long)(off + drop));
+    TCHK((int64_t)T->host.held == p->c->host_bytes.current, "host_bytes %lld, held %llu",
+         (long long)p->c->host_bytes.current, (unsigned long long)T->host.held);
+#undef TCHK
+    return 0;
 }

@@ -467,8 +467,40 @@ START_TEST(t_cuda_offload) {
     ASSERT_OK(ck_fetch(p, x, NULL));
     ASSERT_OK(ck_stream_synchronize(p, NULL));
     ck_assert(same(x, 8 * MiB, 3));
+
+    /* A stream being captured into a CUDA graph: stash and fetch refuse it,
+     * nothing changes; after the capture they work. */
+    typedef int (*begin_fn)(ck_stream, int);
+    typedef int (*end_fn)(ck_stream, void **);
+    begin_fn begin = (begin_fn)fake_sym("cuStreamBeginCapture_v2");
+    end_fn end = (end_fn)fake_sym("cuStreamEndCapture");
+    typedef int (*retain_fn)(void **, int);
+    typedef int (*set_fn)(void *);
+    void *ctx = NULL;
+    ck_assert_int_eq(((retain_fn)fake_sym("cuDevicePrimaryCtxRetain"))(&ctx, 0), 0);
+    ck_assert_int_eq(((set_fn)fake_sym("cuCtxSetCurrent"))(ctx), 0);
+    ck_stream cs;
+    ASSERT_OK(ck_stream_create(p, &cs));
+    ck_assert_int_eq(begin(cs, 0), 0);
+    ck_assert_int_eq(ck_stash(p, x, cs), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "capturing"));
+    ck_assert_int_eq(info_of(p, x).stashed, 0);
+    void *graph = NULL;
+    ck_assert_int_eq(end(cs, &graph), 0);
+    ASSERT_OK(ck_stash(p, x, cs));
+    ck_assert_int_eq(settle_state(p, x), CK_TENSOR_OFFLOADED);
+    ck_assert_int_eq(begin(cs, 0), 0);
+    ck_assert_int_eq(ck_fetch(p, x, cs), CK_ERR_INVALID);
+    ck_assert_int_eq(info_of(p, x).state, CK_TENSOR_OFFLOADED);
+    ck_assert_int_eq(end(cs, &graph), 0);
+    ASSERT_OK(ck_fetch(p, x, cs));
+    ASSERT_OK(ck_stream_synchronize(p, cs));
+    ck_assert(same(x, 8 * MiB, 3));
+    ASSERT_OK(ck_stream_destroy(p, cs));
     ASSERT_OK(ck_free(p, x, NULL));
     ASSERT_OK(ck_pool_destroy(p));
+    typedef int (*release_fn)(int);
+    ck_assert_int_eq(((release_fn)fake_sym("cuDevicePrimaryCtxRelease_v2"))(0), 0);
 }
 END_TEST
 
