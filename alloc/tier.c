@@ -576,10 +576,14 @@ static void prefetch_from(ck_pool *p, ck_tmeta *first, ck_stream s) {
     struct ck_tier_engine *T = p->tier;
     uint64_t window = T->prefetch, took = 0;
     for (ck_tmeta *q = first; q && window; q = q->sprev) {
-        if (q->prefetched || q->state == CK_TENSOR_RESIDENT || q->state == CK_TENSOR_COMING_BACK ||
-            q->state == CK_TENSOR_MOVING_OUT)
-            continue;
+        /* The window is the bytes ahead of this point, back already or not:
+         * the walk stops there whatever the list's length. */
         if (took + q->b->size > window) break;
+        if (q->prefetched || q->state == CK_TENSOR_RESIDENT || q->state == CK_TENSOR_COMING_BACK ||
+            q->state == CK_TENSOR_MOVING_OUT) {
+            took += q->b->size;
+            continue;
+        }
         if ((uint64_t)p->c->physical_bytes.current + q->b->size > p->budget) break;
         if (fetch_one(p, q, s, 0, 1) != CK_OK) {
             ck__clear_error();
@@ -848,8 +852,9 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
     if (st == CK_OK) {
         if (m->host && m->state != CK_TENSOR_MOVING_OUT) {
             /* A prefetched offload kept its host copy in case it was evicted
-             * again: done with now. */
-            host_release(p, m->host, m->host_cap, copy_fence(p));
+             * again: done with now (once its copy in, if still running, ends). */
+            host_release(p, m->host, m->host_cap,
+                         m->state == CK_TENSOR_COMING_BACK ? copy_fence(p) : NULL);
             m->host = NULL;
         }
         if (m->sev) {
