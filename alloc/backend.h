@@ -59,6 +59,8 @@ struct ck_backend_ops {
      * copies, and undo it. NULL on a backend whose host memory needs none. */
     ck_status (*host_pin)(ck_backend *b, void *p, size_t n);
     ck_status (*host_unpin)(ck_backend *b, void *p);
+    /* The device's PCI domain, bus and device numbers (NULL: no device). */
+    ck_status (*pci_id)(ck_backend *b, int *domain, int *bus, int *dev);
 };
 
 struct ck_backend {

@@ -490,6 +490,14 @@ static ck_status cuda_host_unpin(ck_backend *b, void *p) {
     CU_CALL(c, cuMemHostUnregister, p);
 }
 
+static ck_status cuda_pci_id(ck_backend *b, int *domain, int *bus, int *dev) {
+    cuda_backend *c = cb(b);
+    CUresult r = c->fn.cuDeviceGetAttribute(domain, CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID, c->dev);
+    if (r == CUDA_SUCCESS) r = c->fn.cuDeviceGetAttribute(bus, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, c->dev);
+    if (r == CUDA_SUCCESS) r = c->fn.cuDeviceGetAttribute(dev, CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID, c->dev);
+    return r == CUDA_SUCCESS ? CK_OK : cu_fail(c, "cuDeviceGetAttribute(PCI ids)", r);
+}
+
 static const struct ck_backend_ops cuda_ops = {
     .destroy = cuda_destroy,
     .mem_info = cuda_mem_info,
@@ -516,6 +524,7 @@ static const struct ck_backend_ops cuda_ops = {
     .replay = cuda_replay,
     .host_pin = cuda_host_pin,
     .host_unpin = cuda_host_unpin,
+    .pci_id = cuda_pci_id,
 };
 
 /* Everything after the primary context is retained; on failure the caller

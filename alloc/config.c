@@ -269,6 +269,13 @@ static ck_status p_prefetch(ck_pool_options *o, const char *k, const char *v, si
     }
     return size_into(k, v, n, &o->prefetch, 0);
 }
+static ck_status p_host_alloc(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    if (suffix_eq(v, n, "auto")) o->host_alloc = CK_HOST_ALLOC_AUTO;
+    else if (suffix_eq(v, n, "jemalloc")) o->host_alloc = CK_HOST_ALLOC_JEMALLOC;
+    else if (suffix_eq(v, n, "cache")) o->host_alloc = CK_HOST_ALLOC_CACHE;
+    else return bad(key, v, n, "auto, jemalloc or cache");
+    return CK_OK;
+}
 static ck_status p_verify(ck_pool_options *o, const char *key, const char *v, size_t n) {
     return bool_into(key, v, n, &o->verify);
 }
@@ -304,6 +311,7 @@ static const struct {
     {"chunk_align", p_chunk_align}, {"fault_unmap", p_fault_unmap},
     {"fault_release", p_fault_release}, {"host_budget", p_host_budget},
     {"prefetch", p_prefetch},       {"verify", p_verify},
+    {"host_alloc", p_host_alloc},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -336,7 +344,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
                                "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
-                               "chunk_align, host_budget, prefetch, verify)",
+                               "chunk_align, host_budget, host_alloc, prefetch, verify)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

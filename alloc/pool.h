@@ -376,6 +376,15 @@ const char *ck__tier_tag_name(const ck_pool *p, uint16_t t);
 size_t ck__tier_tag_count(const ck_pool *p);
 /* check.c: the engine's invariants (records, lists, counters); 0 or -1 with why. */
 int ck__tier_check(ck_pool *p, char *why, size_t n);
+/* What serves pinned host memory ("jemalloc", "cache", "none yet") and why
+ * jemalloc does not; the NUMA node bound to (-1 none, -2 none to bind to)
+ * and why; mappings pinned so far. Lock held or not in use. */
+typedef struct ck_host_info {
+    const char *allocator, *why, *numa_why;
+    int numa;
+    uint64_t pins, held;
+} ck_host_info;
+void ck__tier_host_info(ck_pool *p, ck_host_info *out);
 /* Bytes of live tensors whose device memory is released (offloaded or dropped). */
 uint64_t ck__tier_released_bytes(const ck_pool *p);
 /* kernels/replay.c: ck_replay with the pool lock held. */

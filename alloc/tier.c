@@ -136,6 +136,20 @@ const char *ck__tier_tag_name(const ck_pool *p, uint16_t t) {
     return p->tier->names[t - 1];
 }
 
+void ck__tier_host_info(ck_pool *p, ck_host_info *out) {
+    memset(out, 0, sizeof *out);
+    out->allocator = "none yet";
+    out->why = out->numa_why = "";
+    out->numa = -1;
+    if (!p->tier) return;
+    const ck_hostmem *h = &p->tier->host;
+    out->allocator = ck__host_allocator(h, &out->why);
+    out->numa = h->numa;
+    out->numa_why = h->numa_why;
+    out->pins = h->pins;
+    out->held = h->held;
+}
+
 size_t ck__tier_tag_count(const ck_pool *p) { return p->tier ? p->tier->nnames : 0; }
 
 uint64_t ck__tier_released_bytes(const ck_pool *p) { return p->tier ? p->tier->released : 0; }
@@ -984,8 +998,7 @@ void ck__tier_destroy(ck_pool *p) {
                 }
             }
     defer_poll(p, 1);
-    ck__host_trim(p, &T->host);
-    free(T->host.cache);
+    ck__host_fini(p, &T->host);
     if (T->copy) p->be->ops->stream_destroy(p->be, T->copy);
     for (size_t i = 0; i < T->nnames; i++) free(T->names[i]);
     free(T->names);

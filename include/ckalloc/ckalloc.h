@@ -134,7 +134,15 @@ typedef struct ck_pool_options {
     uint64_t prefetch;      /* bytes a fetch brings back ahead; UINT64_MAX = default
                                (256 MiB), 0 = no prefetch */
     int verify;             /* 1: checksum at stash, checked at fetch (fetch waits) */
+    int host_alloc;         /* ck_host_alloc: what serves pinned host memory */
 } ck_pool_options;
+
+/* What serves the tier engine's pinned host memory (config key host_alloc). */
+typedef enum ck_host_alloc {
+    CK_HOST_ALLOC_AUTO = 0,     /* a private jemalloc arena when jemalloc loads, else the cache */
+    CK_HOST_ALLOC_JEMALLOC = 1, /* jemalloc, or offloading fails saying why it cannot load */
+    CK_HOST_ALLOC_CACHE = 2     /* ckalloc's own cache of whole pinned buffers */
+} ck_host_alloc;
 
 /* Fill *opts with the defaults (auto backend, device 0, no budget, pressure
  * release, no trace). */

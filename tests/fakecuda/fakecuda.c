@@ -393,6 +393,7 @@ FK_API CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attr, CUdevice 
         case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = g_cc / 10; break;
         case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = g_cc % 10; break;
         case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = g_sms; break;
+        case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: *pi = 0x17 + dev; break;
         default: *pi = 0; break;
         }
     }

@@ -1,6 +1,8 @@
 /* The tier engine: tag, stash, fetch; offload to host memory and back,
  * recompute from a recipe, at the same address, with the data intact. */
 #include "ckalloc/tier.h"
+#include "pool.h"
+#include "hostmem.h"
 #include "testutil.h"
 
 #include <time.h>
@@ -423,7 +425,7 @@ END_TEST
 /* verify=1: an input changed between stash and fetch makes the rebuilt
  * tensor differ: CK_ERR_CORRUPT naming the tag. An intact one passes. */
 START_TEST(t_verify) {
-    ck_pool *p = host_pool("verify=1,chunk_align=4M");
+    ck_pool *p = host_pool("verify=1,chunk_align=4M,prefetch=0");
     size_t nel = 1024 * 1024, n = nel * 4;
     float *x, *y, *z;
     ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
@@ -504,6 +506,61 @@ START_TEST(t_cuda_offload) {
 }
 END_TEST
 
+
+/* Pinned host memory: a private jemalloc arena when jemalloc loads (the
+ * test_tier_jemalloc run starts the process with the static TLS it needs),
+ * ckalloc's own cache otherwise; either way the program's malloc stays the
+ * C library's, and steady-state round trips pin nothing new. */
+START_TEST(t_host_allocator) {
+    const char *want = getenv("CK_TIER_EXPECT_HOST_ALLOC");
+    for (int mode = 0; mode < 3; mode++) {
+        const char *conf = mode == 0 ? "chunk_align=4M" : mode == 1 ? "chunk_align=4M,host_alloc=cache"
+                                                                     : "chunk_align=4M,host_alloc=jemalloc";
+        ck_pool *p = host_pool(conf);
+        void *x;
+        ASSERT_OK(ck_malloc(p, &x, 8 * MiB, NULL));
+        fill(x, 8 * MiB, 77);
+        ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+        ck_status st = ck_stash(p, x, NULL);
+        ck_host_info hi;
+        ck__tier_host_info(p, &hi);
+        if (mode == 2 && st != CK_OK) {
+            /* jemalloc asked for and not loadable here: a clear error. */
+            ck_assert_int_eq(st, CK_ERR_BACKEND);
+            ck_assert_ptr_nonnull(strstr(ck_last_error(), "host_alloc=jemalloc"));
+            ck_assert_int_eq(info_of(p, x).stashed, 0);
+            ck_assert_msg(!want || strcmp(want, "jemalloc") != 0, "jemalloc expected: %s", ck_last_error());
+            ASSERT_OK(ck_free(p, x, NULL));
+            ASSERT_OK(ck_pool_destroy(p));
+            continue;
+        }
+        ck_assert_int_eq(st, CK_OK);
+        if (mode == 1) ck_assert_str_eq(hi.allocator, "cache");
+        if (mode == 2) ck_assert_str_eq(hi.allocator, "jemalloc");
+        if (mode == 0 && want) ck_assert_msg(strcmp(hi.allocator, want) == 0, "allocator %s (%s), expected %s",
+                                             hi.allocator, hi.why, want);
+        if (strcmp(hi.allocator, "cache") == 0) ck_assert_msg(hi.why[0], "no reason given for the cache");
+        uint64_t pins = 0;
+        for (int round = 0; round < 6; round++) {
+            if (round) ASSERT_OK(ck_stash(p, x, NULL));
+            size_t got;
+            ASSERT_OK(ck_trim(p, &got));
+            ck_assert_int_eq(info_of(p, x).state, CK_TENSOR_OFFLOADED);
+            ASSERT_OK(ck_fetch(p, x, NULL));
+            ASSERT_OK(ck_stream_synchronize(p, NULL));
+            ck_assert(same(x, 8 * MiB, 77));
+            ck__tier_host_info(p, &hi);
+            if (round == 1) pins = hi.pins;
+            if (round > 1) ck_assert_uint_eq(hi.pins, pins); /* steady state: nothing new pinned */
+        }
+        ck_assert_int_eq(ck__host_malloc_is_libc(), 1);
+        ck_assert_int_eq(hi.numa, -2); /* the host backend has no GPU to be near */
+        ASSERT_OK(ck_free(p, x, NULL));
+        ASSERT_OK(ck_pool_destroy(p));
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -519,5 +576,6 @@ int main(void) {
     tcase_add_test(tc, t_free_while_moving);
     tcase_add_test(tc, t_verify);
     tcase_add_test(tc, t_cuda_offload);
+    tcase_add_test(tc, t_host_allocator);
     return ck_test_run(s);
 }
