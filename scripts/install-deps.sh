@@ -9,11 +9,14 @@ set -euo pipefail
 #   cmake, pkg-config       the build; pkg-config also finds check, cjson and jemalloc
 #   check, libsubunit-dev   the unit tests (Check links subunit on Debian)
 #   libcjson-dev            test_snapshot reads snapshots back with cJSON
-#   libjemalloc-dev         bench_alloc's malloc baseline (optional: libc without it)
+#   libjemalloc-dev         the tier engine's pinned host arena (libjemalloc2, dlopen'ed at
+#                           run time) and bench_alloc's malloc baseline
+#   libhwloc-dev            NUMA placement of pinned host memory (headers at build time,
+#                           libhwloc15 dlopen'ed at run time)
 #   clang, libclang-rt-14-dev  `make fuzz` (libFuzzer under ASan+UBSan)
 #   python3                 the tool, stat, snapshot and Python package tests
 pkgs=(build-essential cmake pkg-config check libsubunit-dev libcjson-dev libjemalloc-dev
-      clang libclang-rt-14-dev python3)
+      libhwloc-dev clang libclang-rt-14-dev python3)
 if [ "${1:-}" = "--browser" ]; then
     pkgs=(chromium)
 elif [ $# -gt 0 ]; then
