@@ -27,3 +27,8 @@ echo "== replay under budget=$budget bytes (1.05 x peak live), conf: $conf"
 echo "   and the same trace on PyTorch's native policy (simulated), for comparison"
 "$B/tools/ckalloc-replay" --policy both --conf "$conf" "$trace"
 echo "== to watch a replay live: make demo-live (or ckalloc-replay --pace 60 TRACE & ckalloc-stat -p PID --watch 1)"
+echo
+echo "== the tier engine on a small trainer (examples/train.c, host backend): the same training"
+echo "   with every activation kept, offloaded, recomputed, and mixed; losses and weights must"
+echo "   be bit-identical while peak physical memory drops"
+"$B/examples/train" --steps 3 --check
