@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* A driver-API program (links libcuda.so.1, here the stand-in) run with and
  * without LD_PRELOAD=libckalloc_preload.so. With it, every cuMemAlloc* must
  * come from ckalloc's pool, including through cuGetProcAddress and dlsym;
@@ -5,6 +6,8 @@
  *
  *   ckp_driver plain     no preload: allocations reach the driver
  *   ckp_driver preload   the full interposition check (CKALLOC_CONF=budget=1G)
+ *   ckp_driver tier      an offload round trip through the preloaded library;
+ *                        the program's malloc stays libc's
  */
 #include "ckp_check.h"
 #include "cuda_abi.h"
@@ -174,14 +177,53 @@ static void after_fork(void) {
     CHECK(cuMemFree_v2(d) == CUDA_SUCCESS);
 }
 
+/* The tier engine through the preload library: a tensor offloaded to pinned
+ * host memory and back. jemalloc (when the process has the static TLS to
+ * load it) serves that memory from a private arena: it is loaded, yet this
+ * program's malloc is still the C library's. */
+static void tier(void) {
+    typedef ck_status (*tag_fn)(ck_pool *, void *, const char *, int);
+    typedef ck_status (*sf_fn)(ck_pool *, void *, ck_stream);
+    ck_pool *(*get)(int) = (ck_pool * (*)(int)) dlsym(RTLD_DEFAULT, "ckalloc_preload_pool");
+    tag_fn tag = (tag_fn)dlsym(RTLD_DEFAULT, "ck_tag");
+    sf_fn stash = (sf_fn)dlsym(RTLD_DEFAULT, "ck_stash"), fetch = (sf_fn)dlsym(RTLD_DEFAULT, "ck_fetch");
+    ck_status (*trim)(ck_pool *, size_t *) = (ck_status(*)(ck_pool *, size_t *))dlsym(RTLD_DEFAULT, "ck_trim");
+    ck_status (*sync)(ck_pool *, ck_stream) =
+        (ck_status(*)(ck_pool *, ck_stream))dlsym(RTLD_DEFAULT, "ck_stream_synchronize");
+    CHECK(get && tag && stash && fetch && trim && sync);
+    CUdeviceptr d;
+    CHECK(cuMemAlloc_v2(&d, 8 * MiB) == CUDA_SUCCESS);
+    memset((void *)(uintptr_t)d, 0x3c, 8 * MiB);
+    ck_pool *p = get(0);
+    CHECK(tag(p, (void *)(uintptr_t)d, "act", 2 /* CK_TIER_OFFLOAD */) == CK_OK);
+    CHECK(stash(p, (void *)(uintptr_t)d, NULL) == CK_OK);
+    size_t got;
+    CHECK(trim(p, &got) == CK_OK);
+    CHECK(pool_stats().offloaded_bytes.current == (int64_t)(8 * MiB));
+    CHECK(fetch(p, (void *)(uintptr_t)d, NULL) == CK_OK);
+    CHECK(sync(p, NULL) == CK_OK);
+    for (size_t i = 0; i < 8 * MiB; i += 4096) CHECK(((unsigned char *)(uintptr_t)d)[i] == 0x3c);
+    CHECK(cuMemFree_v2(d) == CUDA_SUCCESS);
+    Dl_info mi;
+    CHECK(dladdr(dlsym(RTLD_DEFAULT, "malloc"), &mi) && mi.dli_fname);
+    CHECK(strstr(mi.dli_fname, "libc.so") != NULL);
+    const char *want = getenv("CKP_EXPECT_JEMALLOC");
+    if (want && *want == '1') CHECK(dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_NOLOAD) != NULL);
+    printf("tier: malloc from %s; jemalloc %s\n", mi.dli_fname,
+           dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_NOLOAD) ? "loaded (private)" : "not loaded");
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: ckp_driver plain|preload\n");
+        fprintf(stderr, "usage: ckp_driver plain|preload|tier\n");
         return 2;
     }
     init();
     if (strcmp(argv[1], "plain") == 0) {
         plain();
+    } else if (strcmp(argv[1], "tier") == 0) {
+        CHECK(preloaded());
+        tier();
     } else {
         CHECK(preloaded());
         basic();
