@@ -40,6 +40,7 @@
     X(bytes_to_device)                                                                             \
     X(num_replays)                                                                                 \
     X(prefetch_hits)                                                                               \
-    X(prefetch_misses)
+    X(prefetch_misses)                                                                             \
+    X(num_evictions)
 
 #endif

@@ -77,14 +77,15 @@ static void je_load(void) {
     }
 }
 
-int ck__host_malloc_is_libc(void) {
-    Dl_info mine, libc;
+int ck__host_malloc_is_jemalloc(void) {
     void *own = dlsym(RTLD_DEFAULT, "malloc");
-    void *c = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
-    void *cm = c ? dlsym(c, "malloc") : NULL;
-    if (c) dlclose(c);
-    if (!own || !cm || !dladdr(own, &mine) || !dladdr(cm, &libc)) return 0;
-    return own == cm;
+    Dl_info in;
+    if (own && dladdr(own, &in) && in.dli_fname && strstr(in.dli_fname, "jemalloc")) return 1;
+    void *j = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_NOLOAD);
+    if (!j) return 0;
+    void *jm = dlsym(j, "malloc");
+    dlclose(j);
+    return own && own == jm;
 }
 
 #ifdef CK_HAVE_HWLOC

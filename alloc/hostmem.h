@@ -68,7 +68,8 @@ void ck__host_fini(ck_pool *p, ck_hostmem *h);
 /* Which allocator serves (for stats and tests): "jemalloc", "cache", or
  * "none yet"; *why (may be NULL) gets the reason jemalloc is not in use. */
 const char *ck__host_allocator(const ck_hostmem *h, const char **why);
-/* 1 if this process's malloc is the C library's own (not jemalloc's). */
-int ck__host_malloc_is_libc(void);
+/* 1 if this process's malloc resolves into jemalloc (ckalloc must never make
+ * it so: its jemalloc is private). */
+int ck__host_malloc_is_jemalloc(void);
 
 #endif

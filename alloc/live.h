@@ -43,7 +43,7 @@ typedef struct ck_counters {
     uint64_t num_map_calls, num_unmap_calls, num_create_calls, num_release_calls;
     ck_stat offloaded_bytes, dropped_bytes, moving_bytes, host_bytes;
     uint64_t num_stashes, num_fetches, bytes_to_host, bytes_to_device, num_replays;
-    uint64_t prefetch_hits, prefetch_misses;
+    uint64_t prefetch_hits, prefetch_misses, num_evictions;
 } ck_counters;
 
 /* stats.c: the public stats for a set of counters (a pool's, or a copy read

@@ -75,6 +75,13 @@ struct ck_tier_engine {
     ck_hostmem host;
     void *scratch;
     size_t scratch_cap;
+    /* Learning across steps (AUTO), by tag id: evicted[id] bit 0 = evicted
+     * under pressure in this step, bit 1 = in the last completed one. */
+    uint8_t *evicted;
+    size_t cap_evicted;
+    uint64_t step_bytes;      /* bytes stashed so far in this step */
+    uint64_t last_step_bytes; /* bytes stashed in the last completed step */
+    uint64_t step_resident;   /* the most resident live bytes seen at a stash this step */
 };
 
 static const char *const tier_names[] = {"auto", "keep", "offload", "recompute"};
@@ -355,6 +362,25 @@ static void poll(ck_pool *p, int wait) {
     defer_poll(p, wait);
 }
 
+/* An AUTO tensor had to be evicted under pressure: the next step stashes
+ * it eagerly instead (no stall). */
+static void learn_evicted(struct ck_tier_engine *T, uint16_t tag) {
+    if (tag >= T->cap_evicted) {
+        size_t cap = T->cap_evicted ? T->cap_evicted : 64;
+        while (cap <= tag) cap *= 2;
+        uint8_t *e = realloc(T->evicted, cap);
+        if (!e) return;
+        memset(e + T->cap_evicted, 0, cap - T->cap_evicted);
+        T->evicted = e;
+        T->cap_evicted = cap;
+    }
+    T->evicted[tag] |= 1;
+}
+
+static int learned_evicted(const struct ck_tier_engine *T, uint16_t tag) {
+    return tag < T->cap_evicted && (T->evicted[tag] & 2);
+}
+
 /* Evict one resident stashed tensor (prefetched, or AUTO left resident):
  * its data goes to host memory first unless a host copy or a recipe can
  * bring it back. Waits for the copy. Returns the bytes released. */
@@ -401,6 +427,8 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     }
     size_t got = 0;
     if (ck__evict_locked(p, m->b, &got) != CK_OK) return 0;
+    ck__cnt_inc(&p->c->num_evictions);
+    if (m->auto_kept) learn_evicted(p->tier, m->tag);
     m->prefetched = 0;
     m->auto_kept = 0;
     set_state(p, m, m->applied == CK_TIER_OFFLOAD ? CK_TENSOR_OFFLOADED : CK_TENSOR_DROPPED);
@@ -758,11 +786,13 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
     return st;
 }
 
-/* Pressure at the stash for AUTO: the tensor's bytes would bring physical
- * memory within a tenth of the budget. */
+/* Pressure at the stash for AUTO: the live tensors still on the device
+ * (cached free memory does not count: the pool gives it back first) would
+ * be within a tenth of the budget. */
 static int near_budget(const ck_pool *p, size_t n) {
-    uint64_t phys = (uint64_t)p->c->physical_bytes.current;
-    return phys + n > p->budget - p->budget / 10;
+    uint64_t live = (uint64_t)p->c->allocated_bytes.current, rel = p->tier->released;
+    uint64_t resident = live > rel ? live - rel : 0;
+    return resident + n > p->budget - p->budget / 10;
 }
 
 CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
@@ -791,7 +821,13 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
     if (st == CK_OK && m->on_moving) finish(p, m);
     int auto_keep = 0;
     if (st == CK_OK && t == CK_TIER_AUTO) {
-        if (near_budget(p, b->size)) t = m->has_recipe ? CK_TIER_RECOMPUTE : CK_TIER_OFFLOAD;
+        /* Eager when the budget is near, or when the last step had to evict
+         * this tag under pressure; but not the last prefetch-window's bytes
+         * of forward (as the last step's stashes tell them apart): backward
+         * needs those first. */
+        int tail = T->last_step_bytes && T->step_bytes + b->size + T->prefetch >= T->last_step_bytes;
+        if (near_budget(p, b->size) || (learned_evicted(T, m->tag) && !tail))
+            t = m->has_recipe ? CK_TIER_RECOMPUTE : CK_TIER_OFFLOAD;
         else auto_keep = 1;
     }
     if (st == CK_OK && t != CK_TIER_KEEP) st = not_capturing(p, stream, "ck_stash");
@@ -822,6 +858,9 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
         m->has_sum = 0;
         m->auto_kept = (uint8_t)auto_keep;
         m->stashes++;
+        T->step_bytes += b->size;
+        uint64_t live = (uint64_t)p->c->allocated_bytes.current;
+        if (live - T->released > T->step_resident) T->step_resident = live - T->released;
         stash_add(T, m);
         ck__cnt_inc(&p->c->num_stashes);
         if (auto_keep) {
@@ -919,6 +958,15 @@ CK_API ck_status ck_step_end(ck_pool *p) {
     else {
         T->in_step = 0;
         T->steps++;
+        /* What this step learned joins what the next ones use; a step that
+         * never came within half the budget forgets it all (the workload
+         * shrank). */
+        int forget = T->step_resident < p->budget / 2;
+        for (size_t i = 0; i < T->cap_evicted; i++)
+            T->evicted[i] = forget ? 0 : (uint8_t)((T->evicted[i] & 2) | ((T->evicted[i] & 1) << 1));
+        T->step_resident = 0;
+        T->last_step_bytes = T->step_bytes;
+        T->step_bytes = 0;
         poll(p, 0);
     }
     pool_unlock(p);
@@ -1005,6 +1053,7 @@ void ck__tier_destroy(ck_pool *p) {
     free(T->nhash);
     free(T->defer);
     free(T->scratch);
+    free(T->evicted);
     free(T);
     p->tier = NULL;
 }

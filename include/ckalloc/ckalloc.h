@@ -259,6 +259,9 @@ typedef struct ck_stats {
     uint64_t num_replays;       /* tensors rebuilt by their recipe */
     uint64_t prefetch_hits;     /* fetches of tensors a prefetch had brought back */
     uint64_t prefetch_misses;   /* fetches that had to start bringing the tensor back */
+    uint64_t num_evictions;     /* stashed tensors the pool evicted under budget pressure
+                                   (each waits for its copy out: a stall the next step's
+                                   AUTO decisions learn to avoid) */
 } ck_stats;
 
 CK_API ck_status ck_get_stats(ck_pool *pool, ck_stats *stats);

@@ -553,11 +553,49 @@ START_TEST(t_host_allocator) {
             if (round == 1) pins = hi.pins;
             if (round > 1) ck_assert_uint_eq(hi.pins, pins); /* steady state: nothing new pinned */
         }
-        ck_assert_int_eq(ck__host_malloc_is_libc(), 1);
+        ck_assert_int_eq(ck__host_malloc_is_jemalloc(), 0);
         ck_assert_int_eq(hi.numa, -2); /* the host backend has no GPU to be near */
         ASSERT_OK(ck_free(p, x, NULL));
         ASSERT_OK(ck_pool_destroy(p));
     }
+}
+END_TEST
+
+/* Learning across steps: an AUTO tensor the pool had to evict under pressure
+ * (a stall: it waits for its copy out) is stashed eagerly in the next step,
+ * and that step evicts nothing. */
+START_TEST(t_learning) {
+    ck_pool *p = host_pool("budget=96M,chunk_align=4M,prefetch=0");
+    uint64_t ev[3] = {0};
+    for (int stepno = 0; stepno < 3; stepno++) {
+        ASSERT_OK(ck_step_begin(p));
+        void *a[4], *big;
+        for (int i = 0; i < 4; i++) {
+            ASSERT_OK(ck_malloc(p, &a[i], 12 * MiB, NULL));
+            fill(a[i], 12 * MiB, (uint32_t)(40 + i));
+            ASSERT_OK(ck_tag(p, a[i], i == 0 ? "l0" : i == 1 ? "l1" : i == 2 ? "l2" : "l3", CK_TIER_AUTO));
+        }
+        for (int i = 0; i < 4; i++) ASSERT_OK(ck_stash(p, a[i], NULL));
+        if (stepno > 0) {
+            ck_assert_int_eq(info_of(p, a[0]).applied, CK_TIER_OFFLOAD); /* learned */
+            ck_assert_int_eq(info_of(p, a[3]).applied, CK_TIER_KEEP);    /* backward's first */
+        }
+        uint64_t before = stats_of(p).num_evictions;
+        ASSERT_OK(ck_malloc(p, &big, 56 * MiB, NULL)); /* 48 + 56 > 96: pressure */
+        ev[stepno] = stats_of(p).num_evictions - before;
+        ASSERT_OK(ck_free(p, big, NULL));
+        for (int i = 3; i >= 0; i--) {
+            ASSERT_OK(ck_fetch(p, a[i], NULL));
+            ASSERT_OK(ck_stream_synchronize(p, NULL));
+            ck_assert_msg(same(a[i], 12 * MiB, (uint32_t)(40 + i)), "step %d tensor %d differs", stepno, i);
+            ASSERT_OK(ck_free(p, a[i], NULL));
+        }
+        ASSERT_OK(ck_step_end(p));
+    }
+    ck_assert_uint_ge(ev[0], 1);
+    ck_assert_uint_eq(ev[1], 0);
+    ck_assert_uint_eq(ev[2], 0);
+    ASSERT_OK(ck_pool_destroy(p));
 }
 END_TEST
 
@@ -577,5 +615,6 @@ int main(void) {
     tcase_add_test(tc, t_verify);
     tcase_add_test(tc, t_cuda_offload);
     tcase_add_test(tc, t_host_allocator);
+    tcase_add_test(tc, t_learning);
     return ck_test_run(s);
 }

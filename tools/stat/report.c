@@ -375,6 +375,7 @@ GET(g_h2d, s->bytes_to_device)
 GET(g_replays, s->num_replays)
 GET(g_phits, s->prefetch_hits)
 GET(g_pmiss, s->prefetch_misses)
+GET(g_evict, s->num_evictions)
 #undef GET
 
 static int g_lfree(const ckstat_report *r, const ckstat_pool *p, double *v) {
@@ -445,6 +446,8 @@ static const metric metrics[] = {
      g_phits},
     {"ckalloc_prefetch_misses_total", "Fetches that had to bring the tensor back.", M_COUNTER,
      g_pmiss},
+    {"ckalloc_evictions_total", "Stashed tensors evicted under budget pressure.", M_COUNTER,
+     g_evict},
 };
 
 /* Labels pid and device; pool too when one process has two pools on one

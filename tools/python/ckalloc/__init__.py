@@ -95,6 +95,7 @@ COUNT_NAMES = (
     "num_replays",
     "prefetch_hits",
     "prefetch_misses",
+    "num_evictions",
 )
 
 
@@ -193,6 +194,7 @@ class ck_stats(ctypes.Structure):
             "num_replays",
             "prefetch_hits",
             "prefetch_misses",
+            "num_evictions",
         )
     ]
 
