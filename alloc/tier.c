@@ -336,6 +336,10 @@ static void finish(ck_pool *p, ck_tmeta *m) {
     m->ev = NULL;
     if (m->state == CK_TENSOR_COMING_BACK) {
         set_state(p, m, CK_TENSOR_RESIDENT);
+        if (m->host && !m->stashed) { /* fetched, and its copy in is done */
+            ck__host_put(p, &T->host, m->host, m->host_cap);
+            m->host = NULL;
+        }
         return;
     }
     /* Moving out: the copy (or the producer stream) has passed the stash. */
@@ -597,14 +601,9 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
             ck__evict_locked(p, m->b, &got);
             return st;
         }
-        ck_tensor_state was = (ck_tensor_state)m->state;
+        /* The host copy goes back when the copy in has landed (finish). */
         set_state(p, m, CK_TENSOR_COMING_BACK);
         moving_add(T, m, e);
-        if (was == CK_TENSOR_OFFLOADED && !keep_stashed) {
-            /* The host copy is done with once the copy in ends. */
-            host_release(p, m->host, m->host_cap, copy_fence(p));
-            m->host = NULL;
-        }
         break;
     }
     }
@@ -818,7 +817,13 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
                      tname(p, m), ptr);
     /* A fetch still landing: the stash comes after it on the stream. */
     if (st == CK_OK && m->on_moving && m->ev) st = p->be->ops->stream_wait_event(p->be, stream, m->ev);
-    if (st == CK_OK && m->on_moving) finish(p, m);
+    if (st == CK_OK && m->on_moving) {
+        if (m->host) { /* its copy in may still read it */
+            host_release(p, m->host, m->host_cap, copy_fence(p));
+            m->host = NULL;
+        }
+        finish(p, m);
+    }
     int auto_keep = 0;
     if (st == CK_OK && t == CK_TIER_AUTO) {
         /* Eager when the budget is near, or when the last step had to evict
@@ -903,11 +908,11 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
         ck__cnt_inc(&p->c->prefetch_misses);
     st = fetch_one(p, m, stream, 0, 0);
     if (st == CK_OK) {
-        if (m->host && m->state != CK_TENSOR_MOVING_OUT) {
+        if (m->host && m->state == CK_TENSOR_RESIDENT) {
             /* A prefetched offload kept its host copy in case it was evicted
-             * again: done with now (once its copy in, if still running, ends). */
-            host_release(p, m->host, m->host_cap,
-                         m->state == CK_TENSOR_COMING_BACK ? copy_fence(p) : NULL);
+             * again: done with now. (Still coming back: finish gives it back
+             * when the copy in lands.) */
+            ck__host_put(p, &T->host, m->host, m->host_cap);
             m->host = NULL;
         }
         if (m->sev) {
