@@ -382,11 +382,18 @@ static size_t host_round(size_t n) {
     return (n + u - 1) / u * u;
 }
 
+/* A cached buffer goes back to where it came from: jemalloc's arena (which
+ * keeps its pinned extents for reuse) or the system. */
+static void cache_drop(ck_pool *p, ck_hostmem *h, ck_hbuf b) {
+    if (h->je > 0) je.dallocx(b.p, JE_MALLOCX_TCACHE_NONE);
+    else pin_drop(p, h, b.p, b.cap);
+}
+
 uint64_t ck__host_trim(ck_pool *p, ck_hostmem *h) {
     uint64_t got = 0;
     while (h->ncache) {
         ck_hbuf b = h->cache[--h->ncache];
-        pin_drop(p, h, b.p, b.cap);
+        cache_drop(p, h, b);
         got += b.cap;
     }
     return got;
@@ -400,18 +407,8 @@ ck_status ck__host_get(ck_pool *p, ck_hostmem *h, size_t n, void **out, size_t *
         if (h->je < 0 && p->opts.host_alloc == CK_HOST_ALLOC_JEMALLOC)
             return ck__err(CK_ERR_BACKEND, "host_alloc=jemalloc: %s", h->why);
     }
-    if (h->je > 0) {
-        h->over_budget = 0;
-        void *m = je.mallocx(want, JE_MALLOCX_ARENA(h->arena) | JE_MALLOCX_TCACHE_NONE |
-                                       JE_MALLOCX_LG_ALIGN(12));
-        if (!m)
-            return ck__err(CK_ERR_NOMEM, "%s",
-                           h->over_budget ? budget_msg(h, want, msg, sizeof msg)
-                                          : "out of pinned host memory (jemalloc could not map or pin more)");
-        *out = m;
-        *cap = want;
-        return CK_OK;
-    }
+    /* Whole buffers freed before come back first (an offload of the same
+     * size each step takes no allocator call at all). */
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < h->ncache; i++)
         if (h->cache[i].cap >= want && h->cache[i].cap / 2 <= want &&
@@ -422,6 +419,23 @@ ck_status ck__host_get(ck_pool *p, ck_hostmem *h, size_t n, void **out, size_t *
         *cap = h->cache[best].cap;
         h->cache[best] = h->cache[--h->ncache];
         return CK_OK;
+    }
+    if (h->je > 0) {
+        for (int tries = 0;; tries++) {
+            h->over_budget = 0;
+            void *m = je.mallocx(want, JE_MALLOCX_ARENA(h->arena) | JE_MALLOCX_TCACHE_NONE |
+                                           JE_MALLOCX_LG_ALIGN(12));
+            if (m) {
+                *out = m;
+                *cap = want;
+                return CK_OK;
+            }
+            if (!h->ncache || tries) /* the cache's buffers back to the arena, then once more */
+                return ck__err(CK_ERR_NOMEM, "%s",
+                               h->over_budget ? budget_msg(h, want, msg, sizeof msg)
+                                              : "out of pinned host memory (jemalloc could not map or pin more)");
+            ck__host_trim(p, h);
+        }
     }
     /* Make room under host_budget from the cache, largest first. */
     while (h->held + want > h->budget && h->ncache) {
@@ -446,12 +460,8 @@ ck_status ck__host_get(ck_pool *p, ck_hostmem *h, size_t n, void **out, size_t *
 }
 
 void ck__host_put(ck_pool *p, ck_hostmem *h, void *buf, size_t cap) {
-    if (h->je > 0) {
-        je.dallocx(buf, JE_MALLOCX_TCACHE_NONE);
-        return;
-    }
     if (ck__grow_array(&h->cache, &h->cap_cache, h->ncache, sizeof *h->cache, 16) != 0) {
-        pin_drop(p, h, buf, cap);
+        cache_drop(p, h, (ck_hbuf){buf, cap});
         return;
     }
     h->cache[h->ncache++] = (ck_hbuf){buf, cap};

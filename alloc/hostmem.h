@@ -14,7 +14,10 @@
  * own cache of whole pinned buffers. host_alloc=jemalloc makes that an
  * error instead; host_alloc=cache skips jemalloc.
  *
- * Both are bounded by host_budget. Called with the pool lock held. */
+ * In front of either, whole buffers given back are kept for the next
+ * request of their size, so an offload of the same size each step makes no
+ * allocator call. Both are bounded by host_budget. Called with the pool
+ * lock held. */
 #ifndef CK_HOSTMEM_H
 #define CK_HOSTMEM_H
 
