@@ -288,6 +288,22 @@ static ck_status p_sim_clock(ck_pool_options *o, const char *key, const char *v,
     return bool_into(key, v, n, &o->sim_clock);
 }
 
+static ck_status p_sim_h2d(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    uint64_t x = 0;
+    ck_status s = size_into(key, v, n, &x, 0);
+    if (s == CK_OK) o->sim_h2d = (double)x;
+    return s;
+}
+static ck_status p_sim_d2h(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    uint64_t x = 0;
+    ck_status s = size_into(key, v, n, &x, 0);
+    if (s == CK_OK) o->sim_d2h = (double)x;
+    return s;
+}
+static ck_status p_sim_nodata(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return bool_into(key, v, n, &o->sim_nodata);
+}
+
 static ck_status p_sim_bw(ck_pool_options *o, const char *key, const char *v, size_t n) {
     uint64_t x = 0;
     ck_status s = size_into(key, v, n, &x, 0);
@@ -311,7 +327,8 @@ static const struct {
     {"chunk_align", p_chunk_align}, {"fault_unmap", p_fault_unmap},
     {"fault_release", p_fault_release}, {"host_budget", p_host_budget},
     {"prefetch", p_prefetch},       {"verify", p_verify},
-    {"host_alloc", p_host_alloc},
+    {"host_alloc", p_host_alloc},   {"sim_h2d", p_sim_h2d},
+    {"sim_d2h", p_sim_d2h},         {"sim_nodata", p_sim_nodata},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -344,7 +361,8 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                                "release, trace, host_mem, fault_create, fault_map, fault_copy, "
                                "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
-                               "chunk_align, host_budget, host_alloc, prefetch, verify)",
+                               "chunk_align, host_budget, host_alloc, prefetch, verify, sim_h2d, sim_d2h, "
+                               "sim_nodata)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

@@ -18,6 +18,7 @@
 #include "hostmem.h"
 #include "internal.h"
 #include "pool.h"
+#include "trace.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -670,6 +671,12 @@ CK_API ck_status ck_tag(ck_pool *p, void *ptr, const char *name, ck_tier tier) {
     if (len == 0 || len >= CK_TAG_MAX)
         return ck__err(CK_ERR_INVALID, "ck_tag: name '%.40s%s' is %s (1 to %d bytes)", name,
                        len > 40 ? "..." : "", len ? "too long" : "empty", CK_TAG_MAX - 1);
+    for (const char *c = name; *c; c++)
+        if (*c == ',' || *c == '|' || *c == '"' || (unsigned char)*c < 0x20 || *c == 0x7f)
+            return ck__err(CK_ERR_INVALID,
+                           "ck_tag: name '%.40s' has a comma, '|', a quote or a control character "
+                           "(names go into trace files as CSV)",
+                           name);
     if ((unsigned)tier > CK_TIER_RECOMPUTE)
         return ck__err(CK_ERR_INVALID, "ck_tag: tier %d is not a tier (AUTO, KEEP, OFFLOAD, RECOMPUTE)",
                        (int)tier);
@@ -705,6 +712,11 @@ CK_API ck_status ck_tag(ck_pool *p, void *ptr, const char *name, ck_tier tier) {
         /* chunk_align=auto: later tensors start on a chunk, so a stash gives
          * back all of them but one shared chunk. */
         if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
+        if (p->trace) {
+            char x[CK_TRACE_EXTRA_MAX];
+            snprintf(x, sizeof x, "%s|%s", name, ck_tier_name(tier));
+            ck__trace_add_extra(p->trace, CK_TRACE_TAG, b->addr, b->requested, 0, x);
+        }
     }
     unlock_checked(p, "ck_tag");
     return st;
@@ -868,6 +880,7 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
         if (live - T->released > T->step_resident) T->step_resident = live - T->released;
         stash_add(T, m);
         ck__cnt_inc(&p->c->num_stashes);
+        if (p->trace) ck__trace_add(p->trace, CK_TRACE_STASH, b->addr, b->requested, (uintptr_t)stream);
         if (auto_keep) {
             if (m->sev) ck__event_put(p, m->sev);
             m->sev = e;
@@ -923,6 +936,7 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
         stash_del(T, m);
         m->auto_kept = 0;
         ck__cnt_inc(&p->c->num_fetches);
+        if (p->trace) ck__trace_add(p->trace, CK_TRACE_FETCH, b->addr, b->requested, (uintptr_t)stream);
         if (p->opts.verify && m->has_sum) {
             uint64_t now = 0;
             st = device_checksum(p, (void *)b->addr, b->size, stream, &now);
@@ -949,7 +963,10 @@ CK_API ck_status ck_step_begin(ck_pool *p) {
     else if (T->in_step)
         st = ck__err(CK_ERR_INVALID, "ck_step_begin: step %llu has not ended (call ck_step_end)",
                      (unsigned long long)T->steps + 1);
-    else T->in_step = 1;
+    else {
+        T->in_step = 1;
+        if (p->trace) ck__trace_add_extra(p->trace, CK_TRACE_STEP, 0, T->steps + 1, 0, "begin");
+    }
     pool_unlock(p);
     return st;
 }
@@ -963,6 +980,7 @@ CK_API ck_status ck_step_end(ck_pool *p) {
     else {
         T->in_step = 0;
         T->steps++;
+        if (p->trace) ck__trace_add_extra(p->trace, CK_TRACE_STEP, 0, T->steps, 0, "end");
         /* What this step learned joins what the next ones use; a step that
          * never came within half the budget forgets it all (the workload
          * shrank). */

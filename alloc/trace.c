@@ -119,6 +119,10 @@ static const char *action_name(ck_trace_action a) {
     case CK_TRACE_ALLOC: return "allocate";
     case CK_TRACE_FREE: return "free";
     case CK_TRACE_ALLOC_FAIL: return "allocate failure";
+    case CK_TRACE_TAG: return "tag";
+    case CK_TRACE_STASH: return "stash";
+    case CK_TRACE_FETCH: return "fetch";
+    case CK_TRACE_STEP: return "step";
     }
     return "allocate";
 }
@@ -195,6 +199,23 @@ ck_status ck__trace_flush(ck_trace_writer *w) {
     /* After an error the records are dropped: the pool keeps running. */
     w->n = 0;
     return w->err ? writer_error(w) : CK_OK;
+}
+
+void ck__trace_add_extra(ck_trace_writer *w, ck_trace_action a, uint64_t ptr, uint64_t size,
+                         uint64_t stream, const char *extra) {
+    if (!w) return;
+    (void)ck__trace_flush(w); /* the buffered rows come first */
+    if (w->err) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    trace_raw r = {(uint64_t)pthread_self(), (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+                   ptr, size, stream, a};
+    char line[CK_TRACE_LINE_MAX + CK_TRACE_EXTRA_MAX + 2];
+    size_t n = format_rec(w, &r, line) - 1; /* without its newline */
+    int m = snprintf(line + n, sizeof line - n, ",%s\n", extra);
+    if (m < 0 || (size_t)m >= sizeof line - n) return; /* cannot happen: extra is bounded */
+    if (fwrite(line, 1, n + (size_t)m, w->f) != n + (size_t)m || fflush(w->f) == EOF)
+        w->err = errno ? errno : EIO;
 }
 
 ck_status ck__trace_close(ck_trace_writer *w) {
@@ -373,12 +394,21 @@ ck_status ck__trace_parse_line(const char *line, size_t len, ck_trace_rec *rec,
     if (lead == len)
         return CK_OK; /* blank */
 
-    /* Split the first six columns; whatever follows (a Tag column) is ignored. */
-    const char *f[6];
-    size_t fl[6];
+    /* Split the first seven columns; a seventh is read for tag and step
+     * rows and ignored for the others (RMM may write a Tag column). */
+    const char *f[7];
+    size_t fl[7];
     int nf = 0;
     size_t start = 0;
-    for (size_t i = 0; i <= len && nf < 6; i++) {
+    for (size_t i = 0; i <= len && nf < 7; i++) {
+        if (nf == 6) { /* the seventh runs to the end of the line */
+            size_t a = start, b = len;
+            while (a < b && is_space(line[a])) a++;
+            f[nf] = line + a;
+            fl[nf] = b - a;
+            nf++;
+            break;
+        }
         if (i == len || line[i] == ',') {
             size_t a = start, b = i;
             while (a < b && is_space(line[a]))
@@ -416,14 +446,53 @@ ck_status ck__trace_parse_line(const char *line, size_t len, ck_trace_rec *rec,
         r.action = CK_TRACE_FREE;
     else if (str_is(f[2], fl[2], "allocate failure"))
         r.action = CK_TRACE_ALLOC_FAIL;
+    else if (str_is(f[2], fl[2], "tag"))
+        r.action = CK_TRACE_TAG;
+    else if (str_is(f[2], fl[2], "stash"))
+        r.action = CK_TRACE_STASH;
+    else if (str_is(f[2], fl[2], "fetch"))
+        r.action = CK_TRACE_FETCH;
+    else if (str_is(f[2], fl[2], "step"))
+        r.action = CK_TRACE_STEP;
     else
-        return col_err(2, f[2], fl[2], "is not allocate, free, deallocate or allocate failure");
+        return col_err(2, f[2], fl[2],
+                       "is not allocate, free, deallocate, allocate failure, tag, stash, fetch or step");
     if ((rc = parse_hex(f[3], fl[3], 0, &r.ptr)))
         return col_err(3, f[3], fl[3], rc == -2 ? "overflows 64 bits" : "is not a hex number");
     if ((rc = parse_dec(f[4], fl[4], &r.size)))
         return col_err(4, f[4], fl[4], rc == -2 ? "overflows 64 bits" : "is not a decimal number");
     if ((rc = parse_hex(f[5], fl[5], 1, &r.stream)))
         return col_err(5, f[5], fl[5], rc == -2 ? "overflows 64 bits" : "is not a stream id");
+    if (r.action == CK_TRACE_TAG || r.action == CK_TRACE_STEP) {
+        char buf[48];
+        if (nf < 7 || fl[6] == 0)
+            return ck__err(CK_ERR_INVALID, "a %s row needs a seventh column (%s)",
+                           r.action == CK_TRACE_TAG ? "tag" : "step",
+                           r.action == CK_TRACE_TAG ? "NAME|TIER" : "begin or end");
+        if (r.action == CK_TRACE_STEP) {
+            if (str_is(f[6], fl[6], "begin")) r.begin = 1;
+            else if (!str_is(f[6], fl[6], "end")) {
+                show(f[6], fl[6], buf, sizeof buf);
+                return ck__err(CK_ERR_INVALID, "column 7: '%s' is not begin or end", buf);
+            }
+        } else {
+            const char *bar = memchr(f[6], '|', fl[6]);
+            static const char *const tiers[4] = {"auto", "keep", "offload", "recompute"};
+            size_t nl = bar ? (size_t)(bar - f[6]) : 0;
+            r.tier = -1;
+            for (int t = 0; bar && t < 4; t++)
+                if (str_is(bar + 1, fl[6] - nl - 1, tiers[t])) r.tier = t;
+            if (!bar || nl == 0 || nl >= sizeof r.name || r.tier < 0) {
+                show(f[6], fl[6], buf, sizeof buf);
+                return ck__err(CK_ERR_INVALID,
+                               "column 7: '%s' is not NAME|TIER (a name of 1 to %d bytes, a tier "
+                               "of auto, keep, offload or recompute)",
+                               buf, (int)sizeof r.name - 1);
+            }
+            memcpy(r.name, f[6], nl);
+            r.name[nl] = 0;
+        }
+    }
     *rec = r;
     *kind = CK_TRACE_LINE_RECORD;
     return CK_OK;

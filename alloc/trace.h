@@ -2,7 +2,13 @@
  *   Thread,Time,Action,Pointer,Size,Stream
  *   140573312345856,18:31:33.419614,allocate,0x7f8a40000000,1024,0x0
  * Time is HH:MM:SS.micro (wall clock); pointers and streams are hex. Actions:
- * allocate, free, allocate failure ("deallocate" is read as free). */
+ * allocate, free, allocate failure ("deallocate" is read as free), and the
+ * tier engine's rows, which carry a seventh column:
+ *   tag    Pointer, Size (the allocation's), 7th "NAME|TIER" (auto, keep,
+ *          offload, recompute)
+ *   stash, fetch   Pointer, Size, Stream
+ *   step   Size = the step's number (from 1), 7th "begin" or "end"
+ * A trace with these rows is ckalloc's own: RMM's readers do not know them. */
 #ifndef CK_TRACE_H
 #define CK_TRACE_H
 
@@ -14,8 +20,14 @@
 typedef enum ck_trace_action {
     CK_TRACE_ALLOC = 0,
     CK_TRACE_FREE = 1,
-    CK_TRACE_ALLOC_FAIL = 2
+    CK_TRACE_ALLOC_FAIL = 2,
+    CK_TRACE_TAG = 3,
+    CK_TRACE_STASH = 4,
+    CK_TRACE_FETCH = 5,
+    CK_TRACE_STEP = 6
 } ck_trace_action;
+
+#define CK_TRACE_EXTRA_MAX 80 /* the seventh column, NUL included */
 
 typedef struct ck_trace_rec {
     uint64_t thread;
@@ -25,6 +37,11 @@ typedef struct ck_trace_rec {
     uint64_t ptr;
     uint64_t size;
     uint64_t stream;
+    /* tag rows: the name and tier (0..3 as ck_tier); step rows: begin = 1
+     * for "begin", 0 for "end" */
+    char name[CK_TRACE_EXTRA_MAX];
+    int tier;
+    int begin;
 } ck_trace_rec;
 
 /* ---- writer: buffered, called with the pool lock held ---- */
@@ -36,6 +53,10 @@ ck_status ck__trace_open(const char *path, ck_trace_writer **out);
 /* Append one record (cheap: stores raw fields; formatting happens on flush). */
 void ck__trace_add(ck_trace_writer *w, ck_trace_action a, uint64_t ptr, uint64_t size,
                    uint64_t stream);
+/* A row with a seventh column (tag and step rows: rare, so written through
+ * at once, after what is buffered). */
+void ck__trace_add_extra(ck_trace_writer *w, ck_trace_action a, uint64_t ptr, uint64_t size,
+                         uint64_t stream, const char *extra);
 /* Format and write buffered records. */
 ck_status ck__trace_flush(ck_trace_writer *w);
 /* Flush, close and free. */

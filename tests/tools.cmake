@@ -215,6 +215,21 @@ expect_rc $? 0
 check "$W/rr105.json" 'j["failures"] == 0 and j["map_unmap_per_op"] <= 0.01 and j["map_unmap_per_op_second_half"] <= j["map_unmap_per_op"]'
 ]=])
 
+# The tier engine's rows: the example trainer's pool writes tag, stash, fetch
+# and step rows; the replay replays them through the engine (recomputed
+# tensors get a stand-in recipe; no memory is touched) with none refused.
+ck_tool_test(replay_tier_rows [=[
+T="$(dirname "$R")/../examples/train"
+rm -f "$W/tier.csv"
+"$T" --steps 2 --policy mixed --conf "trace=$W/tier.csv" > "$W/train.out"
+expect_rc $? 0
+grep -q ",stash," "$W/tier.csv" && grep -q ",step,0x0,2,0x0,end" "$W/tier.csv" || exit 1
+"$R" --json --conf release=eager "$W/tier.csv" > "$W/tier.json"
+expect_rc $? 0
+check "$W/tier.json" 'j["tier_ops"] > 50 and j["tier_failures"] == 0 and j["num_stashes"] == j["num_fetches"] > 0' || exit 1
+check "$W/tier.json" 'j["num_replays"] > 0 and j["peak_offloaded_bytes"] > 0 and j["peak_physical_bytes"] < j["peak_live_bytes"]'
+]=])
+
 # ---- the pool's own trace (trace=...) reads back through the replay ----
 
 ck_tool_test(replay_self_trace [=[

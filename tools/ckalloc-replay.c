@@ -10,6 +10,7 @@
  * PyTorch's native caching allocator (replay/pytorch_sim.h) instead, --policy
  * both on the two and prints them side by side. */
 #include "ckalloc/ckalloc.h"
+#include "ckalloc/tier.h"
 #include "internal.h"
 #include "ratios.h"
 #include "trace.h"
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,11 +61,16 @@ typedef struct op {
     uint64_t t_us; /* trace time, made monotonic, from the first record */
     uint32_t stream; /* index into the stream table */
     uint8_t action;
+    int8_t tier;     /* tag rows: the tier; step rows: 1 begin, 0 end */
+    uint32_t name;   /* tag rows: offset of the name in the names arena */
 } op;
 
 typedef struct ops_vec {
     op *v;
     size_t n, cap;
+    char *names; /* tag names, NUL-terminated, back to back */
+    size_t names_n, names_cap;
+    uint64_t tier_rows;
 } ops_vec;
 
 /* Distinct trace stream ids; index 0 is id 0, the default (NULL) stream. */
@@ -244,6 +251,19 @@ static int load_trace(const char *path, const char *name, ops_vec *ops, stream_t
         o->t_us = t_prev - t_first;
         o->stream = stream_index(streams, r.stream);
         o->action = (uint8_t)r.action;
+        o->tier = (int8_t)(r.action == CK_TRACE_STEP ? r.begin : r.tier);
+        o->name = 0;
+        if (r.action >= CK_TRACE_TAG) ops->tier_rows++;
+        if (r.action == CK_TRACE_TAG) {
+            size_t l = strlen(r.name) + 1;
+            if (ops->names_n + l > ops->names_cap) {
+                ops->names_cap = (ops->names_n + l) * 2 + 256;
+                ops->names = xrealloc(ops->names, ops->names_cap);
+            }
+            memcpy(ops->names + ops->names_n, r.name, l);
+            o->name = (uint32_t)ops->names_n;
+            ops->names_n += l;
+        }
     }
     if (!rc && ferror(f)) {
         fprintf(stderr, "ckalloc-replay: cannot read trace '%s': %s\n", name, strerror(errno));
@@ -280,6 +300,7 @@ static void json_str(FILE *out, const char *s) {
 
 typedef struct results {
     uint64_t ops, allocs, frees, failures, input_failures, unmatched_frees;
+    uint64_t tier_ops, tier_failures; /* tag/stash/fetch/step rows replayed, and refused */
     uint64_t zero_size_allocs, duplicate_allocs;
     uint64_t peak_live;
     /* Driver calls at the trace's midpoint, and the operations after it:
@@ -317,11 +338,16 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
             ",\"unmap_calls\":%" PRIu64 ",\"map_unmap_per_op\":%.6f"
             ",\"map_unmap_per_op_second_half\":%.6f,\"ns_per_op\":%.1f"
             ",\"num_ooms\":%" PRIu64 ",\"num_alloc_retries\":%" PRIu64 ",\"budget\":%" PRIu64
-            "%s}\n",
+            ",\"tier_ops\":%" PRIu64 ",\"tier_failures\":%" PRIu64 ",\"num_stashes\":%" PRIu64
+            ",\"num_fetches\":%" PRIu64 ",\"bytes_to_host\":%" PRIu64 ",\"num_replays\":%" PRIu64
+            ",\"num_evictions\":%" PRIu64 ",\"peak_offloaded_bytes\":%" PRId64
+            ",\"peak_dropped_bytes\":%" PRId64 "%s}\n",
             backend, nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
             r->unmatched_frees, r->zero_size_allocs, r->duplicate_allocs, r->peak_live, peak_phys,
             frag, st->num_map_calls, st->num_unmap_calls, mu, mu2, ns, st->num_ooms,
-            st->num_alloc_retries, st->budget, extra);
+            st->num_alloc_retries, st->budget, r->tier_ops, r->tier_failures, st->num_stashes,
+            st->num_fetches, st->bytes_to_host, st->num_replays, st->num_evictions,
+            st->offloaded_bytes.peak, st->dropped_bytes.peak, extra);
 }
 
 /* budget_set: the user set the budget; else st->budget is the device's size
@@ -352,6 +378,18 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
                 ck__fmt_bytes(st->budget, c, sizeof c));
     fprintf(out, "map / unmap    %" PRIu64 " / %" PRIu64 " (%.6f per op; %.6f over the second half)\n",
             st->num_map_calls, st->num_unmap_calls, mu, half_rate(r, st));
+    if (r->tier_ops || r->tier_failures) {
+        char o1[32], o2[32], o3[32];
+        fprintf(out,
+                "tier rows      %" PRIu64 " replayed, %" PRIu64 " refused; %" PRIu64 " stashes, %" PRIu64
+                " fetches, %s copied out, peak offloaded %s, peak dropped %s, %" PRIu64
+                " replays, %" PRIu64 " evictions\n",
+                r->tier_ops, r->tier_failures, st->num_stashes, st->num_fetches,
+                ck__fmt_bytes(st->bytes_to_host, o1, sizeof o1),
+                ck__fmt_bytes((uint64_t)(st->offloaded_bytes.peak > 0 ? st->offloaded_bytes.peak : 0), o2, sizeof o2),
+                ck__fmt_bytes((uint64_t)(st->dropped_bytes.peak > 0 ? st->dropped_bytes.peak : 0), o3, sizeof o3),
+                st->num_replays, st->num_evictions);
+    }
     fprintf(out, "time           %.1f ns per op\n\n", ns);
 }
 
@@ -377,6 +415,9 @@ typedef struct allocator {
     int (*free)(void *ctx, void *p, uint32_t stream, char *err, size_t errn);
     /* Driver calls (map + unmap) so far, or NULL when it has no such count. */
     uint64_t (*driver_calls)(void *ctx);
+    /* The tier engine's rows (tag, stash, fetch, step) on a live block p;
+     * NULL: the allocator has no tier engine and they are skipped. */
+    int (*tier)(void *ctx, const op *o, const char *name, void *p, char *err, size_t errn);
     void *ctx;
 } allocator;
 
@@ -398,6 +439,47 @@ static int ck_free_cb(void *ctx, void *p, uint32_t stream, char *err, size_t err
     ck_ctx *c = ctx;
     if (ck_free(c->pool, p, c->streams->streams[stream]) == CK_OK)
         return 0;
+    snprintf(err, errn, "%s", ck_last_error());
+    return -1;
+}
+
+/* A recipe for a tensor the trace recomputes. The trace has no recipes:
+ * stand in a dropout mask of the tensor's bytes (its "like" input has no
+ * data), which needs no live input and writes the whole tensor. */
+static int ck_tier_cb(void *ctx, const op *o, const char *name, void *p, char *err, size_t errn) {
+    ck_ctx *c = ctx;
+    ck_stream s = c->streams->streams[o->stream];
+    ck_status st = CK_OK;
+    switch (o->action) {
+    case CK_TRACE_TAG:
+        st = ck_tag(c->pool, p, name, (ck_tier)o->tier);
+        if (st == CK_OK && o->tier == CK_TIER_RECOMPUTE) {
+            ck_recipe r;
+            ck_recipe_init(&r);
+            int64_t shape[1] = {(int64_t)o->size};
+            ck_step *stp = ck_recipe_step(&r, CK_OP_DROPOUT_MASK, CK_DTYPE_U8);
+            stp->in[0] = ck_recipe_input(&r, NULL, CK_DTYPE_U8, 1, shape);
+            stp->p = 0.5f;
+            st = ck_set_recipe(c->pool, p, &r);
+        }
+        break;
+    case CK_TRACE_STASH: {
+        /* The trace's compute is gone: let the release happen before the
+         * next row, as it would behind a real forward pass. */
+        st = ck_stash(c->pool, p, s);
+        ck_tensor_status ts;
+        ts.struct_size = sizeof ts;
+        for (int spin = 0; st == CK_OK && spin < 100000; spin++) {
+            if (ck_tensor_info(c->pool, p, &ts) != CK_OK || ts.state != CK_TENSOR_MOVING_OUT) break;
+            sched_yield();
+        }
+        break;
+    }
+    case CK_TRACE_FETCH: st = ck_fetch(c->pool, p, s); break;
+    case CK_TRACE_STEP: st = o->tier ? ck_step_begin(c->pool) : ck_step_end(c->pool); break;
+    default: break;
+    }
+    if (st == CK_OK) return 0;
     snprintf(err, errn, "%s", ck_last_error());
     return -1;
 }
@@ -468,6 +550,23 @@ static int replay_ops(const ops_vec *ops, const allocator *al, const char *name,
                 nanosleep(&ts, NULL);
                 slept += now_s() - before;
             }
+        }
+        if (o->action >= CK_TRACE_TAG) {
+            if (!al->tier) continue;
+            slot *e = o->action == CK_TRACE_STEP ? NULL : map_find(&lo->live, o->ptr);
+            if (o->action != CK_TRACE_STEP && !e) {
+                res->tier_failures++;
+                if (res->tier_failures == 1 && !quiet_errors)
+                    fprintf(stderr, "%s:%" PRIu64 ": a tier row names %#" PRIx64 ", not a live allocation\n",
+                            name, o->line, o->ptr);
+                continue;
+            }
+            res->tier_ops++;
+            if (al->tier(al->ctx, o, ops->names ? ops->names + o->name : "", e ? e->ptr : NULL, err,
+                         sizeof err) != 0 &&
+                res->tier_failures++ == 0 && !quiet_errors)
+                fprintf(stderr, "%s:%" PRIu64 ": %s\n", name, o->line, err);
+            continue;
         }
         if (o->action == CK_TRACE_ALLOC) {
             if (o->size == 0) {
@@ -541,7 +640,7 @@ static void run_pytorch(const ops_vec *ops, const char *name, uint64_t limit, do
         fputs("ckalloc-replay: out of host memory\n", stderr);
         exit(EXIT_ALLOC_FAILED);
     }
-    allocator al = {pt_alloc_cb, pt_free_cb, NULL, sim};
+    allocator al = {pt_alloc_cb, pt_free_cb, NULL, NULL, sim};
     leftovers lo;
     memset(res, 0, sizeof *res);
     replay_ops(ops, &al, name, pace, quiet_errors, res, &lo);
@@ -745,6 +844,7 @@ int main(int argc, char **argv) {
     ck_pool_options_init(&opts);
     opts.backend = CK_BACKEND_HOST;
     opts.host_mem = DEFAULT_HOST_MEM;
+    opts.sim_nodata = 1; /* stashes and fetches copy nothing: the memory is never touched */
     if (conf && ck_options_parse(&opts, conf) != CK_OK) {
         fprintf(stderr, "ckalloc-replay: bad --conf '%s': %s\n", conf, ck_last_error());
         return EXIT_BAD_INPUT;
@@ -757,6 +857,7 @@ int main(int argc, char **argv) {
     int rc = load_trace(path, name, &ops, &streams, &res.input_failures);
     if (rc) {
         free(ops.v);
+        free(ops.names);
         free(streams.ids);
         free(streams.streams);
         return rc;
@@ -779,6 +880,7 @@ int main(int argc, char **argv) {
                         "give the budget in bytes or use --policy both\n",
                         opts.budget_fraction * 100);
                 free(ops.v);
+                free(ops.names);
                 free(streams.ids);
                 free(streams.streams);
                 return EXIT_BAD_INPUT;
@@ -792,6 +894,7 @@ int main(int argc, char **argv) {
         if (json) print_pytorch_json(stdout, name, &res, &pst, streams.n);
         else if (!quiet) print_pytorch_human(stdout, name, &res, &pst);
         free(ops.v);
+        free(ops.names);
         free(streams.ids);
         free(streams.streams);
         return res.failures ? EXIT_ALLOC_FAILED : 0;
@@ -807,6 +910,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ckalloc-replay: cannot create a pool on the %s backend%s%s%s: %s\n", be,
                 conf ? " (--conf '" : "", conf ? conf : "", conf ? "')" : "", ck_last_error());
         free(ops.v);
+        free(ops.names);
         free(streams.ids);
         free(streams.streams);
         return pst == CK_ERR_INVALID ? EXIT_BAD_INPUT : EXIT_ALLOC_FAILED;
@@ -827,7 +931,7 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     ck_ctx cctx = {pool, &streams};
-    allocator al = {ck_alloc_cb, ck_free_cb, ck_driver_calls_cb, &cctx};
+    allocator al = {ck_alloc_cb, ck_free_cb, ck_driver_calls_cb, ck_tier_cb, &cctx};
     leftovers lo;
     int free_errors = replay_ops(&ops, &al, name, pace, 0, &res, &lo);
 
@@ -861,7 +965,7 @@ int main(int argc, char **argv) {
         ck_print_stats(pool, stdout, CK_FORMAT_TABLE);
     }
     if (!rc)
-        rc = (res.failures || free_errors || res.stopped) ? EXIT_ALLOC_FAILED : 0;
+        rc = (res.failures || free_errors || res.stopped || res.tier_failures) ? EXIT_ALLOC_FAILED : 0;
 
     replay_release(&al, &lo);
 
@@ -875,6 +979,7 @@ out:
             rc = EXIT_ALLOC_FAILED;
     }
     free(ops.v);
+    free(ops.names);
     free(streams.ids);
     free(streams.streams);
     return rc;

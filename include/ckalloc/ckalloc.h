@@ -135,6 +135,11 @@ typedef struct ck_pool_options {
                                (256 MiB), 0 = no prefetch */
     int verify;             /* 1: checksum at stash, checked at fetch (fetch waits) */
     int host_alloc;         /* ck_host_alloc: what serves pinned host memory */
+    /* host backend's simulation */
+    double sim_h2d, sim_d2h; /* bytes per second of host-to-device and device-to-host
+                                copies with sim_clock; 0 = sim_bandwidth */
+    int sim_nodata;         /* 1: copies, memsets and replays move no data (only the
+                               simulated clock advances): replaying big traces */
 } ck_pool_options;
 
 /* What serves the tier engine's pinned host memory (config key host_alloc). */

@@ -75,6 +75,10 @@ START_TEST(t_bad_input) {
     ck_assert_int_eq(ck_tag(p, x, longname, CK_TIER_KEEP), CK_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(ck_last_error(), "too long"));
     ck_assert_int_eq(ck_tag(p, x, "x", (ck_tier)7), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, "a,b", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, "a|b", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_int_eq(ck_tag(p, x, "a\nb", CK_TIER_KEEP), CK_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(ck_last_error(), "control character"));
     ck_assert_int_eq(ck_tag(p, small, "s", CK_TIER_OFFLOAD), CK_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(ck_last_error(), "small allocation"));
     ck_assert_int_eq(ck_tag(p, (char *)x + 4096, "x", CK_TIER_KEEP), CK_ERR_NOT_OWNED);

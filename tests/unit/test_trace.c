@@ -263,6 +263,64 @@ START_TEST(test_disk_full) {
 }
 END_TEST
 
+
+/* The tier engine's rows: tag (NAME|TIER), stash, fetch, step (begin/end),
+ * written by the writer and read back; a malformed seventh column names
+ * what is wrong. */
+START_TEST(test_tier_rows) {
+    char *path = temp_path("ck_trace_tier");
+    ck_trace_writer *w = NULL;
+    ck_assert_int_eq(ck__trace_open(path, &w), CK_OK);
+    ck__trace_add(w, CK_TRACE_ALLOC, 0x7000, 8 << 20, 0);
+    ck__trace_add_extra(w, CK_TRACE_STEP, 0, 1, 0, "begin");
+    ck__trace_add_extra(w, CK_TRACE_TAG, 0x7000, 8 << 20, 0, "layers.0.mlp.act|recompute");
+    ck__trace_add(w, CK_TRACE_STASH, 0x7000, 8 << 20, 0xabc);
+    ck__trace_add(w, CK_TRACE_FETCH, 0x7000, 8 << 20, 0xabc);
+    ck__trace_add_extra(w, CK_TRACE_STEP, 0, 1, 0, "end");
+    ck_assert_int_eq(ck__trace_close(w), CK_OK);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int want[] = {CK_TRACE_ALLOC, CK_TRACE_STEP, CK_TRACE_TAG, CK_TRACE_STASH, CK_TRACE_FETCH, CK_TRACE_STEP};
+    int n = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        ck_trace_rec r;
+        ck_trace_line_kind k;
+        ck_assert_msg(ck__trace_parse_line(line, (size_t)len, &r, &k) == CK_OK, "%s: %s", line, ck_last_error());
+        if (k != CK_TRACE_LINE_RECORD) continue;
+        ck_assert_int_lt(n, 6);
+        ck_assert_int_eq(r.action, want[n]);
+        if (n == 1) ck_assert_int_eq(r.begin, 1);
+        if (n == 5) ck_assert_int_eq(r.begin, 0);
+        if (n == 2) {
+            ck_assert_str_eq(r.name, "layers.0.mlp.act");
+            ck_assert_int_eq(r.tier, 3);
+            ck_assert_uint_eq(r.ptr, 0x7000);
+        }
+        if (n == 3) ck_assert_uint_eq(r.stream, 0xabc);
+        n++;
+    }
+    ck_assert_int_eq(n, 6);
+    free(line);
+    fclose(f);
+    unlink(path);
+    free(path);
+
+    bad("1,10:00:00.0,tag,0x10,512,0x0", "seventh column (NAME|TIER)");
+    bad("1,10:00:00.0,tag,0x10,512,0x0,act", "is not NAME|TIER");
+    bad("1,10:00:00.0,tag,0x10,512,0x0,act|sometimes", "is not NAME|TIER");
+    bad("1,10:00:00.0,tag,0x10,512,0x0,|keep", "is not NAME|TIER");
+    bad("1,10:00:00.0,step,0x0,1,0x0", "seventh column (begin or end)");
+    bad("1,10:00:00.0,step,0x0,1,0x0,middle", "'middle' is not begin or end");
+    bad("1,10:00:00.0,stashh,0x10,512,0x0", "column 3 (Action)");
+    ck_trace_rec r = rec_of("1,10:00:00.0,tag,0x10,512,0x0,a b|offload");
+    ck_assert_str_eq(r.name, "a b");
+    ck_assert_int_eq(r.tier, 2);
+}
+END_TEST
+
 static Suite *trace_suite(void) {
     Suite *s = suite_create("trace");
     TCase *tc = tcase_create("trace");
@@ -276,6 +334,7 @@ static Suite *trace_suite(void) {
     tcase_add_test(tc, test_respects_len);
     tcase_add_test(tc, test_unwritable);
     tcase_add_test(tc, test_disk_full);
+    tcase_add_test(tc, test_tier_rows);
     suite_add_tcase(s, tc);
     return s;
 }
