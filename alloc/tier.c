@@ -46,6 +46,8 @@ typedef struct ck_tmeta {
     ck_event sev;       /* resident and stashed: nothing may release its memory before
                            this passes (the stash point, or the last replay reading it) */
     uint64_t sum;       /* verify: checksum at the stash */
+    size_t sum_bytes;   /* over this many bytes: the allocation, or a recipe's result */
+    size_t recipe_bytes; /* the recipe's result (ck_set_recipe) */
     uint64_t stash_seq;
     struct ck_tmeta *sprev, *snext;
     struct ck_tmeta *mprev, *mnext;
@@ -347,8 +349,11 @@ static void finish(ck_pool *p, ck_tmeta *m) {
     if (p->opts.verify && !m->has_sum) {
         if (m->applied == CK_TIER_OFFLOAD) {
             m->sum = checksum(m->host, m->b->size);
+            m->sum_bytes = m->b->size;
             m->has_sum = 1;
-        } else if (device_checksum(p, (void *)m->b->addr, m->b->size, T->copy, &m->sum) == CK_OK) {
+        } else if (device_checksum(p, (void *)m->b->addr, m->recipe_bytes, T->copy, &m->sum) == CK_OK) {
+            /* only what the recipe writes comes back */
+            m->sum_bytes = m->recipe_bytes;
             m->has_sum = 1;
         }
     }
@@ -420,13 +425,16 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
         m->applied = CK_TIER_OFFLOAD;
         if (p->opts.verify) {
             m->sum = checksum(h, m->b->size);
+            m->sum_bytes = m->b->size;
             m->has_sum = 1;
         }
     } else if (!m->host) {
         m->applied = CK_TIER_RECOMPUTE;
         if (p->opts.verify && !m->has_sum &&
-            device_checksum(p, (void *)m->b->addr, m->b->size, p->tier->copy, &m->sum) == CK_OK)
+            device_checksum(p, (void *)m->b->addr, m->recipe_bytes, p->tier->copy, &m->sum) == CK_OK) {
+            m->sum_bytes = m->recipe_bytes;
             m->has_sum = 1;
+        }
     } else {
         m->applied = CK_TIER_OFFLOAD;
     }
@@ -547,14 +555,16 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
         /* The data is still in place: call the release off. A copy out may
          * still read it; its host buffer goes back once the copy ends. */
         moving_del(T, m);
-        if (m->applied == CK_TIER_OFFLOAD) {
+        if (m->applied == CK_TIER_OFFLOAD && m->ev) {
+            /* The copy out still reads the tensor: s waits for it, so
+             * nothing queued on s from now on (a write, a free and the
+             * reuse or release that follows it, a later stash) can meet
+             * it. The host copy goes back once the copy ends. */
+            st = p->be->ops->stream_wait_event(p->be, s, m->ev);
             host_release(p, m->host, m->host_cap, copy_fence(p));
             m->host = NULL;
         }
-        /* The end of the copy out (or the stash point): a later eviction
-         * waits for it. */
-        if (m->sev) ck__event_put(p, m->sev);
-        m->sev = m->ev;
+        if (m->ev) ck__event_put(p, m->ev);
         m->ev = NULL;
         set_state(p, m, CK_TENSOR_RESIDENT);
         break;
@@ -789,6 +799,7 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
         m->has_recipe = r != NULL;
         if (r) {
             m->recipe = *r;
+            m->recipe_bytes = out_bytes;
             memcpy(m->in_block, in_block, sizeof in_block);
             memcpy(m->in_serial, in_serial, sizeof in_serial);
         }
@@ -920,6 +931,16 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
     else if (m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED)
         ck__cnt_inc(&p->c->prefetch_misses);
     st = fetch_one(p, m, stream, 0, 0);
+    int corrupt = 0;
+    uint64_t now = 0;
+    if (st == CK_OK && p->opts.verify && m->has_sum) {
+        /* Before the tensor counts as fetched: a check that cannot run
+         * fails this fetch, and the tensor stays stashed (it is back: a
+         * retry finds it and checks again). */
+        st = device_checksum(p, (void *)b->addr, m->sum_bytes, stream, &now);
+        if (st != CK_OK) m->prefetched = 1;
+        else corrupt = now != m->sum;
+    }
     if (st == CK_OK) {
         if (m->host && m->state == CK_TENSOR_RESIDENT) {
             /* A prefetched offload kept its host copy in case it was evicted
@@ -935,19 +956,15 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
         ck_tmeta *prev = m->sprev;
         stash_del(T, m);
         m->auto_kept = 0;
+        m->has_sum = 0;
         ck__cnt_inc(&p->c->num_fetches);
         if (p->trace) ck__trace_add(p->trace, CK_TRACE_FETCH, b->addr, b->requested, (uintptr_t)stream);
-        if (p->opts.verify && m->has_sum) {
-            uint64_t now = 0;
-            st = device_checksum(p, (void *)b->addr, b->size, stream, &now);
-            if (st == CK_OK && now != m->sum)
-                st = ck__err(CK_ERR_CORRUPT,
-                             "ck_fetch: tensor '%s' (%p, %zu bytes) came back different from what "
-                             "was stashed (checksum %016llx, expected %016llx; applied %s)",
-                             tname(p, m), ptr, b->size, (unsigned long long)now,
-                             (unsigned long long)m->sum, ck_tier_name((ck_tier)m->applied));
-            m->has_sum = 0;
-        }
+        if (corrupt)
+            st = ck__err(CK_ERR_CORRUPT,
+                         "ck_fetch: tensor '%s' (%p, %zu bytes) came back different from what "
+                         "was stashed (checksum %016llx, expected %016llx; applied %s)",
+                         tname(p, m), ptr, m->sum_bytes, (unsigned long long)now,
+                         (unsigned long long)m->sum, ck_tier_name((ck_tier)m->applied));
         if (prev && T->prefetch) prefetch_from(p, prev, stream); /* LIFO: the ones stashed before m */
     }
     unlock_checked(p, "ck_fetch");

@@ -603,6 +603,89 @@ START_TEST(t_learning) {
 }
 END_TEST
 
+/* Regressions found by the randomized model test.
+ * (a) verify=1 and a recipe whose result is smaller than the allocation
+ *     (a size not a multiple of 512): only what the recipe writes is
+ *     checked; the padding came back zeroed and read as CK_ERR_CORRUPT.
+ * (b) verify=1, the checksum's copy fails: the fetch fails and the tensor
+ *     stays stashed; a retry succeeds (it used to be fetched already).
+ * (c) a fetch that calls off a copy out in flight: the fetch stream waits
+ *     for that copy, so freeing the tensor and reusing or releasing its
+ *     memory cannot meet the copy (it used to fault in the copy stream). */
+START_TEST(t_regressions) {
+    /* (a) */
+    ck_pool *p = host_pool("verify=1,chunk_align=4M,prefetch=0");
+    void *d;
+    ASSERT_OK(ck_malloc(p, &d, 64 * MiB, NULL));
+    memset(d, 0xab, 64 * MiB); /* the padding of what follows holds garbage */
+    ASSERT_OK(ck_free(p, d, NULL));
+    size_t nel = 2 * 1024 * 1024 + 1, n = nel * 4;
+    float *x, *y;
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, n, NULL));
+    for (size_t i = 0; i < nel; i++) x[i] = (float)(i % 1000), y[i] = 3.0f * (float)(i % 1000);
+    ck_recipe r;
+    recipe_of(&r, x, nel);
+    ASSERT_OK(ck_tag(p, y, "y", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ASSERT_OK(ck_stash(p, y, NULL));
+    size_t got;
+    ASSERT_OK(ck_trim(p, &got));
+    ASSERT_OK(ck_fetch(p, y, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++) ck_assert(y[i] == 3.0f * (float)(i % 1000));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* (b) copies: 1 out, 2 in, 3 the check (fails once) */
+    p = host_pool("verify=1,chunk_align=4M,fault_copy=3");
+    void *t;
+    ASSERT_OK(ck_malloc(p, &t, 8 * MiB, NULL));
+    fill(t, 8 * MiB, 11);
+    ASSERT_OK(ck_tag(p, t, "t", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_stash(p, t, NULL));
+    ASSERT_OK(ck_trim(p, &got));
+    ck_assert_int_eq(ck_fetch(p, t, NULL), CK_ERR_BACKEND);
+    ck_assert_int_eq(info_of(p, t).stashed, 1);
+    ASSERT_OK(ck_fetch(p, t, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    ck_assert(same(t, 8 * MiB, 11));
+    ck_assert_int_eq(info_of(p, t).stashed, 0);
+    ASSERT_OK(ck_free(p, t, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* (c) */
+    p = host_pool("chunk_align=4M");
+    size_t big = 256 * MiB;
+    float *z;
+    ASSERT_OK(ck_malloc(p, (void **)&z, big, NULL));
+    memset(z, 0, big);
+    for (int round = 0; round < 4; round++) {
+        void *a, *b;
+        ASSERT_OK(ck_malloc(p, &a, big, NULL));
+        memset(a, 1, big);
+        ASSERT_OK(ck_tag(p, a, "a", CK_TIER_OFFLOAD));
+        ASSERT_OK(ck_stash(p, a, NULL));
+        ASSERT_OK(ck_fetch(p, a, NULL)); /* still moving out: called off */
+        ASSERT_OK(ck_free(p, a, NULL));
+        ASSERT_OK(ck_malloc(p, &b, big, NULL));
+        ck_recipe rz;
+        recipe_of(&rz, z, big / 4);
+        ASSERT_OK(ck_tag(p, b, "b", CK_TIER_RECOMPUTE));
+        ASSERT_OK(ck_set_recipe(p, b, &rz));
+        ASSERT_OK(ck_stash(p, b, NULL));
+        ck_assert_int_eq(settle_state(p, b), CK_TENSOR_DROPPED); /* released: a's copy is done */
+        ASSERT_OK(ck_fetch(p, b, NULL));
+        ASSERT_OK(ck_stream_synchronize(p, NULL));
+        ck_assert(((float *)b)[12345] == 0.0f);
+        ASSERT_OK(ck_free(p, b, NULL));
+    }
+    ASSERT_OK(ck_free(p, z, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -620,5 +703,6 @@ int main(void) {
     tcase_add_test(tc, t_cuda_offload);
     tcase_add_test(tc, t_host_allocator);
     tcase_add_test(tc, t_learning);
+    tcase_add_test(tc, t_regressions);
     return ck_test_run(s);
 }
