@@ -230,6 +230,21 @@ check "$W/tier.json" 'j["tier_ops"] > 50 and j["tier_failures"] == 0 and j["num_
 check "$W/tier.json" 'j["num_replays"] > 0 and j["peak_offloaded_bytes"] > 0 and j["peak_physical_bytes"] < j["peak_live_bytes"]'
 ]=])
 
+# The tier engine in the reports: a snapshot of the trainer's pool shows the
+# offloaded, dropped and pinned-host rows and cards.
+ck_tool_test(stat_tier_rows [=[
+T="$(dirname "$R")/../examples/train"
+rm -f "$W/tsnap.json"
+"$T" --steps 1 --policy mixed --conf "snapshot=$W/tsnap.json" > /dev/null
+expect_rc $? 0
+"$S" "$W/tsnap.json" > "$W/tsnap.txt"
+expect_rc $? 0
+grep -E "^  offloaded +0 B +[1-9]" "$W/tsnap.txt" && grep -q "^  dropped" "$W/tsnap.txt" && grep -q "stashes / fetches" "$W/tsnap.txt" || exit 1
+"$S" --html "$W/tsnap.json" -o "$W/tsnap.html"
+expect_rc $? 0
+grep -q ">offloaded<" "$W/tsnap.html" && grep -q ">pinned host<" "$W/tsnap.html"
+]=])
+
 # ---- the pool's own trace (trace=...) reads back through the replay ----
 
 ck_tool_test(replay_self_trace [=[

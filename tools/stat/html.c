@@ -84,6 +84,19 @@ static void headline(FILE *f, const ckstat_pool *p) {
     snprintf(sub, sizeof sub, "%" PRIu64 " maps, %" PRIu64 " unmaps", s->num_map_calls,
              s->num_unmap_calls);
     card(f, "segments", a, sub);
+    if (s->num_stashes || s->offloaded_bytes.peak || s->dropped_bytes.peak || s->host_bytes.peak) {
+        /* The tier engine's memory (ckalloc/tier.h). */
+        snprintf(sub, sizeof sub, "peak %s", fmt_bytes(pos(s->offloaded_bytes.peak), b, sizeof b));
+        card(f, "offloaded", fmt_bytes(pos(s->offloaded_bytes.current), a, sizeof a), sub);
+        snprintf(sub, sizeof sub, "peak %s", fmt_bytes(pos(s->dropped_bytes.peak), b, sizeof b));
+        card(f, "dropped", fmt_bytes(pos(s->dropped_bytes.current), a, sizeof a), sub);
+        snprintf(sub, sizeof sub, "peak %s", fmt_bytes(pos(s->host_bytes.peak), b, sizeof b));
+        card(f, "pinned host", fmt_bytes(pos(s->host_bytes.current), a, sizeof a), sub);
+        snprintf(a, sizeof a, "%" PRIu64 " / %" PRIu64, s->num_stashes, s->num_fetches);
+        snprintf(sub, sizeof sub, "%" PRIu64 " prefetch hits, %" PRIu64 " misses, %" PRIu64 " evictions",
+                 s->prefetch_hits, s->prefetch_misses, s->num_evictions);
+        card(f, "stashes / fetches", a, sub);
+    }
     fputs("</div>\n", f);
 }
 

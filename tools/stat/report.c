@@ -179,6 +179,16 @@ static void table_report(FILE *f, const ckstat_report *r) {
         row_bytes(f, "reserved", &s->reserved_bytes);
         row_bytes(f, "physical", &s->physical_bytes);
         row_bytes(f, "requested", &s->requested_bytes);
+        if (s->num_stashes || s->offloaded_bytes.peak || s->dropped_bytes.peak) {
+            /* The tier engine: live tensors whose device memory went back. */
+            row_bytes(f, "offloaded", &s->offloaded_bytes);
+            row_bytes(f, "dropped", &s->dropped_bytes);
+            row_bytes(f, "pinned host", &s->host_bytes);
+            fprintf(f, "  stashes / fetches %13" PRIu64 " %14" PRIu64 "   prefetch hits %" PRIu64
+                       ", misses %" PRIu64 ", evictions %" PRIu64 "\n",
+                    s->num_stashes, s->num_fetches, s->prefetch_hits, s->prefetch_misses,
+                    s->num_evictions);
+        }
         fmt_ratio(frag_of(s), a, sizeof a);
         fprintf(f, "  %-16s %14s %14s   1 - allocated / reserved, now\n", "fragmentation", a, "");
         fmt_ratio(overhead_of(s), b, sizeof b);
