@@ -686,6 +686,31 @@ START_TEST(t_regressions) {
 }
 END_TEST
 
+/* Stashed tensors hold addresses without memory: with a 32 MiB reservation
+ * and budget, six 24 MiB tensors live at once (five of them offloaded), the
+ * pool reserving more address space as it needs; each comes back intact. */
+START_TEST(t_va_headroom) {
+    ck_pool *p = host_pool("va=32M,budget=32M,chunk_align=4M");
+    void *t[6];
+    for (int i = 0; i < 6; i++) {
+        ASSERT_OK(ck_malloc(p, &t[i], 24 * MiB, NULL));
+        fill(t[i], 24 * MiB, (uint32_t)(60 + i));
+        ASSERT_OK(ck_tag(p, t[i], "t", CK_TIER_OFFLOAD));
+        ASSERT_OK(ck_stash(p, t[i], NULL));
+        size_t got;
+        ASSERT_OK(ck_trim(p, &got));
+        ck_assert_int_le(phys(p), (int64_t)(32 * MiB));
+    }
+    for (int i = 5; i >= 0; i--) {
+        ASSERT_OK(ck_fetch(p, t[i], NULL));
+        ASSERT_OK(ck_stream_synchronize(p, NULL));
+        ck_assert_msg(same(t[i], 24 * MiB, (uint32_t)(60 + i)), "tensor %d differs", i);
+        ASSERT_OK(ck_free(p, t[i], NULL));
+    }
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -704,5 +729,6 @@ int main(void) {
     tcase_add_test(tc, t_host_allocator);
     tcase_add_test(tc, t_learning);
     tcase_add_test(tc, t_regressions);
+    tcase_add_test(tc, t_va_headroom);
     return ck_test_run(s);
 }
