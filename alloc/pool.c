@@ -949,7 +949,6 @@ CK_API ck_status ck_malloc(ck_pool *p, void **ptr, size_t size, ck_stream stream
     b->freed = 0;
     b->requested = size;
     b->stream = stream;
-    b->serial = ++p->alloc_serial;
     ck__stat_up(&p->c->allocation, 1);
     ck__stat_up(&p->c->active, 1);
     ck__stat_up(&p->c->allocated_bytes, b->size);
@@ -1049,7 +1048,7 @@ CK_API ck_status ck_free(ck_pool *p, void *ptr, ck_stream stream) {
         b->uses = NULL;
         b->nuses = b->cap_uses = 0;
     }
-    if (b->tm) { /* tagged: a copy may still read or write it */
+    if (b->tier_hook) { /* tagged, or a recipe's input: the tier engine's */
         ck_event tev[2];
         uint32_t nt = ck__tier_on_free(p, b, tev);
         ck_event *np = nt ? realloc(b->pend, (b->npend + nt) * sizeof *np) : b->pend;

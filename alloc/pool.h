@@ -117,7 +117,7 @@ struct ck_block {
                                  free there is a double free, not a stray pointer) */
     uint32_t nlive;           /* page host: its small blocks that are live or pending */
     uint16_t tag;             /* 0 = untagged, else the tag's name id (tier.c) */
-    uint64_t serial;          /* live: which allocation this is (the pool's count at ck_malloc) */
+    uint8_t tier_hook;        /* live: tagged, or an input of a recipe: ck_free tells tier.c */
     struct ck_tmeta *tm;      /* live and tagged: the tier engine's record (tier.c) */
 };
 
@@ -240,7 +240,6 @@ struct ck_pool {
     ck_event *ev_cache;     /* idle events for reuse */
     size_t nev_cache, cap_ev_cache;
 
-    uint64_t alloc_serial;  /* allocations so far (ck_block.serial) */
     struct ck_tier_engine *tier;   /* the tier engine, made at the first ck_tag (tier.c) */
 
     /* The counters: p->c points into the pool's live slot (shared memory,
@@ -364,9 +363,10 @@ void ck__pool_settle(ck_pool *p);
  * releases, then evict resident stashed tensors until need bytes are free
  * (0: only finish). Returns the physical bytes released. */
 size_t ck__tier_reclaim(ck_pool *p, size_t need);
-/* ck_free of a tagged block: forget it. Events the free must wait for (a
- * copy still reading or writing it) go into ev[] (at most 2); returns how
- * many. */
+/* ck_free of a block with tier_hook set (tagged, or a recipe's input):
+ * forget it, and mark the recipes that read it. Events the free must wait
+ * for (a copy still reading or writing it) go into ev[] (at most 2);
+ * returns how many. */
 uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev);
 /* ck_pool_destroy: wait for the copy stream, give back host memory. */
 void ck__tier_destroy(ck_pool *p);

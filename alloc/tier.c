@@ -39,7 +39,9 @@ typedef struct ck_tmeta {
     uint32_t stashes;   /* stashes so far */
     ck_recipe recipe;
     uintptr_t in_block[CK_MAX_INPUTS]; /* the live block input i lay in (0: outside the pool) */
-    uint64_t in_serial[CK_MAX_INPUTS];
+    uint8_t in_stale;   /* bit i: input i's block was freed since ck_set_recipe */
+    uint8_t on_rlist;   /* on the engine's list of tensors with a recipe */
+    struct ck_tmeta *rprev, *rnext;
     void *host;         /* the host copy (offload), while it is needed */
     size_t host_cap;
     ck_event ev;        /* the end of the work in flight (moving list), or NULL */
@@ -64,6 +66,7 @@ struct ck_tier_engine {
     ck_stream copy; /* the copy stream, made at the first offload */
     ck_tmeta *s_head, *s_tail; /* stashed, oldest first */
     ck_tmeta *moving;
+    ck_tmeta *recipes; /* tensors with a recipe (their inputs' frees mark them) */
     ck_hdefer *defer;
     size_t ndefer, cap_defer;
     uint64_t stash_seq;
@@ -207,6 +210,22 @@ static void stash_del(struct ck_tier_engine *T, ck_tmeta *m) {
     m->sprev = m->snext = NULL;
     m->stashed = 0;
     m->prefetched = 0;
+}
+
+static void rlist_set(struct ck_tier_engine *T, ck_tmeta *m, int on) {
+    if (on == m->on_rlist) return;
+    if (on) {
+        m->rprev = NULL;
+        m->rnext = T->recipes;
+        if (T->recipes) T->recipes->rprev = m;
+        T->recipes = m;
+    } else {
+        if (m->rprev) m->rprev->rnext = m->rnext;
+        else T->recipes = m->rnext;
+        if (m->rnext) m->rnext->rprev = m->rprev;
+        m->rprev = m->rnext = NULL;
+    }
+    m->on_rlist = (uint8_t)on;
 }
 
 static void moving_add(struct ck_tier_engine *T, ck_tmeta *m, ck_event ev) {
@@ -482,7 +501,7 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
 static ck_block *input_block(ck_pool *p, ck_tmeta *m, int i) {
     const char *why = "";
     ck_block *ib = ck__span_block(p, m->recipe.inputs[i].data, shape_bytes(&m->recipe.inputs[i]), &why);
-    return ib && ib->addr == m->in_block[i] && ib->serial == m->in_serial[i] ? ib : NULL;
+    return ib && ib->addr == m->in_block[i] && !(m->in_stale & (1u << i)) ? ib : NULL;
 }
 
 static ck_status check_inputs(ck_pool *p, ck_tmeta *m) {
@@ -719,6 +738,7 @@ CK_API ck_status ck_tag(ck_pool *p, void *ptr, const char *name, ck_tier tier) {
         b->tm->tag = id;
         b->tm->tier = (uint8_t)tier;
         b->tag = id;
+        b->tier_hook = 1;
         /* chunk_align=auto: later tensors start on a chunk, so a stash gives
          * back all of them but one shared chunk. */
         if (p->opts.chunk_align == 0 && p->align_min > CK_ALIGN_MIN) p->align_min = CK_ALIGN_MIN;
@@ -750,6 +770,7 @@ CK_API ck_status ck_untag(ck_pool *p, void *ptr) {
             if (m->ev) ck__event_passed(p, m->ev, 1);
             finish(p, m);
         }
+        rlist_set(p->tier, m, 0);
         b->tm = NULL;
         b->tag = 0;
         meta_free(p, m);
@@ -776,7 +797,7 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
                      "ck_set_recipe: the recipe writes %zu bytes but '%s' (%p) has %zu", out_bytes,
                      tname(p, b->tm), ptr, b->size);
     uintptr_t in_block[CK_MAX_INPUTS] = {0};
-    uint64_t in_serial[CK_MAX_INPUTS] = {0};
+    ck_block *in_b[CK_MAX_INPUTS] = {0};
     for (int i = 0; st == CK_OK && r && i < r->n_inputs; i++) {
         const void *d = r->inputs[i].data;
         if (!ck__region_of(p, (uintptr_t)d)) continue; /* a foreign pointer (weights) */
@@ -791,7 +812,7 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
                          i, d, tname(p, b->tm));
         else {
             in_block[i] = ib->addr;
-            in_serial[i] = ib->serial;
+            in_b[i] = ib;
         }
     }
     if (st == CK_OK) {
@@ -801,8 +822,12 @@ CK_API ck_status ck_set_recipe(ck_pool *p, void *ptr, const ck_recipe *r) {
             m->recipe = *r;
             m->recipe_bytes = out_bytes;
             memcpy(m->in_block, in_block, sizeof in_block);
-            memcpy(m->in_serial, in_serial, sizeof in_serial);
+            m->in_stale = 0;
+            /* Their frees must reach the engine, to mark this recipe. */
+            for (int i = 0; i < r->n_inputs; i++)
+                if (in_b[i]) in_b[i]->tier_hook = 1;
         }
+        rlist_set(p->tier, m, r != NULL);
     }
     unlock_checked(p, "ck_set_recipe");
     return st;
@@ -1051,9 +1076,17 @@ CK_API ck_status ck_tensor_info(ck_pool *p, const void *ptr, ck_tensor_status *o
 
 uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev) {
     struct ck_tier_engine *T = p->tier;
-    ck_tmeta *m = b->tm;
     uint32_t n = 0;
+    b->tier_hook = 0;
+    if (!T) return 0;
+    /* Recipes that read this block can no longer be run. */
+    for (ck_tmeta *r = T->recipes; r; r = r->rnext)
+        for (int i = 0; i < r->recipe.n_inputs; i++)
+            if (r->in_block[i] == b->addr) r->in_stale |= (uint8_t)(1u << i);
+    ck_tmeta *m = b->tm;
+    if (!m) return 0;
     stash_del(T, m);
+    rlist_set(T, m, 0);
     if (m->on_moving) {
         moving_del(T, m);
         if (m->ev) {
