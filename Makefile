@@ -44,7 +44,7 @@ test-asan: deps
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCKALLOC_SANITIZE=thread -DCKALLOC_BENCH=OFF >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
-	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -j$(JOBS) -LE "gpu|install|browser"
+	@TSAN_OPTIONS=halt_on_error=1 ctest --no-tests=error --test-dir build-tsan --output-on-failure -j$(JOBS) -LE "gpu|install|browser|examples"
 
 # scripts/gpu-check.sh run1 and run2 end to end without a GPU (every GPU
 # step must skip cleanly), built from the carried .deps prefix only, with
