@@ -8,7 +8,7 @@
 #
 # run1: env (env.txt), build, procaddr (does cuGetProcAddress_v2 return
 #   dlsym's address? "same" or "DIFF"), gpu_contract, gpu_kernel_check,
-#   gpu_replay, preload_real (shared and static cudart), torch_train (plain,
+#   gpu_replay, gpu_tier, preload_real (shared and static cudart), torch_train (plain,
 #   LD_PRELOAD and pluggable; losses must match). ~4 minutes.
 # run2: build (nothing to do when run1's build is still there), bench_replay,
 #   bench_replay_torch, bench_cuda_alloc, memcheck on gpu_kernel_check and on
@@ -140,7 +140,7 @@ else
 fi
 # A new build tree gets Ninja when there is one; an old one keeps its own.
 [ -f "$build/CMakeCache.txt" ] || ! command -v ninja >/dev/null 2>&1 || cmake_args+=(-G Ninja)
-targets="ckalloc ckalloc_preload ckalloc-stat gpu_procaddr gpu_contract gpu_replay gpu_kernel_check
+targets="ckalloc ckalloc_preload ckalloc-stat gpu_procaddr gpu_contract gpu_replay gpu_tier gpu_kernel_check
     preload_real preload_real_static bench_replay bench_cuda_alloc"
 
 # cuBLASLt for the programs outside a torch process: the library looks in
@@ -210,6 +210,7 @@ if [ $RUN = run1 ]; then
     run_step gpu_contract 60 "$T/gpu_contract"
     run_step gpu_kernel_check 30 "$T/gpu_kernel_check"
     run_step gpu_replay 120 "$T/gpu_replay"
+    run_step gpu_tier 60 "$T/gpu_tier"
     run_step preload_real 45 sh tests/gpu/preload_real.sh "$T/preload_real" "$lib" "$py" "$B/preload-work"
     run_step preload_real_static 45 sh tests/gpu/preload_real.sh "$T/preload_real_static" "$lib" "$py" "$B/preload-work"
     : >"$out/torch.jsonl"

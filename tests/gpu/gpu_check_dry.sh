@@ -91,7 +91,7 @@ EOF
 }
 
 OUT=$build-out1 BUILD=$build bash scripts/gpu-check.sh run1 >"$build.run1.stdout" 2>&1
-check_out run1 "$build-out1" $? build procaddr gpu_contract gpu_kernel_check gpu_replay \
+check_out run1 "$build-out1" $? build procaddr gpu_contract gpu_kernel_check gpu_replay gpu_tier \
     preload_real preload_real_static torch_train
 for f in env.txt torch.jsonl; do
     [ -s "$build-out1/$f" ] && ok "run1 wrote $f" || bad "run1 did not write $f"
