@@ -423,7 +423,10 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
         ck__event_put(p, m->sev);
         m->sev = NULL;
     }
-    if (!m->host && !m->has_recipe) {
+    /* The tier asked for: a recipe rebuilds only a RECOMPUTE (or AUTO)
+     * tensor; an OFFLOAD one is copied out even when it has a recipe. */
+    int rebuild = m->has_recipe && m->tier != CK_TIER_OFFLOAD;
+    if (!m->host && !rebuild) {
         ck_stream cs;
         void *h = NULL;
         size_t cap = 0;
@@ -494,7 +497,11 @@ static size_t shape_bytes(const ck_tensor *t) {
     return n;
 }
 
-static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int keep_stashed);
+/* How fetch_one brings a tensor back: for the caller (who waits and takes
+ * it), as a recipe input (s waits, it stays stashed), or as a prefetch
+ * (nothing waits yet: its own fetch will). */
+enum { FETCH_OWN = 0, FETCH_INPUT = 1, FETCH_PREFETCH = 2 };
+static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int how);
 
 /* The recipe's inputs, checked live and the same allocations as at
  * ck_set_recipe, and brought back when stashed. */
@@ -548,7 +555,7 @@ static ck_status fetch_inputs(ck_pool *p, ck_tmeta *m, ck_stream s, int depth) {
             if (depth > 16)
                 return ck__err(CK_ERR_INVALID, "ck_fetch: tensor '%s': recipes nest deeper than 16",
                                tname(p, m));
-            ck_status st = fetch_one(p, ib->tm, s, depth + 1, 1);
+            ck_status st = fetch_one(p, ib->tm, s, depth + 1, FETCH_INPUT);
             if (st != CK_OK) return st;
         } else if (ib && ib->tm && ib->tm->ev && ib->tm->state == CK_TENSOR_COMING_BACK) {
             ck_status st = p->be->ops->stream_wait_event(p->be, s, ib->tm->ev);
@@ -561,7 +568,8 @@ static ck_status fetch_inputs(ck_pool *p, ck_tmeta *m, ck_stream s, int depth) {
 /* Bring m back on stream s. keep_stashed: a prefetch or a recipe input
  * (the tensor stays stashed, marked prefetched, so the caller's own fetch
  * finds it). */
-static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int keep_stashed) {
+static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int how) {
+    int keep_stashed = how != FETCH_OWN;
     struct ck_tier_engine *T = p->tier;
     ck_status st = CK_OK;
     switch ((ck_tensor_state)m->state) {
@@ -611,7 +619,8 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
             st = copy_stream(p, &cs);
             if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, (void *)m->b->addr, m->host, m->b->size, cs);
             if (st == CK_OK) st = ck__event_record(p, cs, &e);
-            if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, s, e);
+            /* A prefetch's consumer waits when it fetches the tensor. */
+            if (st == CK_OK && how != FETCH_PREFETCH) st = p->be->ops->stream_wait_event(p->be, s, e);
             if (st == CK_OK) ck__cnt_set(&p->c->bytes_to_device, p->c->bytes_to_device + m->b->size);
         } else {
             st = ck__replay_locked(p, &m->recipe, (void *)m->b->addr, m->b->size, s);
@@ -650,13 +659,14 @@ static void prefetch_from(ck_pool *p, ck_tmeta *first, ck_stream s) {
         /* The window is the bytes ahead of this point, back already or not:
          * the walk stops there whatever the list's length. */
         if (took + q->b->size > window) break;
-        if (q->prefetched || q->state == CK_TENSOR_RESIDENT || q->state == CK_TENSOR_COMING_BACK ||
-            q->state == CK_TENSOR_MOVING_OUT) {
+        if (q->state != CK_TENSOR_OFFLOADED) {
+            /* Back already, on its way, or dropped: a recompute runs on the
+             * consumer's stream, so bringing it early gains nothing. */
             took += q->b->size;
             continue;
         }
         if ((uint64_t)p->c->physical_bytes.current + q->b->size > p->budget) break;
-        if (fetch_one(p, q, s, 0, 1) != CK_OK) {
+        if (fetch_one(p, q, s, 0, FETCH_PREFETCH) != CK_OK) {
             ck__clear_error();
             break;
         }
@@ -873,19 +883,27 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
         finish(p, m);
     }
     int auto_keep = 0;
+    /* The last prefetch window's bytes of forward, as the last step's
+     * stashes tell them apart: backward needs them first, so sending them
+     * out would only stall it (the transfer out and back at the turn). */
+    uint64_t end = T->step_bytes + b->size; /* where this tensor ends in the step's stashes */
+    int tail = T->in_step && T->last_step_bytes &&
+               (end + T->prefetch > T->last_step_bytes || end == T->last_step_bytes);
     if (st == CK_OK && t == CK_TIER_AUTO) {
         /* Eager when the budget is near, or when the last step had to evict
-         * this tag under pressure; but not the last prefetch-window's bytes
-         * of forward (as the last step's stashes tell them apart): backward
-         * needs those first. */
-        int tail = T->last_step_bytes && T->step_bytes + b->size + T->prefetch >= T->last_step_bytes;
+         * this tag under pressure (not in the tail). */
         if (near_budget(p, b->size) || (learned_evicted(T, m->tag) && !tail))
             t = m->has_recipe ? CK_TIER_RECOMPUTE : CK_TIER_OFFLOAD;
         else auto_keep = 1;
+    } else if (st == CK_OK && (t == CK_TIER_OFFLOAD || t == CK_TIER_RECOMPUTE) && T->prefetch && tail &&
+               !near_budget(p, b->size)) {
+        /* Prefetch's other half: the tail stays resident (evictable under
+         * pressure like AUTO's, its tier applied then). */
+        auto_keep = 1;
     }
     if (st == CK_OK && t != CK_TIER_KEEP) st = not_capturing(p, stream, "ck_stash");
     ck_event e = NULL;
-    if (st == CK_OK && t == CK_TIER_OFFLOAD) {
+    if (st == CK_OK && t == CK_TIER_OFFLOAD && !auto_keep) {
         ck_stream cs;
         void *h = NULL;
         size_t cap = 0;
@@ -955,7 +973,7 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
     if (m->prefetched) ck__cnt_inc(&p->c->prefetch_hits);
     else if (m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED)
         ck__cnt_inc(&p->c->prefetch_misses);
-    st = fetch_one(p, m, stream, 0, 0);
+    st = fetch_one(p, m, stream, 0, FETCH_OWN);
     int corrupt = 0;
     uint64_t now = 0;
     if (st == CK_OK && p->opts.verify && m->has_sum) {

@@ -224,7 +224,7 @@ rm -f "$W/tier.csv"
 "$T" --steps 2 --policy mixed --conf "trace=$W/tier.csv" > "$W/train.out"
 expect_rc $? 0
 grep -q ",stash," "$W/tier.csv" && grep -q ",step,0x0,2,0x0,end" "$W/tier.csv" || exit 1
-"$R" --json --conf release=eager "$W/tier.csv" > "$W/tier.json"
+"$R" --json --conf release=eager,prefetch=8M "$W/tier.csv" > "$W/tier.json"
 expect_rc $? 0
 check "$W/tier.json" 'j["tier_ops"] > 50 and j["tier_failures"] == 0 and j["num_stashes"] == j["num_fetches"] > 0' || exit 1
 check "$W/tier.json" 'j["num_replays"] > 0 and j["peak_offloaded_bytes"] > 0 and j["peak_physical_bytes"] < j["peak_live_bytes"]'

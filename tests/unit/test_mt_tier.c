@@ -337,7 +337,7 @@ static void mt_run(const char *conf, long iters) {
     free(ref3);
 }
 
-START_TEST(t_two_threads) { mt_run("budget=512M,chunk_align=4M", iters_of(160)); }
+START_TEST(t_two_threads) { mt_run("budget=512M,chunk_align=4M,prefetch=16M", iters_of(160)); }
 END_TEST
 
 /* verify=1 (fetch waits and checks), no prefetch, chunk_align auto. */

@@ -711,6 +711,44 @@ START_TEST(t_va_headroom) {
 }
 END_TEST
 
+/* Prefetch's other half: from the second step on, the last prefetch window
+ * of forward stays resident even when tagged OFFLOAD (backward needs it
+ * first); with prefetch=0 everything goes out as asked. */
+START_TEST(t_tail_resident) {
+    for (int pf = 0; pf < 2; pf++) {
+        ck_pool *p = host_pool(pf ? "chunk_align=4M,prefetch=8M" : "chunk_align=4M,prefetch=0");
+        for (int stepno = 0; stepno < 2; stepno++) {
+            ASSERT_OK(ck_step_begin(p));
+            void *a[6];
+            for (int i = 0; i < 6; i++) {
+                ASSERT_OK(ck_malloc(p, &a[i], 8 * MiB, NULL));
+                fill(a[i], 8 * MiB, (uint32_t)(70 + i));
+                ASSERT_OK(ck_tag(p, a[i], "t", CK_TIER_OFFLOAD));
+                ASSERT_OK(ck_stash(p, a[i], NULL));
+            }
+            size_t got;
+            ASSERT_OK(ck_trim(p, &got));
+            for (int i = 0; i < 6; i++) {
+                ck_tensor_status s = info_of(p, a[i]);
+                int kept = pf && stepno == 1 && i == 5; /* the last 8 MiB */
+                ck_assert_msg(s.applied == (kept ? CK_TIER_KEEP : CK_TIER_OFFLOAD) &&
+                                  s.state == (kept ? CK_TENSOR_RESIDENT : CK_TENSOR_OFFLOADED),
+                              "prefetch %d step %d tensor %d: applied %s, %s", pf, stepno, i,
+                              ck_tier_name(s.applied), ck_tensor_state_name(s.state));
+            }
+            for (int i = 5; i >= 0; i--) {
+                ASSERT_OK(ck_fetch(p, a[i], NULL));
+                ASSERT_OK(ck_stream_synchronize(p, NULL));
+                ck_assert(same(a[i], 8 * MiB, (uint32_t)(70 + i)));
+                ASSERT_OK(ck_free(p, a[i], NULL));
+            }
+            ASSERT_OK(ck_step_end(p));
+        }
+        ASSERT_OK(ck_pool_destroy(p));
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -730,5 +768,6 @@ int main(void) {
     tcase_add_test(tc, t_learning);
     tcase_add_test(tc, t_regressions);
     tcase_add_test(tc, t_va_headroom);
+    tcase_add_test(tc, t_tail_resident);
     return ck_test_run(s);
 }
