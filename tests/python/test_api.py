@@ -35,6 +35,45 @@ def ckalloc_stat():
     return None
 
 
+class TierTest(unittest.TestCase):
+    """The tier engine through Pool: tag, stash, fetch, tensor_info, steps;
+    an offload round trip with the data intact, and errors as ckalloc.Error
+    with the library's sentence."""
+
+    @isolated(HOST)
+    def test_offload_round_trip(self):
+        import ckalloc
+        with ckalloc.Pool("backend=host,chunk_align=4M,live=0") as p:
+            n = 8 * MiB
+            x = p.malloc(n)
+            ctypes.memset(x, 0x5A, n)
+            p.tag(x, "layers.0.act", "offload")
+            info = p.tensor_info(x)
+            self.assertEqual((info["name"], info["tier"], info["applied"]), ("layers.0.act", "offload", "auto"))
+            p.step_begin()
+            p.stash(x)
+            p.trim()  # the copy out finishes and the memory goes back
+            info = p.tensor_info(x)
+            self.assertEqual((info["state"], info["stashed"], info["device_bytes"]), ("offloaded", True, 0))
+            st = p.stats()
+            self.assertEqual(st["offloaded_bytes"]["current"], n)
+            p.fetch(x)
+            p.synchronize()
+            p.step_end()
+            self.assertEqual(ctypes.string_at(x, 16), b"\x5a" * 16)
+            self.assertEqual(ctypes.string_at(x + n - 16, 16), b"\x5a" * 16)
+            self.assertEqual(p.tensor_info(x)["state"], "resident")
+            with self.assertRaises(ckalloc.Error) as e:
+                p.fetch(x)
+            self.assertEqual(e.exception.name, "CK_ERR_INVALID")
+            self.assertIn("not stashed", str(e.exception))
+            with self.assertRaises(ckalloc.Error):
+                p.tag(x, "y", "sometimes")
+            p.untag(x)
+            p.free(x)
+            self.assertEqual(p.stats()["num_stashes"], 1)
+
+
 class TrimTest(unittest.TestCase):
     @isolated(HOST)
     def test_trim_releases_the_cache_and_keeps_live_blocks(self):

@@ -99,6 +99,26 @@ COUNT_NAMES = (
 )
 
 
+# The tier engine (ckalloc/tier.h): tiers by name or number.
+TIERS = {"auto": 0, "keep": 1, "offload": 2, "recompute": 3}
+TENSOR_STATES = ("resident", "moving_out", "offloaded", "dropped", "coming_back")
+CK_TAG_MAX = 64
+
+
+class ck_tensor_status(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name", ctypes.c_char * CK_TAG_MAX),
+        ("tier", ctypes.c_int),
+        ("applied", ctypes.c_int),
+        ("state", ctypes.c_int),
+        ("stashed", ctypes.c_int),
+        ("has_recipe", ctypes.c_int),
+        ("size", ctypes.c_size_t),
+        ("device_bytes", ctypes.c_size_t),
+    ]
+
+
 class Error(Exception):
     """A ckalloc call failed.
 
@@ -336,6 +356,14 @@ def _declare(lib):
         "ck_get_stats": (i, [vp, ctypes.POINTER(ck_stats)]),
         "ck_reset_peak_stats": (i, [vp]),
         "ck_print_stats": (i, [vp, vp, i]),
+        "ck_stream_synchronize": (i, [vp, vp]),
+        "ck_tag": (i, [vp, vp, ctypes.c_char_p, i]),
+        "ck_untag": (i, [vp, vp]),
+        "ck_stash": (i, [vp, vp, vp]),
+        "ck_fetch": (i, [vp, vp, vp]),
+        "ck_step_begin": (i, [vp]),
+        "ck_step_end": (i, [vp]),
+        "ck_tensor_info": (i, [vp, vp, ctypes.POINTER(ck_tensor_status)]),
         "ckalloc_preload_pool": (vp, [i]),
         "ckalloc_torch_malloc": (vp, [ctypes.c_ssize_t, i, vp]),
         "ckalloc_torch_free": (None, [vp, ctypes.c_ssize_t, i, vp]),
@@ -421,8 +449,10 @@ class Pool:
     """A ck_pool. Pool(conf) creates a pool of its own (closed by close() or
     a with-block); preload_pool(device) wraps the process's pool (never
     destroyed from Python). Pointers and streams are ints (or None).
-    Methods: malloc, free, record_stream, trim, snapshot, stats, raw_stats,
-    format_stats, print_stats, reset_peak_stats, close."""
+    Methods: malloc, free, record_stream, synchronize, trim, snapshot,
+    stats, raw_stats, format_stats, print_stats, reset_peak_stats, close;
+    the tier engine's tag, untag, stash, fetch, step_begin, step_end,
+    tensor_info."""
 
     def __init__(self, conf=None, *, _handle=None, _owned=True, _device=None):
         self._lib = _load()
@@ -458,6 +488,57 @@ class Pool:
     def record_stream(self, ptr, stream):
         _check(self._lib, "ck_record_stream",
                self._lib.ck_record_stream(self.handle, _as_ptr(ptr), _as_ptr(stream)))
+
+    def synchronize(self, stream=None):
+        """Wait for the work queued on stream (None: the default stream)."""
+        _check(self._lib, "ck_stream_synchronize",
+               self._lib.ck_stream_synchronize(self.handle, _as_ptr(stream)))
+
+    # ---- the tier engine (ckalloc/tier.h) ----
+
+    def tag(self, ptr, name, tier="auto"):
+        """Name the allocation at ptr and give its tier: "auto", "keep",
+        "offload", "recompute" (or 0..3)."""
+        t = TIERS.get(tier, tier) if isinstance(tier, str) else int(tier)
+        if isinstance(tier, str) and tier not in TIERS:
+            raise Error("ck_tag", "tier %r is not one of %s" % (tier, ", ".join(TIERS)))
+        _check(self._lib, "ck_tag", self._lib.ck_tag(self.handle, _as_ptr(ptr), name.encode(), t))
+
+    def untag(self, ptr):
+        _check(self._lib, "ck_untag", self._lib.ck_untag(self.handle, _as_ptr(ptr)))
+
+    def stash(self, ptr, stream=None):
+        """Forward is done with ptr: its tier applies (no waiting)."""
+        _check(self._lib, "ck_stash", self._lib.ck_stash(self.handle, _as_ptr(ptr), _as_ptr(stream)))
+
+    def fetch(self, ptr, stream=None):
+        """Backward needs ptr on stream: it is back for work queued there."""
+        _check(self._lib, "ck_fetch", self._lib.ck_fetch(self.handle, _as_ptr(ptr), _as_ptr(stream)))
+
+    def step_begin(self):
+        _check(self._lib, "ck_step_begin", self._lib.ck_step_begin(self.handle))
+
+    def step_end(self):
+        _check(self._lib, "ck_step_end", self._lib.ck_step_end(self.handle))
+
+    def tensor_info(self, ptr):
+        """What the tier engine knows of the tagged tensor at ptr, as a dict:
+        name, tier, applied, state, stashed, has_recipe, size, device_bytes."""
+        s = ck_tensor_status()
+        s.struct_size = ctypes.sizeof(ck_tensor_status)
+        _check(self._lib, "ck_tensor_info",
+               self._lib.ck_tensor_info(self.handle, _as_ptr(ptr), ctypes.byref(s)))
+        names = {v: k for k, v in TIERS.items()}
+        return {
+            "name": s.name.decode(errors="replace"),
+            "tier": names.get(s.tier, s.tier),
+            "applied": names.get(s.applied, s.applied),
+            "state": TENSOR_STATES[s.state] if 0 <= s.state < len(TENSOR_STATES) else s.state,
+            "stashed": bool(s.stashed),
+            "has_recipe": bool(s.has_recipe),
+            "size": s.size,
+            "device_bytes": s.device_bytes,
+        }
 
     def trim(self):
         """Release every whole free chunk; returns the bytes given back."""
