@@ -89,7 +89,15 @@ int main(void) {
     for (int i = 0; i < NT; i++) {
         check(ck_malloc(p, &t[i], n, NULL) == CK_OK, "malloc tensor %d", i);
         mask_recipe(&r, n, (uint64_t)i + 1);
-        check(ck_replay(p, &r, t[i], n, NULL) == CK_OK, "fill tensor %d", i);
+        st = ck_replay(p, &r, t[i], n, NULL);
+        if (i == 0 && st == CK_ERR_BACKEND && strstr(ck_last_error(), "without CUDA kernels")) {
+            /* a sanitizer build, run on the stand-in driver */
+            printf("skipped: %s\n", ck_last_error());
+            ck_free(p, t[i], NULL);
+            ck_pool_destroy(p);
+            return 77;
+        }
+        check(st == CK_OK, "fill tensor %d", i);
         char name[32];
         snprintf(name, sizeof name, "layers.%d.act", i);
         check(ck_tag(p, t[i], name, CK_TIER_OFFLOAD) == CK_OK, "tag %s", name);
