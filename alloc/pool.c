@@ -1161,8 +1161,10 @@ ck_status ck__restore_locked(ck_pool *p, ck_block *b) {
                 st = nomem(p, b->size, b->stream, over_limit(p, b->size, why, sizeof why));
             }
         }
-        if (st == CK_OK) st = ck__phys_map(p, b->region, b->addr, b->size);
-        if (st == CK_ERR_NOMEM) st = nomem(p, b->size, b->stream, ck_last_error());
+        if (st == CK_OK) {
+            st = ck__phys_map(p, b->region, b->addr, b->size);
+            if (st == CK_ERR_NOMEM) st = nomem(p, b->size, b->stream, ck_last_error());
+        }
         if (st == CK_OK) ck__phys_hold(p, b->region, b->addr, b->size);
     }
     if (st == CK_OK) b->evicted = 0;

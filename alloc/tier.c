@@ -35,7 +35,9 @@ typedef struct ck_tmeta {
     uint8_t stashed;
     uint8_t prefetched; /* brought back by a prefetch, not yet fetched */
     uint8_t auto_kept;  /* AUTO, left resident at the stash: evictable under pressure */
-    uint8_t has_recipe, has_sum, busy;
+    uint8_t has_recipe, has_sum;
+    uint16_t busy;      /* fetches under way that need it resident (nested: a count) */
+    ck_stream sstream;  /* the stream of the last stash */
     uint32_t stashes;   /* stashes so far */
     ck_recipe recipe;
     uintptr_t in_block[CK_MAX_INPUTS]; /* the live block input i lay in (0: outside the pool) */
@@ -410,6 +412,8 @@ static int learned_evicted(const struct ck_tier_engine *T, uint16_t tag) {
     return tag < T->cap_evicted && (T->evicted[tag] & 2);
 }
 
+static ck_status check_inputs(ck_pool *p, ck_tmeta *m);
+
 /* Evict one resident stashed tensor (prefetched, or AUTO left resident):
  * its data goes to host memory first unless a host copy or a recipe can
  * bring it back. Waits for the copy. Returns the bytes released. */
@@ -425,7 +429,8 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     }
     /* The tier asked for: a recipe rebuilds only a RECOMPUTE (or AUTO)
      * tensor; an OFFLOAD one is copied out even when it has a recipe. */
-    int rebuild = m->has_recipe && m->tier != CK_TIER_OFFLOAD;
+    int rebuild = m->has_recipe && m->tier != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
+    ck__clear_error();
     if (!m->host && !rebuild) {
         ck_stream cs;
         void *h = NULL;
@@ -525,7 +530,7 @@ static ck_status check_inputs(ck_pool *p, ck_tmeta *m) {
 static void inputs_busy(ck_pool *p, ck_tmeta *m, int on) {
     for (int i = 0; i < m->recipe.n_inputs; i++) {
         ck_block *ib = m->in_block[i] ? input_block(p, m, i) : NULL;
-        if (ib && ib->tm) ib->tm->busy = (uint8_t)on;
+        if (ib && ib->tm) ib->tm->busy = (uint16_t)(ib->tm->busy + (on ? 1 : -1));
     }
 }
 
@@ -560,6 +565,11 @@ static ck_status fetch_inputs(ck_pool *p, ck_tmeta *m, ck_stream s, int depth) {
         } else if (ib && ib->tm && ib->tm->ev && ib->tm->state == CK_TENSOR_COMING_BACK) {
             ck_status st = p->be->ops->stream_wait_event(p->be, s, ib->tm->ev);
             if (st != CK_OK) return st;
+        } else if (ib && ib->tm && ib->tm->stashed && ib->tm->sev) {
+            /* Resident and stashed: the replay reads it after its producer
+             * is done with it. */
+            ck_status st = p->be->ops->stream_wait_event(p->be, s, ib->tm->sev);
+            if (st != CK_OK) return st;
         }
     }
     return CK_OK;
@@ -574,6 +584,19 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
     ck_status st = CK_OK;
     switch ((ck_tensor_state)m->state) {
     case CK_TENSOR_RESIDENT:
+        /* Never left: s waits for the stash point, so it sees what the
+         * producer stream wrote before the stash (KEEP records none: on
+         * another stream, one is recorded now, after the stash). */
+        if (m->sev) {
+            st = p->be->ops->stream_wait_event(p->be, s, m->sev);
+        } else if (m->sstream != s && ck__stream_alive(p, m->sstream)) {
+            ck_event e;
+            st = ck__event_record(p, m->sstream, &e);
+            if (st == CK_OK) {
+                st = p->be->ops->stream_wait_event(p->be, s, e);
+                ck__event_put(p, e);
+            }
+        }
         break;
     case CK_TENSOR_COMING_BACK:
         if (m->ev) st = p->be->ops->stream_wait_event(p->be, s, m->ev);
@@ -591,7 +614,13 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
             host_release(p, m->host, m->host_cap, copy_fence(p));
             m->host = NULL;
         }
-        if (m->ev) ck__event_put(p, m->ev);
+        /* A recompute's event is the stash point on the producer stream:
+         * s waits for it too; a tensor that stays stashed keeps it for a
+         * later eviction. */
+        if (m->ev && m->applied != CK_TIER_OFFLOAD && st == CK_OK)
+            st = p->be->ops->stream_wait_event(p->be, s, m->ev);
+        if (m->ev && keep_stashed && !m->sev) m->sev = m->ev;
+        else if (m->ev) ck__event_put(p, m->ev);
         m->ev = NULL;
         set_state(p, m, CK_TENSOR_RESIDENT);
         break;
@@ -600,7 +629,7 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
         int drop = m->state == CK_TENSOR_DROPPED;
         if (drop) st = check_inputs(p, m);
         if (st != CK_OK) return st;
-        m->busy = 1;
+        m->busy++;
         if (drop) inputs_busy(p, m, 1);
         st = ck__restore_locked(p, m->b);
         if (st == CK_OK && drop) st = fetch_inputs(p, m, s, depth);
@@ -610,7 +639,7 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
                 ck__evict_locked(p, m->b, &got);
             }
             if (drop) inputs_busy(p, m, 0);
-            m->busy = 0;
+            m->busy--;
             return st;
         }
         ck_event e = NULL;
@@ -629,7 +658,7 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
             if (st == CK_OK) inputs_read_until(p, m, s);
             inputs_busy(p, m, 0);
         }
-        m->busy = 0;
+        m->busy--;
         if (st != CK_OK) {
             /* Nothing came back: the tensor stays where it was. */
             if (e) {
@@ -928,6 +957,7 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
         m->applied = (uint8_t)(auto_keep ? CK_TIER_KEEP : t);
         m->has_sum = 0;
         m->auto_kept = (uint8_t)auto_keep;
+        m->sstream = stream;
         m->stashes++;
         T->step_bytes += b->size;
         uint64_t live = (uint64_t)p->c->allocated_bytes.current;
@@ -1112,6 +1142,11 @@ uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev) {
             else ev[n++] = m->ev; /* the block is reused only once it passes */
         }
         m->ev = NULL;
+    }
+    if (m->sev) { /* a replay the engine queued may still read it */
+        if (ck__event_passed(p, m->sev, 0)) ck__event_put(p, m->sev);
+        else ev[n++] = m->sev;
+        m->sev = NULL;
     }
     if (m->host) host_release(p, m->host, m->host_cap, copy_fence(p));
     m->host = NULL;

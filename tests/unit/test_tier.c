@@ -749,6 +749,131 @@ START_TEST(t_tail_resident) {
 }
 END_TEST
 
+/* Regressions from a review of the engine.
+ * (d) an AUTO tensor with a recipe whose input was freed was dropped under
+ *     pressure, so it could never come back: now it is copied out instead.
+ * (e) a nested fetch cleared the parent's hold on an input it had brought
+ *     back (busy was a flag), so the next input's restore evicted it and
+ *     the parent's replay failed: busy is a count now.
+ * (f) freeing a tensor that a queued replay still reads (the engine's
+ *     event on it was dropped): the memory is reused only after the read. */
+static void one_input_recipe(ck_recipe *r, const void *in, size_t nel, ck_op op, float alpha) {
+    ck_recipe_init(r);
+    int64_t sh[1] = {(int64_t)nel};
+    ck_recipe_input(r, in, CK_DTYPE_F32, 1, sh);
+    ck_step *st = ck_recipe_step(r, op, CK_DTYPE_F32);
+    st->in[0] = 0;
+    st->alpha = alpha;
+}
+
+START_TEST(t_review_regressions) {
+    size_t n = 8 * MiB, nel = n / 4;
+    size_t got;
+    /* (d) */
+    ck_pool *p = host_pool("budget=32M,chunk_align=4M,prefetch=0");
+    float *x, *y;
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, n, NULL));
+    for (size_t i = 0; i < nel; i++) x[i] = (float)i, y[i] = 2.0f * (float)i;
+    ck_recipe r;
+    one_input_recipe(&r, x, nel, CK_OP_SCALE, 2.0f);
+    ASSERT_OK(ck_tag(p, y, "y", CK_TIER_AUTO));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ASSERT_OK(ck_stash(p, y, NULL)); /* far from the budget: resident */
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_trim(p, &got));
+    void *f;
+    ASSERT_OK(ck_malloc(p, &f, 28 * MiB, NULL)); /* y must go */
+    ck_assert_int_eq(info_of(p, y).state, CK_TENSOR_OFFLOADED);
+    ASSERT_OK(ck_free(p, f, NULL));
+    ASSERT_OK(ck_fetch(p, y, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++) ck_assert(y[i] == 2.0f * (float)i);
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* (e) */
+    p = host_pool("budget=40M,chunk_align=4M,prefetch=0");
+    float *a, *b, *m, *d;
+    ASSERT_OK(ck_malloc(p, (void **)&a, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&b, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&m, n, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&d, n, NULL));
+    for (size_t i = 0; i < nel; i++) a[i] = (float)i, b[i] = 1.0f, m[i] = a[i] + b[i], d[i] = 5.0f;
+    ck_recipe_init(&r);
+    int64_t sh[1] = {(int64_t)nel};
+    ck_recipe_input(&r, a, CK_DTYPE_F32, 1, sh);
+    ck_recipe_input(&r, b, CK_DTYPE_F32, 1, sh);
+    ck_step *st = ck_recipe_step(&r, CK_OP_ADD, CK_DTYPE_F32);
+    st->in[0] = 0;
+    st->in[1] = 1;
+    ASSERT_OK(ck_tag(p, a, "a", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_tag(p, b, "b", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_tag(p, m, "m", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, m, &r));
+    ASSERT_OK(ck_tag(p, d, "d", CK_TIER_AUTO));
+    ASSERT_OK(ck_stash(p, a, NULL));
+    ASSERT_OK(ck_stash(p, b, NULL));
+    ASSERT_OK(ck_stash(p, m, NULL));
+    ASSERT_OK(ck_trim(p, &got));
+    ASSERT_OK(ck_stash(p, d, NULL)); /* AUTO, resident */
+    ASSERT_OK(ck_malloc(p, &f, 16 * MiB, NULL));
+    ASSERT_OK(ck_trim(p, &got));
+    ASSERT_OK(ck_fetch(p, m, NULL)); /* a and b come back; d is what may go */
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    for (size_t i = 0; i < nel; i++) ck_assert(m[i] == (float)i + 1.0f);
+    ASSERT_OK(ck_free(p, f, NULL));
+    ASSERT_OK(ck_fetch(p, d, NULL));
+    ASSERT_OK(ck_fetch(p, b, NULL));
+    ASSERT_OK(ck_fetch(p, a, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    ck_assert(d[123] == 5.0f && a[123] == 123.0f && b[123] == 1.0f);
+    ASSERT_OK(ck_free(p, a, NULL));
+    ASSERT_OK(ck_free(p, b, NULL));
+    ASSERT_OK(ck_free(p, m, NULL));
+    ASSERT_OK(ck_free(p, d, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+
+    /* (f) */
+    p = host_pool("chunk_align=4M,prefetch=0,release=eager");
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    size_t n2 = 32 * MiB, nel2 = n2 / 4;
+    float *fa, *fb;
+    ASSERT_OK(ck_malloc(p, (void **)&fa, n2, s1));
+    ASSERT_OK(ck_malloc(p, (void **)&fb, n2, s2));
+    for (size_t i = 0; i < nel2; i++) fa[i] = 1.0f;
+    one_input_recipe(&r, fa, nel2, CK_OP_SCALE, 2.0f);
+    ASSERT_OK(ck_tag(p, fb, "b", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_set_recipe(p, fb, &r));
+    ASSERT_OK(ck_stash(p, fb, s2));
+    ASSERT_OK(ck_stream_synchronize(p, s2));
+    ASSERT_OK(ck_tag(p, fa, "a", CK_TIER_AUTO));
+    ASSERT_OK(ck_stash(p, fa, s1)); /* resident */
+    size_t big = 64 * MiB;
+    float *fin = calloc(big / 4, 4), *fout = malloc(big);
+    ck_assert(fin && fout);
+    ck_recipe slow;
+    one_input_recipe(&slow, fin, big / 4, CK_OP_GELU_ERF, 1.0f);
+    for (int i = 0; i < 3; i++) ASSERT_OK(ck_replay(p, &slow, fout, big, s2)); /* s2 busy */
+    ASSERT_OK(ck_fetch(p, fb, s2)); /* b's replay on s2 reads a */
+    ASSERT_OK(ck_free(p, fa, s1));
+    ASSERT_OK(ck_stream_synchronize(p, s1));
+    void *t;
+    ASSERT_OK(ck_malloc(p, &t, 4 * MiB, s1)); /* eager release runs */
+    ASSERT_OK(ck_free(p, t, s1));
+    ASSERT_OK(ck_stream_synchronize(p, s2)); /* used to fault in s2's replay */
+    ck_assert(fb[0] == 2.0f && fb[nel2 - 1] == 2.0f);
+    ASSERT_OK(ck_free(p, fb, s2));
+    free(fin);
+    free(fout);
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -769,5 +894,6 @@ int main(void) {
     tcase_add_test(tc, t_regressions);
     tcase_add_test(tc, t_va_headroom);
     tcase_add_test(tc, t_tail_resident);
+    tcase_add_test(tc, t_review_regressions);
     return ck_test_run(s);
 }
