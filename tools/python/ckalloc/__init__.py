@@ -63,6 +63,18 @@ INSTALL_SUBDIR = os.path.join("share", "ckalloc", "python", "ckalloc")
 
 # The ck_stat members of struct ck_stats, in the order of ck_print_stats's
 # JSON object, and the plain counters after them.
+# The tier engine's counters (ckalloc/tier.h), last in struct ck_stats.
+TIER_STAT_NAMES = ("offloaded_bytes", "dropped_bytes", "moving_bytes", "host_bytes")
+TIER_COUNT_NAMES = (
+    "num_stashes",
+    "num_fetches",
+    "bytes_to_host",
+    "bytes_to_device",
+    "num_replays",
+    "prefetch_hits",
+    "prefetch_misses",
+    "num_evictions",
+)
 STAT_NAMES = (
     "allocated_bytes",
     "requested_bytes",
@@ -75,11 +87,7 @@ STAT_NAMES = (
     "active",
     "inactive_split",
     "segment",
-    "offloaded_bytes",
-    "dropped_bytes",
-    "moving_bytes",
-    "host_bytes",
-)
+) + TIER_STAT_NAMES
 COUNT_NAMES = (
     "largest_free",
     "num_alloc_retries",
@@ -88,15 +96,7 @@ COUNT_NAMES = (
     "num_unmap_calls",
     "num_create_calls",
     "num_release_calls",
-    "num_stashes",
-    "num_fetches",
-    "bytes_to_host",
-    "bytes_to_device",
-    "num_replays",
-    "prefetch_hits",
-    "prefetch_misses",
-    "num_evictions",
-)
+) + TIER_COUNT_NAMES
 
 
 # The tier engine (ckalloc/tier.h): tiers by name or number.
@@ -201,22 +201,8 @@ class ck_stats(ctypes.Structure):
         )
     ]
     # The tier engine's (ckalloc/tier.h).
-    _fields_ += [
-        (n, ck_stat) for n in ("offloaded_bytes", "dropped_bytes", "moving_bytes", "host_bytes")
-    ]
-    _fields_ += [
-        (n, ctypes.c_uint64)
-        for n in (
-            "num_stashes",
-            "num_fetches",
-            "bytes_to_host",
-            "bytes_to_device",
-            "num_replays",
-            "prefetch_hits",
-            "prefetch_misses",
-            "num_evictions",
-        )
-    ]
+    _fields_ += [(n, ck_stat) for n in TIER_STAT_NAMES]
+    _fields_ += [(n, ctypes.c_uint64) for n in TIER_COUNT_NAMES]
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
