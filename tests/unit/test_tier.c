@@ -874,6 +874,46 @@ START_TEST(t_review_regressions) {
 }
 END_TEST
 
+/* Stash on one stream, fetch on another: work queued on the fetch stream
+ * runs after the stash point, even for a KEEP tensor that never left (an
+ * event on the stash stream is recorded at the fetch). */
+START_TEST(t_cross_stream_fetch) {
+    ck_pool *p = host_pool("chunk_align=4M,prefetch=0");
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    size_t big = 64 * MiB, n = 8 * MiB, nel = n / 4;
+    float *fin = calloc(big / 4, 4), *fout = malloc(big), *x, *host = malloc(n);
+    ck_assert(fin && fout && host);
+    ASSERT_OK(ck_malloc(p, (void **)&x, n, s1));
+    for (size_t i = 0; i < nel; i++) x[i] = 1.0f;
+    ck_recipe slow, dbl;
+    one_input_recipe(&slow, fin, big / 4, CK_OP_GELU_ERF, 1.0f);
+    one_input_recipe(&dbl, x, nel, CK_OP_SCALE, 3.0f);
+    for (int tier = 0; tier < 2; tier++) {
+        ASSERT_OK(ck_tag(p, x, "x", tier ? CK_TIER_AUTO : CK_TIER_KEEP));
+        for (int i = 0; i < 3; i++) ASSERT_OK(ck_replay(p, &slow, fout, big, s1)); /* s1 busy */
+        ASSERT_OK(ck_replay(p, &dbl, x, n, s1));  /* x's last write: x = 3x */
+        ASSERT_OK(ck_stash(p, x, s1));
+        ASSERT_OK(ck_fetch(p, x, s2));
+        ASSERT_OK(ck_memcpy_async(p, host, x, n, s2)); /* must see x = 3x */
+        ASSERT_OK(ck_stream_synchronize(p, s2));
+        float want = tier ? 9.0f : 3.0f;
+        ck_assert_msg(host[0] == want && host[nel - 1] == want, "tier %d: read %g before the stash point",
+                      tier, host[0]);
+        ASSERT_OK(ck_stream_synchronize(p, s1));
+        ASSERT_OK(ck_untag(p, x));
+    }
+    ASSERT_OK(ck_free(p, x, s1));
+    free(fin);
+    free(fout);
+    free(host);
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tier");
     TCase *tc = ck_test_tcase(s, "core", 120);
@@ -895,5 +935,6 @@ int main(void) {
     tcase_add_test(tc, t_va_headroom);
     tcase_add_test(tc, t_tail_resident);
     tcase_add_test(tc, t_review_regressions);
+    tcase_add_test(tc, t_cross_stream_fetch);
     return ck_test_run(s);
 }
