@@ -1196,7 +1196,7 @@ int ck__tier_check(ck_pool *p, char *why, size_t n) {
         }                                                                                          \
     } while (0)
     int64_t off = 0, drop = 0, mov = 0;
-    size_t nstashed = 0, nmoving = 0;
+    size_t nstashed = 0, nmoving = 0, nrecipes = 0, nonmoving = 0;
     for (size_t i = 0; i <= p->hmask && p->htab; i++)
         for (ck_block *b = p->htab[i]; b; b = b->hnext) {
             ck_tmeta *m = b->tm;
@@ -1218,9 +1218,15 @@ int ck__tier_check(ck_pool *p, char *why, size_t n) {
                  tname(p, m));
             TCHK(m->on_moving == (m->state == CK_TENSOR_MOVING_OUT || m->state == CK_TENSOR_COMING_BACK),
                  "'%s' is %s, on the moving list: %d", tname(p, m), state_names[m->state], m->on_moving);
+            TCHK(m->busy == 0, "'%s' is still marked busy (%u) between calls", tname(p, m), (unsigned)m->busy);
+            TCHK(m->on_rlist == m->has_recipe, "'%s': recipe %d but on the recipe list %d", tname(p, m),
+                 m->has_recipe, m->on_rlist);
+            TCHK(!m->host || m->applied == CK_TIER_OFFLOAD, "'%s' holds a host copy but applied %s",
+                 tname(p, m), ck_tier_name((ck_tier)m->applied));
+            nrecipes += m->has_recipe;
             if (m->state == CK_TENSOR_OFFLOADED) off += (int64_t)b->size;
             if (m->state == CK_TENSOR_DROPPED) drop += (int64_t)b->size;
-            if (m->on_moving) mov += (int64_t)b->size;
+            if (m->on_moving) mov += (int64_t)b->size, nonmoving++;
             nstashed += m->stashed;
         }
     if (!T) return 0;
@@ -1237,7 +1243,11 @@ int ck__tier_check(ck_pool *p, char *why, size_t n) {
         TCHK(m->on_moving && m->mprev == prev && m->b->tm == m, "moving list broken at '%s'", tname(p, m));
         nmoving++;
     }
-    (void)nmoving;
+    TCHK(nmoving == nonmoving, "%zu on the moving list, %zu tensors moving", nmoving, nonmoving);
+    size_t nr = 0;
+    for (ck_tmeta *m = T->recipes, *prev = NULL; m; prev = m, m = m->rnext, nr++)
+        TCHK(m->on_rlist && m->rprev == prev && m->b->tm == m, "recipe list broken at '%s'", tname(p, m));
+    TCHK(nr == nrecipes, "%zu on the recipe list, %zu tensors with a recipe", nr, nrecipes);
     TCHK(off == p->c->offloaded_bytes.current, "offloaded_bytes %lld, tensors offloaded %lld",
          (long long)p->c->offloaded_bytes.current, (long long)off);
     TCHK(drop == p->c->dropped_bytes.current, "dropped_bytes %lld, tensors dropped %lld",
