@@ -694,7 +694,11 @@ static void prefetch_from(ck_pool *p, ck_tmeta *first, ck_stream s) {
             took += q->b->size;
             continue;
         }
-        if ((uint64_t)p->c->physical_bytes.current + q->b->size > p->budget) break;
+        /* Room without evicting anything: a restore maps the chunks under
+         * the tensor, which may be one more than its size. */
+        if ((uint64_t)p->c->physical_bytes.current + ck__align_up(q->b->size, p->gran) + p->gran >
+            p->budget)
+            break;
         if (fetch_one(p, q, s, 0, FETCH_PREFETCH) != CK_OK) {
             ck__clear_error();
             break;
