@@ -526,6 +526,18 @@ static ck_status check_inputs(ck_pool *p, ck_tmeta *m) {
     return CK_OK;
 }
 
+/* check_inputs over the recipe chain: a dropped stashed input must be
+ * rebuildable too, or the whole fetch is refused before anything is mapped. */
+static ck_status check_chain(ck_pool *p, ck_tmeta *m, int depth) {
+    ck_status st = check_inputs(p, m);
+    for (int i = 0; st == CK_OK && i < m->recipe.n_inputs && depth < 16; i++) {
+        ck_block *ib = m->in_block[i] ? input_block(p, m, i) : NULL;
+        if (ib && ib->tm && ib->tm->stashed && ib->tm->state == CK_TENSOR_DROPPED && ib->tm->has_recipe)
+            st = check_chain(p, ib->tm, depth + 1);
+    }
+    return st;
+}
+
 /* Mark m's tagged inputs busy (no eviction) while m is being rebuilt. */
 static void inputs_busy(ck_pool *p, ck_tmeta *m, int on) {
     for (int i = 0; i < m->recipe.n_inputs; i++) {
@@ -627,7 +639,7 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
     case CK_TENSOR_OFFLOADED:
     case CK_TENSOR_DROPPED: {
         int drop = m->state == CK_TENSOR_DROPPED;
-        if (drop) st = check_inputs(p, m);
+        if (drop) st = check_chain(p, m, depth);
         if (st != CK_OK) return st;
         m->busy++;
         if (drop) inputs_busy(p, m, 1);

@@ -19,8 +19,11 @@ static void parse_one(const uint8_t *p, size_t n) {
     if (st != CK_OK && st != CK_ERR_INVALID)
         abort(); /* the parser only ever says yes or "malformed" */
     if (st == CK_OK && kind == CK_TRACE_LINE_RECORD &&
-        rec.action != CK_TRACE_ALLOC && rec.action != CK_TRACE_FREE &&
-        rec.action != CK_TRACE_ALLOC_FAIL)
+        ((unsigned)rec.action > CK_TRACE_STEP ||
+         /* a tag row: a non-empty, terminated name and a tier of the four */
+         (rec.action == CK_TRACE_TAG &&
+          (!rec.name[0] || !memchr(rec.name, 0, sizeof rec.name) || rec.tier < 0 || rec.tier > 3)) ||
+         (rec.action == CK_TRACE_STEP && rec.begin != 0 && rec.begin != 1)))
         abort();
     free(copy);
 }

@@ -333,19 +333,25 @@ static void check_info(model *M, int i) {
         MREQ(s.state != CK_TENSOR_DROPPED, "OFFLOAD '%s' is dropped", t->name);
         break;
     case CK_TIER_RECOMPUTE:
-        MREQ((s.applied == CK_TIER_RECOMPUTE ||
-              (s.applied == CK_TIER_KEEP && s.state == CK_TENSOR_RESIDENT)) &&
-                 s.state != CK_TENSOR_OFFLOADED,
+        /* Evicted under pressure after a recipe input was freed, it is
+         * copied out rather than lost. */
+        MREQ(((s.applied == CK_TIER_RECOMPUTE ||
+               (s.applied == CK_TIER_KEEP && s.state == CK_TENSOR_RESIDENT)) &&
+              s.state != CK_TENSOR_OFFLOADED) ||
+                 (s.applied == CK_TIER_OFFLOAD && !input_live(M, t)),
              "RECOMPUTE '%s': applied %s, %s", t->name, ck_tier_name(s.applied),
              ck_tensor_state_name(s.state));
         break;
     case CK_TIER_AUTO:
         MREQ(s.applied != CK_TIER_AUTO, "AUTO '%s': nothing applied at the stash", t->name);
-        if (t->has_recipe)
-            MREQ(s.applied != CK_TIER_OFFLOAD && s.state != CK_TENSOR_OFFLOADED,
-                 "AUTO '%s' with a recipe: applied %s, %s", t->name, ck_tier_name(s.applied),
-                 ck_tensor_state_name(s.state));
-        else
+        if (t->has_recipe) {
+            /* With a recipe: never copied out, unless an input was freed
+             * (then it is copied out rather than lost). */
+            if (input_live(M, t))
+                MREQ(s.applied != CK_TIER_OFFLOAD && s.state != CK_TENSOR_OFFLOADED,
+                     "AUTO '%s' with a recipe: applied %s, %s", t->name, ck_tier_name(s.applied),
+                     ck_tensor_state_name(s.state));
+        } else
             MREQ(s.applied != CK_TIER_RECOMPUTE && s.state != CK_TENSOR_DROPPED,
                  "AUTO '%s' without a recipe: applied %s, %s", t->name, ck_tier_name(s.applied),
                  ck_tensor_state_name(s.state));
