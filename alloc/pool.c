@@ -708,8 +708,6 @@ static void settle(ck_pool *p) {
     spare_page_drop(p); /* last: the waits above can free a whole page */
 }
 
-void ck__pool_settle(ck_pool *p) { settle(p); }
-
 /* A free region tail can be unusable on stream s because a block freed on
  * another stream merged into it. The part above used_top was never handed
  * out, so it is safe for every stream: split it off and offer it. */
@@ -1422,13 +1420,8 @@ static ck_block *block_holding(const ck_pool *p, const ck_region *r, uintptr_t a
     return NULL;
 }
 
-ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why) {
-    uintptr_t a = (uintptr_t)ptr;
-    ck_region *r = ck__region_of(p, a);
-    if (!r) {
-        *why = "is not inside the pool";
-        return NULL;
-    }
+/* The live block of region r holding [a, a+n), or NULL with *why. */
+static ck_block *span_in(ck_pool *p, ck_region *r, uintptr_t a, size_t n, const char **why) {
     ck_block *b = block_holding(p, r, a);
     if (!b || b->state != BLK_LIVE) {
         *why = "is not inside a live allocation (freed, or never allocated)";
@@ -1441,12 +1434,21 @@ ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why
     return b;
 }
 
+ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why) {
+    ck_region *r = ck__region_of(p, (uintptr_t)ptr);
+    if (!r) {
+        *why = "is not inside the pool";
+        return NULL;
+    }
+    return span_in(p, r, (uintptr_t)ptr, n, why);
+}
+
 /* Lock held: as ck__pool_span. */
 static int span_locked(ck_pool *p, const void *ptr, size_t n, const char **why) {
     uintptr_t a = (uintptr_t)ptr;
     ck_region *r = ck__region_of(p, a);
     if (!r) return 0;
-    ck_block *b = ck__span_block(p, ptr, n, why);
+    ck_block *b = span_in(p, r, a, n, why);
     if (!b) return -1;
     if (b->evicted) {
         *why = "is not resident (its pages are unmapped)";

@@ -355,8 +355,6 @@ ck_status ck__restore_locked(ck_pool *p, ck_block *b);
 ck_status ck__live_block(ck_pool *p, void *ptr, const char *fn, ck_block **out);
 /* Lock held: the live block holding [ptr, ptr+n) (NULL, with *why, if none). */
 ck_block *ck__span_block(ck_pool *p, const void *ptr, size_t n, const char **why);
-/* Lock held: what settle() does under pressure (every stream waited for). */
-void ck__pool_settle(ck_pool *p);
 
 /* ---- the tier engine (tier.c), called by the pool with the lock held ---- */
 /* Under budget pressure, after the streams were waited for: finish pending

@@ -414,6 +414,35 @@ static int learned_evicted(const struct ck_tier_engine *T, uint16_t tag) {
 
 static ck_status check_inputs(ck_pool *p, ck_tmeta *m);
 
+/* Queue m's copy out into a new host buffer on the copy stream (after the
+ * work queued so far on `after` when order is set); *done gets the copy's
+ * end. On failure m keeps no buffer (it goes back once the copy stream
+ * passes whatever was queued). */
+static ck_status copy_out(ck_pool *p, ck_tmeta *m, int order, ck_stream after, ck_event *done) {
+    ck_stream cs;
+    void *h = NULL;
+    size_t cap = 0;
+    *done = NULL;
+    ck_status st = copy_stream(p, &cs);
+    if (st == CK_OK) st = ck__host_get(p, &p->tier->host, m->b->size, &h, &cap);
+    if (st == CK_OK && order) {
+        ck_event start = NULL;
+        st = ck__event_record(p, after, &start);
+        if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, cs, start);
+        if (start) ck__event_put(p, start);
+    }
+    if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, h, (void *)m->b->addr, m->b->size, cs);
+    if (st == CK_OK) st = ck__event_record(p, cs, done);
+    if (st != CK_OK) {
+        if (h) host_release(p, h, cap, copy_fence(p));
+        return st;
+    }
+    m->host = h;
+    m->host_cap = cap;
+    ck__cnt_set(&p->c->bytes_to_host, p->c->bytes_to_host + m->b->size);
+    return CK_OK;
+}
+
 /* Evict one resident stashed tensor (prefetched, or AUTO left resident):
  * its data goes to host memory first unless a host copy or a recipe can
  * bring it back. Waits for the copy. Returns the bytes released. */
@@ -432,26 +461,14 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     int rebuild = m->has_recipe && m->tier != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
     ck__clear_error();
     if (!m->host && !rebuild) {
-        ck_stream cs;
-        void *h = NULL;
-        size_t cap = 0;
-        ck_event e = NULL;
-        if (copy_stream(p, &cs) != CK_OK || ck__host_get(p, &p->tier->host, m->b->size, &h, &cap) != CK_OK)
-            return 0;
-        ck_status st = p->be->ops->memcpy_async(p->be, h, (void *)m->b->addr, m->b->size, cs);
-        if (st == CK_OK) st = ck__event_record(p, cs, &e);
-        if (st == CK_OK) ck__event_passed(p, e, 1);
-        if (e) ck__event_put(p, e);
-        if (st != CK_OK) {
-            ck__host_put(p, &p->tier->host, h, cap);
-            return 0;
-        }
-        m->host = h;
-        m->host_cap = cap;
-        ck__cnt_set(&p->c->bytes_to_host, p->c->bytes_to_host + m->b->size);
+        /* The producer is done with it (waited for above): copy now. */
+        ck_event e;
+        if (copy_out(p, m, 0, NULL, &e) != CK_OK) return 0;
+        ck__event_passed(p, e, 1);
+        ck__event_put(p, e);
         m->applied = CK_TIER_OFFLOAD;
         if (p->opts.verify) {
-            m->sum = checksum(h, m->b->size);
+            m->sum = checksum(m->host, m->b->size);
             m->sum_bytes = m->b->size;
             m->has_sum = 1;
         }
@@ -949,23 +966,7 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
     if (st == CK_OK && t != CK_TIER_KEEP) st = not_capturing(p, stream, "ck_stash");
     ck_event e = NULL;
     if (st == CK_OK && t == CK_TIER_OFFLOAD && !auto_keep) {
-        ck_stream cs;
-        void *h = NULL;
-        size_t cap = 0;
-        st = copy_stream(p, &cs);
-        if (st == CK_OK) st = ck__host_get(p, &T->host, b->size, &h, &cap);
-        ck_event start = NULL;
-        if (st == CK_OK) st = ck__event_record(p, stream, &start);
-        if (st == CK_OK) st = p->be->ops->stream_wait_event(p->be, cs, start);
-        if (start) ck__event_put(p, start);
-        if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, h, (void *)b->addr, b->size, cs);
-        if (st == CK_OK) st = ck__event_record(p, cs, &e);
-        if (st != CK_OK && h) host_release(p, h, cap, copy_fence(p));
-        if (st == CK_OK) {
-            m->host = h;
-            m->host_cap = cap;
-            ck__cnt_set(&p->c->bytes_to_host, p->c->bytes_to_host + b->size);
-        }
+        st = copy_out(p, m, 1, stream, &e); /* after stream reaches the stash */
     } else if (st == CK_OK && (t == CK_TIER_RECOMPUTE || auto_keep)) {
         st = ck__event_record(p, stream, &e);
     }
