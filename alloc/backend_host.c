@@ -7,9 +7,14 @@
  *   Unlike a real physical handle, contents do not survive unmap + remap.
  * - Streams are worker threads that run queued copies, sets, event records
  *   and event waits in order; events are real cross-stream dependencies.
- * - Fault injection fails the Nth create / map / copy once.
+ * - Fault injection fails the Nth create / map / copy / unmap / release /
+ *   event record-or-wait once.
  * - With sim_clock each stream keeps a simulated time: a copy of n bytes
- *   takes n / sim_bandwidth seconds; events carry the time of their stream.
+ *   takes n / sim_h2d, n / sim_d2h or n / sim_bandwidth seconds by direction,
+ *   a replay the longer of its bytes / sim_bandwidth and its flops /
+ *   sim_flops; events carry the time of their stream. The host runs in no
+ *   simulated time but blocks: work queued after a synchronize starts no
+ *   earlier than the time synchronized to.
  */
 #include "backend.h"
 #include "plan.h"
@@ -38,6 +43,8 @@ typedef struct host_op {
     int value;
     struct host_event *ev;
     uint64_t gen;
+    double flops;      /* a replay's, for the simulated clock */
+    double not_before; /* simulated host time when it was queued */
 } host_op;
 
 typedef struct host_stream {
@@ -55,6 +62,8 @@ typedef struct host_event {
     uint64_t recorded; /* generation of the last record call */
     uint64_t reached;  /* generation the stream has passed */
     double time_ns;    /* stream time when reached (simulated or wall) */
+    double time_at[4]; /* the same per generation (gen & 3): a wait on an event
+                          recorded again since keeps the time it waits for */
     uint32_t refs;     /* queued ops that point here */
     int destroyed;     /* freed when the last queued op has run */
 } host_event;
@@ -91,9 +100,15 @@ typedef struct host_backend {
     reservation *res;
     uint64_t created_bytes;
     uint64_t n_create, n_map, n_copy, n_unmap, n_release;
-    uint64_t fault_create, fault_map, fault_copy, fault_unmap, fault_release;
+    uint64_t n_event;
+    uint64_t fault_create, fault_map, fault_copy, fault_unmap, fault_release, fault_event;
     int sim_clock;
-    double sim_bw, sim_h2d, sim_d2h;
+    double sim_bw, sim_h2d, sim_d2h, sim_flops;
+    /* Simulated host time: the latest stream time the host has waited for.
+     * The host is taken to run in no time except where it blocks, so work
+     * it queues cannot start before that (a copy issued after a
+     * synchronize starts after it, not when its stream went idle). */
+    double host_ns;
     int nodata;
 } host_backend;
 
@@ -123,8 +138,9 @@ static int in_device(host_backend *hb, const void *p) {
     return 0;
 }
 
-/* Simulated ns: a copy at its direction's bandwidth (device to device, a
- * memset and a replay's bytes moved at sim_bandwidth). */
+/* Simulated ns: a copy at its direction's bandwidth (device to device and a
+ * memset at sim_bandwidth); a replay the longer of its bytes at
+ * sim_bandwidth and its flops at sim_flops. */
 static double op_sim_cost(host_backend *hb, const host_op *op) {
     double bw = hb->sim_bw;
     if (op->kind == OP_COPY) {
@@ -132,7 +148,22 @@ static double op_sim_cost(host_backend *hb, const host_op *op) {
         if (d_src && !d_dst) bw = hb->sim_d2h;
         else if (d_dst && !d_src) bw = hb->sim_h2d;
     }
-    return (double)op->n / bw * 1e9;
+    double ns = (double)op->n / bw * 1e9;
+    if (op->kind == OP_REPLAY && hb->sim_flops > 0) {
+        double f = op->flops / hb->sim_flops * 1e9;
+        if (f > ns) ns = f;
+    }
+    return ns;
+}
+
+/* Simulated time at which generation gen of e was reached (hb->mu held). */
+static double gen_time(const host_event *e, uint64_t gen) {
+    return e->recorded - gen < 4 ? e->time_at[gen & 3] : e->time_ns;
+}
+
+/* The host has waited until simulated time t (hb->mu held). */
+static void host_waited(host_backend *hb, double t) {
+    if (hb->sim_clock && t > hb->host_ns) hb->host_ns = t;
 }
 
 static void *stream_main(void *arg) {
@@ -145,6 +176,7 @@ static void *stream_main(void *arg) {
         host_op *op = s->head;
         s->head = op->next;
         if (!s->head) s->tail = NULL;
+        if (hb->sim_clock && op->not_before > s->sim_ns) s->sim_ns = op->not_before;
         switch (op->kind) {
         case OP_COPY:
         case OP_SET:
@@ -170,10 +202,11 @@ static void *stream_main(void *arg) {
                 op->ev->reached = op->gen;
                 op->ev->time_ns = hb->sim_clock ? s->sim_ns : (double)ck__now_ns();
             }
+            op->ev->time_at[op->gen & 3] = hb->sim_clock ? s->sim_ns : 0;
             break;
         case OP_WAIT:
             wait_until(hb, &op->ev->reached, op->gen);
-            if (hb->sim_clock && op->ev->time_ns > s->sim_ns) s->sim_ns = op->ev->time_ns;
+            if (hb->sim_clock && gen_time(op->ev, op->gen) > s->sim_ns) s->sim_ns = gen_time(op->ev, op->gen);
             break;
         }
         /* As in CUDA, an event may be destroyed while work still refers to
@@ -218,6 +251,7 @@ static void stream_join(host_backend *hb, host_stream *s) {
 /* Queue op on s; takes ownership of op. Called with hb->mu held. */
 static void enqueue_locked(host_backend *hb, host_stream *s, host_op *op) {
     op->next = NULL;
+    op->not_before = hb->host_ns;
     if (s->tail) s->tail->next = op;
     else s->head = op;
     s->tail = op;
@@ -495,6 +529,7 @@ static ck_status h_stream_sync(ck_backend *b, ck_stream st) {
     host_stream *s = stream_of(hb, st);
     pthread_mutex_lock(&hb->mu);
     wait_until(hb, &s->done, s->enq);
+    host_waited(hb, s->sim_ns);
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
@@ -541,7 +576,8 @@ static ck_status h_replay(ck_backend *b, const ck__plan *plan, ck_stream s) {
     ck__plan *copy = malloc(sizeof *copy);
     if (!copy) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing a replay");
     *copy = *plan;
-    ck_status st = enqueue(hb_of(b), s, (host_op){.kind = OP_REPLAY, .dst = copy, .n = plan->bytes});
+    ck_status st = enqueue(hb_of(b), s,
+                           (host_op){.kind = OP_REPLAY, .dst = copy, .n = plan->bytes, .flops = plan->flops});
     if (st != CK_OK) free(copy);
     return st;
 }
@@ -551,6 +587,9 @@ static ck_status h_replay(ck_backend *b, const ck__plan *plan, ck_stream s) {
 static ck_status enqueue_event_op(ck_backend *b, ck_stream st, ck_event ev, op_kind kind) {
     host_backend *hb = hb_of(b);
     host_event *e = (host_event *)ev;
+    if (fault_hit(hb, &hb->n_event, hb->fault_event))
+        return ck__err(CK_ERR_BACKEND, "host backend: injected failure of event call %llu",
+                       (unsigned long long)hb->fault_event);
     host_op *op = malloc(sizeof *op);
     if (!op) return ck__err(CK_ERR_NOMEM, "host backend: out of host memory queueing work");
     pthread_mutex_lock(&hb->mu);
@@ -583,6 +622,7 @@ static ck_status h_event_sync(ck_backend *b, ck_event ev) {
     host_event *e = (host_event *)ev;
     pthread_mutex_lock(&hb->mu);
     wait_until(hb, &e->reached, e->recorded);
+    if (e->recorded) host_waited(hb, gen_time(e, e->recorded));
     pthread_mutex_unlock(&hb->mu);
     return CK_OK;
 }
@@ -664,6 +704,8 @@ ck_status ck__backend_host_create(const ck_pool_options *opts, ck_backend **out)
     hb->fault_copy = opts->fault_copy;
     hb->fault_unmap = opts->fault_unmap;
     hb->fault_release = opts->fault_release;
+    hb->fault_event = opts->fault_event;
+    hb->sim_flops = opts->sim_flops;
     hb->sim_clock = opts->sim_clock;
     hb->sim_bw = opts->sim_bandwidth > 0 ? opts->sim_bandwidth : 25e9;
     hb->sim_h2d = opts->sim_h2d > 0 ? opts->sim_h2d : hb->sim_bw;

@@ -259,6 +259,10 @@ static ck_status p_fault_release(ck_pool_options *o, const char *k, const char *
     return parse_u64(k, v, n, &o->fault_release);
 }
 
+static ck_status p_fault_event(ck_pool_options *o, const char *k, const char *v, size_t n) {
+    return parse_u64(k, v, n, &o->fault_event);
+}
+
 static ck_status p_host_budget(ck_pool_options *o, const char *k, const char *v, size_t n) {
     return size_into(k, v, n, &o->host_budget, 0);
 }
@@ -304,6 +308,32 @@ static ck_status p_sim_nodata(ck_pool_options *o, const char *key, const char *v
     return bool_into(key, v, n, &o->sim_nodata);
 }
 
+/* A rate: a plain number (1.5e13) with an optional K, M, G or T (powers of
+ * 1000), above 0. */
+static ck_status p_sim_flops(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    char buf[64];
+    while (n && isspace((unsigned char)v[n - 1])) n--;
+    while (n && isspace((unsigned char)*v)) v++, n--;
+    if (n == 0 || n >= sizeof buf) return bad(key, v, n, "a rate such as 19.5e12 or 19.5T");
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    double mult = 1;
+    switch (buf[n - 1]) {
+    case 'k': case 'K': mult = 1e3; break;
+    case 'M': mult = 1e6; break;
+    case 'G': mult = 1e9; break;
+    case 'T': mult = 1e12; break;
+    default: break;
+    }
+    if (mult != 1) buf[--n] = 0;
+    char *end = NULL;
+    double x = n ? strtod(buf, &end) : 0;
+    if (!end || end == buf || *end || !(x > 0) || x * mult > 1e30)
+        return bad(key, v, n + (mult != 1), "a rate above 0 such as 19.5e12 or 19.5T");
+    o->sim_flops = x * mult;
+    return CK_OK;
+}
+
 static ck_status p_sim_bw(ck_pool_options *o, const char *key, const char *v, size_t n) {
     uint64_t x = 0;
     ck_status s = size_into(key, v, n, &x, 0);
@@ -329,6 +359,7 @@ static const struct {
     {"prefetch", p_prefetch},       {"verify", p_verify},
     {"host_alloc", p_host_alloc},   {"sim_h2d", p_sim_h2d},
     {"sim_d2h", p_sim_d2h},         {"sim_nodata", p_sim_nodata},
+    {"sim_flops", p_sim_flops},     {"fault_event", p_fault_event},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -362,7 +393,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                                "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
                                "chunk_align, host_budget, host_alloc, prefetch, verify, sim_h2d, sim_d2h, "
-                               "sim_nodata)",
+                               "sim_nodata, sim_flops, fault_event)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

@@ -6,7 +6,9 @@
  * activation of A bytes and stashes it; backward fetches the activations in
  * reverse, each followed by twice the forward compute, and frees them. The
  * copies run on the engine's copy stream at sim_d2h / sim_h2d; nothing
- * touches memory (sim_nodata=1). The step time is the default stream's
+ * touches memory (sim_nodata=1). The host reaches each fetch when the
+ * default stream does: a copy it queues starts no earlier (the host
+ * backend's simulated host time). The step time is the default stream's
  * simulated time from the step's first op to its last (an event pair), of
  * the second of two steps (the engine learns the step's shape in the
  * first: with prefetch on, the last window of forward stays resident, as
@@ -91,6 +93,9 @@ static double step_ms(int mode, int L, size_t act, double compute_ms, double pci
         if (stepno == 1 && r > *peak_gib) *peak_gib = r;
     }
     for (int l = L - 1; l >= 0; l--) {
+        /* The host reaches each fetch when the stream does (a host that
+         * runs ahead would issue the copies early: a prefetch of its own). */
+        check(ck_stream_synchronize(p, NULL), "sync");
         check(ck_fetch(p, a[l], NULL), "fetch");
         double r = resident_gib(p);
         if (stepno == 1 && r > *peak_gib) *peak_gib = r;

@@ -81,6 +81,7 @@ typedef struct ck__plan {
     const void *w;
     const void *b;
     uint64_t bytes;    /* bytes read + written (the host backend's simulated clock) */
+    double flops;      /* floating-point operations (ck_recipe_cost's count; the same clock) */
 } ck__plan;
 
 /* ---- dtypes: exact widening, round-to-nearest-even narrowing ---------- */

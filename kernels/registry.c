@@ -512,6 +512,17 @@ static double read_bytes(const ck_recipe *r, const checked *c) {
     return bytes;
 }
 
+/* Floating-point operations of a checked recipe, from the op table. */
+static double recipe_flops(const ck_recipe *r, const checked *c, const ck__plan *pl) {
+    double f = 0, n = (double)c->out_n;
+    for (int k = 0; k < r->n_steps; k++) {
+        const ck_op_info *oi = &ops[r->steps[k].op];
+        f += oi->flops * n + oi->flops_per_k * (double)pl->k * n;
+    }
+    if (pl->kind == CK_PLAN_LINEAR && pl->b) f += n; /* the bias add */
+    return f;
+}
+
 ck_status ck_recipe_cost(const ck_recipe *r, double *flops, double *bytes_read,
                          double *bytes_written) {
     checked c;
@@ -519,13 +530,7 @@ ck_status ck_recipe_cost(const ck_recipe *r, double *flops, double *bytes_read,
     if (!pl) return ck__err(CK_ERR_NOMEM, "ck_recipe_cost: out of host memory");
     ck_status st = check(r, &c, pl);
     if (st == CK_OK) {
-        double f = 0, n = (double)c.out_n;
-        for (int k = 0; k < r->n_steps; k++) {
-            const ck_op_info *oi = &ops[r->steps[k].op];
-            f += oi->flops * n + oi->flops_per_k * (double)pl->k * n;
-        }
-        if (pl->kind == CK_PLAN_LINEAR && pl->b) f += n; /* the bias add */
-        if (flops) *flops = f;
+        if (flops) *flops = recipe_flops(r, &c, pl);
         if (bytes_read) *bytes_read = read_bytes(r, &c);
         if (bytes_written) *bytes_written = (double)out_size(&c);
     }
@@ -561,6 +566,7 @@ ck_status ck__plan_build(const ck_recipe *r, void *out, size_t out_bytes, ck__pl
     }
     plan->out = out;
     plan->bytes = (uint64_t)(read_bytes(r, &c) + (double)need);
+    plan->flops = recipe_flops(r, &c, plan);
     /* The vector path needs every pointer 16-byte aligned, and whole vectors
      * per row wherever a row index is used. */
     int vec = aligned16(plan->x) && aligned16(out) && aligned16(plan->pos) &&

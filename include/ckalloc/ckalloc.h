@@ -140,6 +140,11 @@ typedef struct ck_pool_options {
                                 copies with sim_clock; 0 = sim_bandwidth */
     int sim_nodata;         /* 1: copies, memsets and replays move no data (only the
                                simulated clock advances): replaying big traces */
+    double sim_flops;       /* FLOP/s of a replay with sim_clock: a replay takes the
+                               longer of flops / sim_flops and bytes / sim_bandwidth;
+                               0 (default) = bytes only */
+    uint64_t fault_event;   /* host backend: fail the Nth event record or stream wait
+                               (1-based); 0 = never */
 } ck_pool_options;
 
 /* What serves the tier engine's pinned host memory (config key host_alloc). */
@@ -159,8 +164,10 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * device, budget (a size, a share such as 90%, or none; 0 bytes is refused),
  * va, release (pressure|eager), trace, live (0|1), snapshot, snapshot_signal
  * (USR1|USR2|none|number, not a fault signal), host_mem, fault_create,
- * fault_map, fault_copy, fault_unmap, fault_release, sim_clock (0|1),
- * sim_bandwidth, verbose (0|1), chunk_align (auto|off|a size). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * fault_map, fault_copy, fault_unmap, fault_release, fault_event, sim_clock (0|1),
+ * sim_bandwidth, sim_h2d, sim_d2h, sim_flops (a rate: 19.5e12, 19.5T; K/M/G/T are
+ * powers of 1000), sim_nodata (0|1), verbose (0|1), chunk_align (auto|off|a size),
+ * and the tier engine's host_budget, host_alloc, prefetch and verify (ckalloc/tier.h). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful

@@ -300,6 +300,13 @@ START_TEST(t_every_key) {
     ASSERT_OK(ck_options_parse(&o, "sim_clock=off,sim_bandwidth=1G"));
     ck_assert_int_eq(o.sim_clock, 0);
     ck_assert(o.sim_bandwidth == (double)GiB);
+    ASSERT_OK(ck_options_parse(&o, "sim_flops=19.5T,fault_event=3"));
+    ck_assert(o.sim_flops == 19.5e12);
+    ck_assert_uint_eq(o.fault_event, 3);
+    ASSERT_OK(ck_options_parse(&o, "sim_flops=2.5e9"));
+    ck_assert(o.sim_flops == 2.5e9);
+    ASSERT_OK(ck_options_parse(&o, "sim_flops= 300 "));
+    ck_assert(o.sim_flops == 300);
     /* A later item wins. */
     ASSERT_OK(ck_options_parse(&o, "device=1,device=2"));
     ck_assert_int_eq(o.device, 2);
@@ -338,7 +345,9 @@ START_TEST(t_bad_values) {
         {"fault_create", "-3"},   {"fault_map", "1.5"},   {"fault_map", "one"},
         {"fault_copy", "1e2"},    {"fault_copy", "99999999999999999999999"},
         {"sim_clock", "2"},       {"sim_clock", "yes!"},  {"sim_bandwidth", "fast"},
-        {"sim_bandwidth", "0"},
+        {"sim_bandwidth", "0"},   {"sim_flops", "0"},     {"sim_flops", "fast"},
+        {"sim_flops", "-1T"},     {"sim_flops", "1TB"},   {"sim_flops", "T"},
+        {"sim_flops", "nan"},     {"sim_flops", "1e400"}, {"fault_event", "x"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char conf[256];

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include "ckalloc/ckalloc.h"
+#include "ckalloc/replay.h"
 #include "cuda_abi.h" /* the stand-in driver's entry point types */
 #include "pool.h"     /* white box: ck__pool_check (tests link ckalloc_internal) */
 
@@ -216,6 +217,149 @@ START_TEST(t_sim_clock) {
     ASSERT_OK(ck_stream_destroy(p, s3));
     ASSERT_OK(ck_pool_destroy(p));
     free(host);
+}
+END_TEST
+
+/* The simulated host: work queued after a synchronize starts no earlier
+ * than the time synchronized to, even on a stream that was idle. */
+START_TEST(t_sim_host_time) {
+    ck_pool *p = host_pool("sim_clock=1,sim_bandwidth=1G");
+    const double one_copy_ms = 1000.0 / 1024.0;
+    ck_stream s1, s2;
+    ASSERT_OK(ck_stream_create(p, &s1));
+    ASSERT_OK(ck_stream_create(p, &s2));
+    ck_event start, end;
+    ASSERT_OK(ck_event_create(p, &start));
+    ASSERT_OK(ck_event_create(p, &end));
+    void *dev;
+    ASSERT_OK(ck_malloc(p, &dev, 2 * MiB, s1));
+    unsigned char *host = pattern_buf(MiB, 5);
+    ASSERT_OK(ck_event_record(p, start, s1));
+    ASSERT_OK(ck_memcpy_async(p, dev, host, MiB, s1));
+    ASSERT_OK(ck_stream_synchronize(p, s1));
+    /* s2 has done nothing: its copy starts when the host queues it. */
+    ASSERT_OK(ck_memcpy_async(p, (char *)dev + MiB, host, MiB, s2));
+    ASSERT_OK(ck_event_record(p, end, s2));
+    ASSERT_OK(ck_stream_synchronize(p, s2));
+    float ms = -1;
+    ASSERT_OK(ck_event_elapsed_ms(p, start, end, &ms));
+    ck_assert_msg(fabs(ms - 2 * one_copy_ms) <= 1e-3,
+                  "a copy queued after a synchronize ended at %.7f ms, expected %.7f", ms,
+                  2 * one_copy_ms);
+    ASSERT_OK(ck_event_destroy(p, start));
+    ASSERT_OK(ck_event_destroy(p, end));
+    ASSERT_OK(ck_free(p, dev, s1));
+    ASSERT_OK(ck_stream_destroy(p, s1));
+    ASSERT_OK(ck_stream_destroy(p, s2));
+    ASSERT_OK(ck_pool_destroy(p));
+    free(host);
+}
+END_TEST
+
+/* A wait keeps the time of the record it waits for when the event is
+ * recorded again, elsewhere, before the waiting stream gets to it (a stale
+ * time made the tier engine's fetches look like stalls, at random). */
+START_TEST(t_sim_wait_rerecorded_event) {
+    /* Copies to and from the device at 1 GB/s; device to device free. */
+    ck_pool *p = host_pool("sim_clock=1,sim_bandwidth=1000T,sim_h2d=1MB,sim_d2h=1GB");
+    ck_stream a, b, c;
+    ASSERT_OK(ck_stream_create(p, &a));
+    ASSERT_OK(ck_stream_create(p, &b));
+    ASSERT_OK(ck_stream_create(p, &c));
+    ck_event e, b_start, b_end;
+    ASSERT_OK(ck_event_create(p, &e));
+    ASSERT_OK(ck_event_create(p, &b_start));
+    ASSERT_OK(ck_event_create(p, &b_end));
+    const size_t big = 96 * MiB;
+    void *dev, *d2;
+    ASSERT_OK(ck_malloc(p, &dev, 2 * big, NULL));
+    ASSERT_OK(ck_malloc(p, &d2, MiB, NULL));
+    unsigned char *host = pattern_buf(MiB, 6);
+    ASSERT_OK(ck_memset_async(p, dev, 1, 2 * big, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    /* a: 1 MB to the host, 1 ms; then e. */
+    ASSERT_OK(ck_memcpy_async(p, host, d2, 1000000, a));
+    ASSERT_OK(ck_event_record(p, e, a));
+    /* b: a copy that is long in wall time and free in simulated time, then
+     * the wait for that record of e. */
+    ASSERT_OK(ck_event_record(p, b_start, b));
+    ASSERT_OK(ck_memcpy_async(p, (char *)dev + big, dev, big, b));
+    ASSERT_OK(ck_stream_wait_event(p, b, e));
+    ASSERT_OK(ck_event_record(p, b_end, b));
+    /* c: e again, after 1 MB to the device at 1 MB/s (one simulated second):
+     * queued while b still copies, so it usually runs before b's wait. */
+    ASSERT_OK(ck_memcpy_async(p, d2, host, 1000000, c));
+    ASSERT_OK(ck_event_record(p, e, c));
+    ASSERT_OK(ck_stream_synchronize(p, b));
+    ASSERT_OK(ck_stream_synchronize(p, c));
+    float ms = -1;
+    ASSERT_OK(ck_event_elapsed_ms(p, b_start, b_end, &ms));
+    ck_assert_msg(fabs(ms - 1.0) <= 1e-3,
+                  "b waited until %.4f ms for a record that completed at 1 ms", ms);
+    ASSERT_OK(ck_event_destroy(p, e));
+    ASSERT_OK(ck_event_destroy(p, b_start));
+    ASSERT_OK(ck_event_destroy(p, b_end));
+    ASSERT_OK(ck_free(p, dev, NULL));
+    ASSERT_OK(ck_free(p, d2, NULL));
+    ASSERT_OK(ck_stream_destroy(p, a));
+    ASSERT_OK(ck_stream_destroy(p, b));
+    ASSERT_OK(ck_stream_destroy(p, c));
+    ASSERT_OK(ck_pool_destroy(p));
+    free(host);
+}
+END_TEST
+
+/* sim_flops: a GEMM replay takes its flops / sim_flops when that is longer
+ * than its bytes / sim_bandwidth; without sim_flops, the bytes. */
+static float linear_ms(const char *conf, double *flops, double *bytes) {
+    ck_pool *p = host_pool(conf);
+    enum { M = 256, K = 128, N = 64 };
+    float *x, *w, *y;
+    ASSERT_OK(ck_malloc(p, (void **)&x, M * K * sizeof(float), NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&w, N * K * sizeof(float), NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, M * N * sizeof(float), NULL));
+    memset(x, 0, M * K * sizeof(float));
+    memset(w, 0, N * K * sizeof(float));
+    ck_recipe r;
+    ck_recipe_init(&r);
+    int64_t xs[2] = {M, K}, ws[2] = {N, K};
+    ck_step *st = ck_recipe_step(&r, CK_OP_LINEAR, CK_DTYPE_F32);
+    st->in[0] = ck_recipe_input(&r, x, CK_DTYPE_F32, 2, xs);
+    st->in[1] = ck_recipe_input(&r, w, CK_DTYPE_F32, 2, ws);
+    double rd = 0, wr = 0;
+    ASSERT_OK(ck_recipe_cost(&r, flops, &rd, &wr));
+    *bytes = rd + wr;
+    ck_event a, z;
+    ASSERT_OK(ck_event_create(p, &a));
+    ASSERT_OK(ck_event_create(p, &z));
+    ASSERT_OK(ck_event_record(p, a, NULL));
+    ASSERT_OK(ck_replay(p, &r, y, M * N * sizeof(float), NULL));
+    ASSERT_OK(ck_event_record(p, z, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    float ms = -1;
+    ASSERT_OK(ck_event_elapsed_ms(p, a, z, &ms));
+    ASSERT_OK(ck_event_destroy(p, a));
+    ASSERT_OK(ck_event_destroy(p, z));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, w, NULL));
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
+    return ms;
+}
+
+START_TEST(t_sim_flops) {
+    double flops = 0, bytes = 0;
+    float by_flops = linear_ms("sim_clock=1,sim_bandwidth=1000G,sim_flops=1G", &flops, &bytes);
+    ck_assert_msg(fabs(flops - 2.0 * 256 * 128 * 64) < 1, "linear's flops: %.0f", flops);
+    ck_assert_msg(fabs(by_flops - flops / 1e9 * 1e3) <= 1e-3 * by_flops,
+                  "a replay of %.0f flops at 1 GFLOP/s took %.5f ms", flops, by_flops);
+    float by_bytes = linear_ms("sim_clock=1,sim_bandwidth=1000G", &flops, &bytes);
+    ck_assert_msg(fabs(by_bytes - bytes / (1000.0 * GiB) * 1e3) <= 1e-3 * by_bytes + 1e-6,
+                  "a replay of %.0f bytes took %.6f ms", bytes, by_bytes);
+    /* Memory-bound: the bytes win over a fast FLOP rate. */
+    float both = linear_ms("sim_clock=1,sim_bandwidth=1M,sim_flops=1T", &flops, &bytes);
+    ck_assert_msg(fabs(both - bytes / (double)MiB * 1e3) <= 1e-3 * both,
+                  "the longer of bytes and flops: %.4f ms", both);
 }
 END_TEST
 
@@ -1081,6 +1225,9 @@ int main(void) {
     tcase_add_test(tc, t_wait_event_orders_streams);
     tcase_add_test(tc, t_event_query);
     tcase_add_test(tc, t_sim_clock);
+    tcase_add_test(tc, t_sim_host_time);
+    tcase_add_test(tc, t_sim_wait_rerecorded_event);
+    tcase_add_test(tc, t_sim_flops);
     tcase_add_test(tc, t_record_stream_holds_block);
     tcase_add_test(tc, t_cross_stream_reuse_large);
     tcase_add_test(tc, t_cross_stream_reuse_small);
