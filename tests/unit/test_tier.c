@@ -402,6 +402,77 @@ START_TEST(t_copy_fault) {
 }
 END_TEST
 
+/* An event call that fails, at each event call of an offload and a
+ * recompute round trip on two streams: a failed stash leaves the tensor
+ * resident, unstashed and intact; a failed fetch is an error and the retry
+ * brings it back; nothing leaks. */
+START_TEST(t_event_fault) {
+    int hit_stash = 0, hit_fetch = 0;
+    for (int n = 1; n <= 24; n++) {
+        char conf[96];
+        snprintf(conf, sizeof conf, "fault_event=%d,chunk_align=4M,verify=1", n);
+        ck_pool *p = host_pool(conf);
+        ck_stream s2;
+        ASSERT_OK(ck_stream_create(p, &s2));
+        float *x, *y;
+        ASSERT_OK(ck_malloc(p, (void **)&x, 4 * MiB, NULL));
+        ASSERT_OK(ck_malloc(p, (void **)&y, 4 * MiB, NULL));
+        fill(x, 4 * MiB, 21);
+        ck_recipe r;
+        recipe_of(&r, x, MiB);
+        ck_status st = ck_replay(p, &r, y, 4 * MiB, NULL);
+        if (st == CK_OK) st = ck_stream_synchronize(p, NULL);
+        if (st != CK_OK) { /* the replay's own event calls */
+            ck_assert_int_eq(st, CK_ERR_BACKEND);
+            ASSERT_OK(ck_replay(p, &r, y, 4 * MiB, NULL));
+            ASSERT_OK(ck_stream_synchronize(p, NULL));
+        }
+        float *want = malloc(4 * MiB);
+        ck_assert_ptr_nonnull(want);
+        memcpy(want, y, 4 * MiB);
+        ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+        ASSERT_OK(ck_tag(p, y, "y", CK_TIER_RECOMPUTE));
+        ASSERT_OK(ck_set_recipe(p, y, &r));
+        void *t[2] = {y, x};
+        for (int k = 0; k < 2; k++) {
+            st = ck_stash(p, t[k], NULL);
+            if (st != CK_OK) {
+                ck_assert_msg(st == CK_ERR_BACKEND, "stash: %s", ck_last_error());
+                ck_assert_int_eq(info_of(p, t[k]).stashed, 0);
+                ck_assert_int_eq(info_of(p, t[k]).state, CK_TENSOR_RESIDENT);
+                hit_stash++;
+                ASSERT_OK(ck_stash(p, t[k], NULL));
+            }
+        }
+        settle_state(p, x);
+        settle_state(p, y);
+        for (int k = 1; k >= 0; k--) {
+            st = ck_fetch(p, t[k], s2);
+            if (st != CK_OK) {
+                ck_assert_msg(st == CK_ERR_BACKEND, "fetch: %s", ck_last_error());
+                ck_assert_int_eq(info_of(p, t[k]).stashed, 1);
+                hit_fetch++;
+                ASSERT_OK(ck_fetch(p, t[k], s2));
+            }
+        }
+        ASSERT_OK(ck_stream_synchronize(p, s2));
+        ck_assert_msg(same(x, 4 * MiB, 21), "fault_event=%d: x changed", n);
+        ck_assert_msg(memcmp(y, want, 4 * MiB) == 0, "fault_event=%d: y changed", n);
+        ASSERT_OK(ck_free(p, x, s2));
+        ASSERT_OK(ck_free(p, y, s2));
+        ASSERT_OK(ck_stream_synchronize(p, s2));
+        ASSERT_OK(ck_stream_destroy(p, s2));
+        ck_stats sa = stats_of(p);
+        ck_assert_int_eq(sa.allocated_bytes.current, 0);
+        ck_assert_int_eq(sa.offloaded_bytes.current, 0);
+        ASSERT_OK(ck_pool_destroy(p));
+        free(want);
+    }
+    ck_assert_msg(hit_stash > 0 && hit_fetch > 0, "the faults hit %d stashes and %d fetches",
+                  hit_stash, hit_fetch);
+}
+END_TEST
+
 /* Freeing a tensor while its copy is in flight, or while offloaded: the
  * memory is reused only once the copy is done, nothing leaks, the counters
  * return to zero. */
@@ -926,6 +997,7 @@ int main(void) {
     tcase_add_test(tc, t_pressure);
     tcase_add_test(tc, t_host_budget);
     tcase_add_test(tc, t_copy_fault);
+    tcase_add_test(tc, t_event_fault);
     tcase_add_test(tc, t_free_while_moving);
     tcase_add_test(tc, t_verify);
     tcase_add_test(tc, t_cuda_offload);

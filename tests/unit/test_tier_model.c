@@ -36,8 +36,8 @@
  *   CK_TIER_MODEL_VERBOSE=1  print what each run did (stashes, failures,
  *                          faults injected, replays, backend calls)
  *
- * The host backend injects faults at its create, map, copy, unmap and
- * release calls (it has no fault key for events); each fault variant sets
+ * The host backend injects faults at its create, map, copy, unmap, release
+ * and event (record or stream wait) calls; each fault variant sets
  * one key to a call index drawn from the seed. Unmap and release faults are
  * absorbed by the pool (retried, or kept as an orphan handle) and never
  * reach the caller; the model then checks that nothing leaks.
@@ -114,6 +114,8 @@ static const variant variants[] = {
     {"fault_copy_prefetch0", "verify=1,chunk_align=4M,prefetch=0", "fault_copy", 40, 0, 0, 1},
     {"fault_unmap", "verify=1,chunk_align=4M", "fault_unmap", 80, 0, 0, 1},
     {"fault_release", "verify=1,chunk_align=4M", "fault_release", 80, 0, 0, 1},
+    {"fault_event", "verify=1,chunk_align=4M", "fault_event", 120, 0, 0, 1},
+    {"fault_event_prefetch0", "verify=1,chunk_align=4M,prefetch=0", "fault_event", 60, 0, 0, 1},
 };
 enum { NVARIANTS = sizeof variants / sizeof *variants, MIN_SEEDS = 2, MAX_RUN_OPS = 2000 };
 
