@@ -41,6 +41,8 @@
     X(num_replays)                                                                                 \
     X(prefetch_hits)                                                                               \
     X(prefetch_misses)                                                                             \
-    X(num_evictions)
+    X(num_evictions)                                                                               \
+    X(fetch_wait_ns)                                                                               \
+    X(replay_ns)
 
 #endif

@@ -22,12 +22,12 @@
  * failing assert means the layout changed: bump CK_LIVE_VERSION, then update
  * the sizes here. */
 _Static_assert(sizeof(ck_live_header) == 320, "ck_live_header changed: bump CK_LIVE_VERSION");
-_Static_assert(sizeof(ck_counters) == 592, "ck_counters changed: bump CK_LIVE_VERSION");
+_Static_assert(sizeof(ck_counters) == 608, "ck_counters changed: bump CK_LIVE_VERSION");
 _Static_assert(sizeof(ck_live_top) == 64, "ck_live_top changed: bump CK_LIVE_VERSION");
-_Static_assert(sizeof(ck_live_slot) == 2432, "ck_live_slot changed: bump CK_LIVE_VERSION");
+_Static_assert(sizeof(ck_live_slot) == 2496, "ck_live_slot changed: bump CK_LIVE_VERSION");
 _Static_assert(offsetof(ck_live_slot, seq) == 64 && offsetof(ck_live_slot, c) == 80 &&
-                   offsetof(ck_live_slot, aseq) == 704 && offsetof(ck_live_slot, top) == 1344 &&
-                   offsetof(ck_live_slot, request) == 2368,
+                   offsetof(ck_live_slot, aseq) == 704 && offsetof(ck_live_slot, top) == 1360 &&
+                   offsetof(ck_live_slot, request) == 2432,
                "ck_live_slot changed: bump CK_LIVE_VERSION");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the seqlock needs lock-free 64-bit atomics");
 

@@ -44,6 +44,7 @@ typedef struct ck_counters {
     ck_stat offloaded_bytes, dropped_bytes, moving_bytes, host_bytes;
     uint64_t num_stashes, num_fetches, bytes_to_host, bytes_to_device, num_replays;
     uint64_t prefetch_hits, prefetch_misses, num_evictions;
+    uint64_t fetch_wait_ns, replay_ns;
 } ck_counters;
 
 /* stats.c: the public stats for a set of counters (a pool's, or a copy read
@@ -60,8 +61,9 @@ static inline void ck__cnt_set(uint64_t *v, uint64_t x) {
 static inline void ck__cnt_inc(uint64_t *v) { ck__cnt_set(v, *v + 1); }
 
 #define CK_LIVE_MAGIC 0x0a6576696c616b63ull /* "ckalive\n" in little-endian bytes */
-#define CK_LIVE_VERSION 3u                  /* 2: the answer area with its own seqlock;
-                                               3: the tier engine's counters */
+#define CK_LIVE_VERSION 4u                  /* 2: the answer area with its own seqlock;
+                                               3: the tier engine's counters;
+                                               4: fetch_wait_ns, replay_ns */
 #define CK_LIVE_SLOTS 16
 #define CK_LIVE_TOP 16
 #define CK_LIVE_DIR "/dev/shm" /* where glibc's shm_open puts "/ckalloc.<pid>" */

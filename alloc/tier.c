@@ -90,6 +90,15 @@ struct ck_tier_engine {
     uint64_t step_bytes;      /* bytes stashed so far in this step */
     uint64_t last_step_bytes; /* bytes stashed in the last completed step */
     uint64_t step_resident;   /* the most resident live bytes seen at a stash this step */
+    /* Timed spans on consumer streams (a fetch's waits and replays): a
+     * timing event before and after, read once the stream has passed. */
+    struct ck_tspan {
+        ck_event a, z;
+        int replay; /* its ns go to replay_ns, else to fetch_wait_ns */
+    } spans[64];
+    size_t nspans;
+    ck_event tev[128]; /* idle timing events */
+    size_t ntev;
 };
 
 static const char *const tier_names[] = {"auto", "keep", "offload", "recompute"};
@@ -383,8 +392,82 @@ static void finish(ck_pool *p, ck_tmeta *m) {
     set_state(p, m, m->applied == CK_TIER_OFFLOAD ? CK_TENSOR_OFFLOADED : CK_TENSOR_DROPPED);
 }
 
+/* ---- timed spans ---------------------------------------------------------
+ * The engine's own events skip timing (cheaper on a GPU); these are made
+ * with timing. A failure to record one only loses the measurement. */
+
+static ck_event tev_get(ck_pool *p) {
+    struct ck_tier_engine *T = p->tier;
+    if (T->ntev) return T->tev[--T->ntev];
+    ck_event e = NULL;
+    if (p->be->ops->event_create(p->be, &e) != CK_OK) {
+        ck__clear_error();
+        return NULL;
+    }
+    return e;
+}
+
+static void tev_put(ck_pool *p, ck_event e) {
+    struct ck_tier_engine *T = p->tier;
+    if (!e) return;
+    if (T->ntev < sizeof T->tev / sizeof *T->tev) T->tev[T->ntev++] = e;
+    else p->be->ops->event_destroy(p->be, e);
+}
+
+/* Record the start of a span on s; NULL when it cannot be measured. */
+static ck_event span_begin(ck_pool *p, ck_stream s) {
+    struct ck_tier_engine *T = p->tier;
+    if (T->nspans == sizeof T->spans / sizeof *T->spans) return NULL;
+    ck_event a = tev_get(p);
+    if (a && p->be->ops->event_record(p->be, a, s) != CK_OK) {
+        ck__clear_error();
+        tev_put(p, a);
+        a = NULL;
+    }
+    return a;
+}
+
+/* End the span begun with a on s: its time is counted when s passes.
+ * (Counters are named when counted: p->c moves when live stats detach.) */
+static void span_end(ck_pool *p, ck_event a, ck_stream s, int replay) {
+    struct ck_tier_engine *T = p->tier;
+    if (!a) return;
+    ck_event z = tev_get(p);
+    if (z && p->be->ops->event_record(p->be, z, s) == CK_OK &&
+        T->nspans < sizeof T->spans / sizeof *T->spans) {
+        T->spans[T->nspans++] = (struct ck_tspan){a, z, replay};
+        return;
+    }
+    ck__clear_error();
+    tev_put(p, a);
+    tev_put(p, z);
+}
+
+/* Count the spans whose streams have passed (all of them with wait). */
+static void spans_poll(ck_pool *p, int wait) {
+    struct ck_tier_engine *T = p->tier;
+    size_t k = 0;
+    for (size_t i = 0; i < T->nspans; i++) {
+        struct ck_tspan *sp = &T->spans[i];
+        ck_status st = wait ? p->be->ops->event_sync(p->be, sp->z) : p->be->ops->event_query(p->be, sp->z);
+        if (st == CK_ERR_NOT_READY) {
+            T->spans[k++] = *sp;
+            continue;
+        }
+        float ms = 0;
+        uint64_t *into = sp->replay ? &p->c->replay_ns : &p->c->fetch_wait_ns;
+        if (st == CK_OK && p->be->ops->event_elapsed(p->be, sp->a, sp->z, &ms) == CK_OK && ms > 0)
+            ck__cnt_set(into, *into + (uint64_t)((double)ms * 1e6 + 0.5));
+        ck__clear_error();
+        tev_put(p, sp->a);
+        tev_put(p, sp->z);
+    }
+    T->nspans = k;
+}
+
 static void poll(ck_pool *p, int wait) {
     struct ck_tier_engine *T = p->tier;
+    spans_poll(p, wait);
     for (ck_tmeta *m = T->moving; m;) {
         ck_tmeta *nx = m->mnext;
         if (!m->ev || ck__event_passed(p, m->ev, wait)) finish(p, m);
@@ -672,16 +755,23 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
             return st;
         }
         ck_event e = NULL;
+        ck_stream queued = NULL; /* where a copy in or a replay is queued */
+        int any = 0;
         if (m->state == CK_TENSOR_OFFLOADED) {
             ck_stream cs;
             st = copy_stream(p, &cs);
             if (st == CK_OK) st = p->be->ops->memcpy_async(p->be, (void *)m->b->addr, m->host, m->b->size, cs);
+            if (st == CK_OK) queued = cs, any = 1;
             if (st == CK_OK) st = ck__event_record(p, cs, &e);
             /* A prefetch's consumer waits when it fetches the tensor. */
             if (st == CK_OK && how != FETCH_PREFETCH) st = p->be->ops->stream_wait_event(p->be, s, e);
             if (st == CK_OK) ck__cnt_set(&p->c->bytes_to_device, p->c->bytes_to_device + m->b->size);
         } else {
+            ck_event t0 = span_begin(p, s);
             st = ck__replay_locked(p, &m->recipe, (void *)m->b->addr, m->b->size, s);
+            if (st == CK_OK) queued = s, any = 1;
+            if (st == CK_OK) span_end(p, t0, s, 1);
+            else tev_put(p, t0);
             if (st == CK_OK) st = ck__event_record(p, s, &e);
             if (st == CK_OK) ck__cnt_inc(&p->c->num_replays);
             if (st == CK_OK) inputs_read_until(p, m, s);
@@ -689,10 +779,13 @@ static ck_status fetch_one(ck_pool *p, ck_tmeta *m, ck_stream s, int depth, int 
         }
         m->busy--;
         if (st != CK_OK) {
-            /* Nothing came back: the tensor stays where it was. */
+            /* Nothing came back: the tensor stays where it was, once the
+             * work already queued has stopped writing it. */
             if (e) {
                 ck__event_passed(p, e, 1);
                 ck__event_put(p, e);
+            } else if (any) {
+                p->be->ops->stream_sync(p->be, queued);
             }
             size_t got;
             ck__evict_locked(p, m->b, &got);
@@ -1020,7 +1113,12 @@ CK_API ck_status ck_fetch(ck_pool *p, void *ptr, ck_stream stream) {
     if (m->prefetched) ck__cnt_inc(&p->c->prefetch_hits);
     else if (m->state == CK_TENSOR_OFFLOADED || m->state == CK_TENSOR_DROPPED)
         ck__cnt_inc(&p->c->prefetch_misses);
+    /* What the consumer stream spends on this fetch: waiting for a copy in,
+     * running replays (a tensor that never left costs nothing to time). */
+    ck_event t0 = m->state != CK_TENSOR_RESIDENT ? span_begin(p, stream) : NULL;
     st = fetch_one(p, m, stream, 0, FETCH_OWN);
+    if (st == CK_OK) span_end(p, t0, stream, 0);
+    else tev_put(p, t0);
     int corrupt = 0;
     uint64_t now = 0;
     if (st == CK_OK && p->opts.verify && m->has_sum) {
@@ -1189,6 +1287,8 @@ void ck__tier_destroy(ck_pool *p) {
                 }
             }
     defer_poll(p, 1);
+    spans_poll(p, 1);
+    for (size_t i = 0; i < T->ntev; i++) p->be->ops->event_destroy(p->be, T->tev[i]);
     ck__host_fini(p, &T->host);
     if (T->copy) p->be->ops->stream_destroy(p->be, T->copy);
     for (size_t i = 0; i < T->nnames; i++) free(T->names[i]);

@@ -274,6 +274,10 @@ typedef struct ck_stats {
     uint64_t num_evictions;     /* stashed tensors the pool evicted under budget pressure
                                    (each waits for its copy out: a stall the next step's
                                    AUTO decisions learn to avoid) */
+    uint64_t fetch_wait_ns;     /* time consumer streams spent in fetches: waiting for a
+                                   copy in and running replays (0 for a tensor that never
+                                   left); counted once the stream has passed the fetch */
+    uint64_t replay_ns;         /* of which replays (the recompute tier) */
 } ck_stats;
 
 CK_API ck_status ck_get_stats(ck_pool *pool, ck_stats *stats);

@@ -5,6 +5,8 @@
 #include "hostmem.h"
 #include "testutil.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -470,6 +472,82 @@ START_TEST(t_event_fault) {
     }
     ck_assert_msg(hit_stash > 0 && hit_fetch > 0, "the faults hit %d stashes and %d fetches",
                   hit_stash, hit_fetch);
+}
+END_TEST
+
+/* fetch_wait_ns and replay_ns, on the simulated clock: what the consumer
+ * stream spent in each fetch, as the caller's own events around it see it;
+ * nothing for a tensor that never left. */
+static double fetch_span_ms(ck_pool *p, void *x) {
+    ck_event a, z;
+    ASSERT_OK(ck_event_create(p, &a));
+    ASSERT_OK(ck_event_create(p, &z));
+    ASSERT_OK(ck_event_record(p, a, NULL));
+    ASSERT_OK(ck_fetch(p, x, NULL));
+    ASSERT_OK(ck_event_record(p, z, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    float ms = -1;
+    ASSERT_OK(ck_event_elapsed_ms(p, a, z, &ms));
+    ASSERT_OK(ck_event_destroy(p, a));
+    ASSERT_OK(ck_event_destroy(p, z));
+    (void)info_of(p, x); /* a tier call: the engine reads its spans */
+    return ms;
+}
+
+START_TEST(t_fetch_wait) {
+    ck_pool *p = host_pool("sim_clock=1,sim_h2d=1GB,sim_d2h=1GB,sim_bandwidth=1000G,"
+                           "sim_flops=1G,chunk_align=4M,prefetch=0");
+    float *x, *y, *k, *in;
+    ASSERT_OK(ck_malloc(p, (void **)&x, 8 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&y, 8 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&k, 4 * MiB, NULL));
+    ASSERT_OK(ck_malloc(p, (void **)&in, 8 * MiB, NULL));
+    fill(x, 8 * MiB, 31);
+    fill(in, 8 * MiB, 32);
+    ck_recipe r;
+    recipe_of(&r, in, 2 * MiB); /* an input that stays: y's fetch only replays */
+    ASSERT_OK(ck_replay(p, &r, y, 8 * MiB, NULL));
+    ASSERT_OK(ck_stream_synchronize(p, NULL));
+    double flops = 0;
+    ASSERT_OK(ck_recipe_cost(&r, &flops, NULL, NULL));
+    ASSERT_OK(ck_tag(p, x, "x", CK_TIER_OFFLOAD));
+    ASSERT_OK(ck_tag(p, y, "y", CK_TIER_RECOMPUTE));
+    ASSERT_OK(ck_tag(p, k, "k", CK_TIER_KEEP));
+    ASSERT_OK(ck_set_recipe(p, y, &r));
+    ASSERT_OK(ck_stash(p, k, NULL));
+    ASSERT_OK(ck_stash(p, x, NULL));
+    ASSERT_OK(ck_stash(p, y, NULL));
+    ck_assert_int_eq(settle_state(p, x), CK_TENSOR_OFFLOADED);
+    ck_assert_int_eq(settle_state(p, y), CK_TENSOR_DROPPED);
+    ck_stats s0 = stats_of(p);
+    ck_assert_uint_eq(s0.fetch_wait_ns, 0);
+    ck_assert_uint_eq(s0.replay_ns, 0);
+
+    double kept = fetch_span_ms(p, k);
+    ck_stats s1 = stats_of(p);
+    ck_assert_uint_eq(s1.fetch_wait_ns, 0); /* never left */
+    ck_assert(kept < 1e-3);
+
+    double y_ms = fetch_span_ms(p, y); /* the replay: flops / 1 GFLOP/s */
+    ck_stats s2 = stats_of(p);
+    ck_assert_msg(fabs((double)s2.replay_ns - flops) <= 1e-3 * flops,
+                  "replay_ns %" PRIu64 " for %.0f flops at 1 GFLOP/s", s2.replay_ns, flops);
+    ck_assert_msg(fabs((double)s2.fetch_wait_ns - y_ms * 1e6) <= 1e3,
+                  "fetch_wait_ns %" PRIu64 ", the caller's events %.6f ms", s2.fetch_wait_ns, y_ms);
+
+    double x_ms = fetch_span_ms(p, x); /* at least the copy in: 8 MiB at 1 GB/s */
+    ck_stats s3 = stats_of(p);
+    ck_assert_msg(x_ms >= 8.388608 - 1e-3, "the copy in took %.6f ms", x_ms);
+    ck_assert_msg(fabs((double)(s3.fetch_wait_ns - s2.fetch_wait_ns) - x_ms * 1e6) <= 1e3,
+                  "fetch_wait_ns grew by %" PRIu64 ", the caller's events %.6f ms",
+                  s3.fetch_wait_ns - s2.fetch_wait_ns, x_ms);
+    ck_assert_uint_eq(s3.replay_ns, s2.replay_ns);
+    ck_assert(same(x, 8 * MiB, 31));
+    ASSERT_OK(ck_free(p, x, NULL));
+    ASSERT_OK(ck_free(p, y, NULL));
+    ASSERT_OK(ck_free(p, k, NULL));
+    ASSERT_OK(ck_free(p, in, NULL));
+    ASSERT_OK(ck_pool_destroy(p));
 }
 END_TEST
 
@@ -998,6 +1076,7 @@ int main(void) {
     tcase_add_test(tc, t_host_budget);
     tcase_add_test(tc, t_copy_fault);
     tcase_add_test(tc, t_event_fault);
+    tcase_add_test(tc, t_fetch_wait);
     tcase_add_test(tc, t_free_while_moving);
     tcase_add_test(tc, t_verify);
     tcase_add_test(tc, t_cuda_offload);

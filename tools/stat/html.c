@@ -96,6 +96,9 @@ static void headline(FILE *f, const ckstat_pool *p) {
         snprintf(sub, sizeof sub, "%" PRIu64 " prefetch hits, %" PRIu64 " misses, %" PRIu64 " evictions",
                  s->prefetch_hits, s->prefetch_misses, s->num_evictions);
         card(f, "stashes / fetches", a, sub);
+        snprintf(a, sizeof a, "%.3f ms", (double)s->fetch_wait_ns / 1e6);
+        snprintf(sub, sizeof sub, "of which replays %.3f ms", (double)s->replay_ns / 1e6);
+        card(f, "fetch wait", a, sub);
     }
     fputs("</div>\n", f);
 }

@@ -188,6 +188,8 @@ static void table_report(FILE *f, const ckstat_report *r) {
                        ", misses %" PRIu64 ", evictions %" PRIu64 "\n",
                     s->num_stashes, s->num_fetches, s->prefetch_hits, s->prefetch_misses,
                     s->num_evictions);
+            fprintf(f, "  %-16s %11.3f ms %11.3f ms   consumer streams in fetches / of which replays\n",
+                    "fetch wait", (double)s->fetch_wait_ns / 1e6, (double)s->replay_ns / 1e6);
         }
         fmt_ratio(frag_of(s), a, sizeof a);
         fprintf(f, "  %-16s %14s %14s   1 - allocated / reserved, now\n", "fragmentation", a, "");
@@ -386,6 +388,8 @@ GET(g_replays, s->num_replays)
 GET(g_phits, s->prefetch_hits)
 GET(g_pmiss, s->prefetch_misses)
 GET(g_evict, s->num_evictions)
+GET(g_fwait, (double)s->fetch_wait_ns / 1e9)
+GET(g_replay_s, (double)s->replay_ns / 1e9)
 #undef GET
 
 static int g_lfree(const ckstat_report *r, const ckstat_pool *p, double *v) {
@@ -458,6 +462,11 @@ static const metric metrics[] = {
      g_pmiss},
     {"ckalloc_evictions_total", "Stashed tensors evicted under budget pressure.", M_COUNTER,
      g_evict},
+    {"ckalloc_fetch_wait_seconds_total",
+     "Time consumer streams spent in fetches: waiting for copies in and running replays.",
+     M_COUNTER, g_fwait},
+    {"ckalloc_replay_seconds_total", "Time consumer streams spent running replays.", M_COUNTER,
+     g_replay_s},
 };
 
 /* Labels pid and device; pool too when one process has two pools on one

@@ -74,6 +74,8 @@ TIER_COUNT_NAMES = (
     "prefetch_hits",
     "prefetch_misses",
     "num_evictions",
+    "fetch_wait_ns",
+    "replay_ns",
 )
 STAT_NAMES = (
     "allocated_bytes",
