@@ -11,24 +11,25 @@
  * before backward reads it; the recomputable ones carry their recipe (the
  * replay op that made them in forward, so a rebuilt tensor is bit for bit
  * the one forward made). Forward runs the replay ops through ck_replay (the
- * CPU reference on the host backend); backward is plain C on the fetched
- * data.
+ * CPU reference on the host backend); backward's matrix products do too
+ * (linear on transposed operands), and its element-wise rest is plain C on
+ * the fetched data.
  *
- *   train [--policy keep|offload|recompute|mixed|all] [--steps N] [--layers L]
- *         [--tokens T] [--check] [--conf STR]
+ *   train [--policy keep|offload|recompute|mixed|offload-np|all] [--steps N]
+ *         [--layers L] [--tokens T] [--check] [--json] [--conf STR]
  *
  * --policy all (the default) trains once per policy from the same start and
- * prints, per policy, the loss of every step, a checksum of the weights, the
- * peak physical memory and what moved. --check also fails (exit 1) unless
+ * prints, per policy, the final loss, a checksum of the weights, the peak
+ * physical memory, the most bytes offloaded and dropped at once, what moved,
+ * and the step time on the host backend's simulated clock (the mean of the
+ * steps after the first, which teaches the engine the step's shape).
+ * offload-np is offload with prefetch=0. --check also fails (exit 1) unless
  * every policy's losses and weights are bit-identical to KEEP's and every
- * policy but KEEP peaks lower. Exit 2: bad usage. Host backend only for now:
- * backward has no CUDA kernels.
+ * policy but KEEP peaks lower. --json prints one result line (the table goes
+ * to stderr). Exit 2: bad usage. Host backend only for now: the element-wise
+ * part of backward has no CUDA kernels.
  *
- * The pool runs with release=eager (memory no tensor uses goes back as soon
- * as the streams pass it), chunk_align=2M (each 2 MiB activation owns its
- * chunk, so a stash gives all of it back) and prefetch=8M (a few tensors
- * ahead: a window as large as the model would bring everything back at the
- * first fetch). --conf adds to that. */
+ * The pool's configuration is SIM_CONF below; --conf adds to it. */
 #include <ckalloc/tier.h>
 
 #include <math.h>
@@ -40,8 +41,9 @@
 
 enum { D = 64, H = 128, HEADS = 4, HD = D / HEADS, MAXL = 8 };
 
-typedef enum { P_KEEP, P_OFFLOAD, P_RECOMPUTE, P_MIXED, NPOL } policy;
-static const char *const pol_names[NPOL] = {"keep", "offload", "recompute", "mixed"};
+typedef enum { P_KEEP, P_OFFLOAD, P_RECOMPUTE, P_MIXED, P_OFFLOAD_NP, NPOL } policy;
+static const char *const pol_names[NPOL] = {"keep", "offload", "recompute", "mixed",
+                                            "offload-np"};
 
 /* The saved activations of one layer, and their tier under each policy. */
 enum { A_X, A_N1, A_QR, A_X1, A_N2, A_G, A_U, A_S, NACT };
@@ -58,6 +60,9 @@ static const ck_tier tiers[NPOL][NACT] = {
                      CK_TIER_RECOMPUTE, CK_TIER_RECOMPUTE, CK_TIER_RECOMPUTE, CK_TIER_RECOMPUTE},
     [P_MIXED] = {CK_TIER_OFFLOAD, CK_TIER_RECOMPUTE, CK_TIER_KEEP, CK_TIER_OFFLOAD,
                  CK_TIER_RECOMPUTE, CK_TIER_OFFLOAD, CK_TIER_OFFLOAD, CK_TIER_RECOMPUTE},
+    /* offload with prefetch=0: what prefetch saves */
+    [P_OFFLOAD_NP] = {CK_TIER_OFFLOAD, CK_TIER_OFFLOAD, CK_TIER_OFFLOAD, CK_TIER_OFFLOAD,
+                      CK_TIER_OFFLOAD, CK_TIER_OFFLOAD, CK_TIER_OFFLOAD, CK_TIER_OFFLOAD},
 };
 
 typedef struct layer {
@@ -72,6 +77,19 @@ typedef struct model {
     float *input;  /* [T, D] */
     int32_t *pos;  /* [T] */
 } model;
+
+/* The pool: memory goes back as soon as the streams pass it
+ * (release=eager), each 2 MiB activation owns its chunk (chunk_align=2M),
+ * a fetch brings back 8 MiB ahead (prefetch=8M). The simulated clock stands
+ * for a GPU: replays at 250 GFLOP/s and 500 GB/s, copies to and from the
+ * host at 25 GB/s each way. This model's layers are narrow (d_model 64),
+ * so the FLOP rate is scaled down to give forward's compute window (about
+ * 2.1 ms a layer) the size it has next to the transfers (0.9 ms) in a 7B
+ * layer on a consumer GPU: the condition under which prefetch can hide
+ * them. */
+#define SIM_CONF                                                                                   \
+    "backend=host,live=0,chunk_align=2M,prefetch=8M,release=eager,sim_clock=1,sim_flops=250G,"     \
+    "sim_bandwidth=500GB,sim_h2d=25GB,sim_d2h=25GB"
 
 static ck_pool *pool;
 static int verbose_fail(const char *what) {
@@ -174,30 +192,43 @@ static float *run(const ck_recipe *r, size_t n) {
     return out;
 }
 
-/* ---- plain C for backward ------------------------------------------------ */
+/* ---- backward ------------------------------------------------------------ */
+
+/* Backward's matrix products go through ck_replay's linear op (x W^T), as
+ * on a GPU they would be GEMMs: the host backend runs the CPU reference and
+ * its simulated clock charges each one its flops. Operands are transposed
+ * into scratch by plain C first; the element-wise rest of backward is plain
+ * C on the host, after a synchronize (no simulated time). */
+static float *scr_a, *scr_b; /* [T, H] floats each */
+
+static void sync_stream(void) { CK(ck_stream_synchronize(pool, NULL)); }
+
+static void transpose(const float *A, float *At, int R, int C) {
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) At[(size_t)j * R + i] = A[(size_t)i * C + j];
+}
+
+static void linear_into(const float *X, const float *W, float *C, int M, int K, int N) {
+    ck_recipe r;
+    r_linear(&r, X, W, M, K, N);
+    CK(ck_replay(pool, &r, C, (size_t)M * N * sizeof(float), NULL));
+}
 
 static void mm_nn(const float *A, const float *B, float *C, int M, int K, int N) {
-    /* C = A B, A [M, K], B [K, N] */
-    memset(C, 0, (size_t)M * N * sizeof *C);
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++) {
-            float a = A[(size_t)i * K + k];
-            const float *b = B + (size_t)k * N;
-            float *c = C + (size_t)i * N;
-            for (int j = 0; j < N; j++) c[j] += a * b[j];
-        }
+    /* C = A B, A [M, K], B [K, N]: linear(A, B^T) */
+    sync_stream(); /* the scratch is free, A and B are written */
+    transpose(B, scr_b, K, N);
+    linear_into(A, scr_b, C, M, K, N);
+    sync_stream(); /* C is read on the host next */
 }
 
 static void mm_tn(const float *A, const float *B, float *C, int M, int K, int N) {
-    /* C = A^T B, A [K, M], B [K, N] */
-    memset(C, 0, (size_t)M * N * sizeof *C);
-    for (int k = 0; k < K; k++)
-        for (int i = 0; i < M; i++) {
-            float a = A[(size_t)k * M + i];
-            const float *b = B + (size_t)k * N;
-            float *c = C + (size_t)i * N;
-            for (int j = 0; j < N; j++) c[j] += a * b[j];
-        }
+    /* C = A^T B, A [K, M], B [K, N]: linear(A^T, B^T) */
+    sync_stream();
+    transpose(A, scr_a, K, M);
+    transpose(B, scr_b, K, N);
+    linear_into(scr_a, scr_b, C, M, K, N);
+    sync_stream();
 }
 
 /* dx += rmsnorm backward; dw += its weight gradient. */
@@ -251,6 +282,8 @@ static float *fetch(float *p) {
     return p;
 }
 
+static ck_event ev_start, ev_end;
+
 static double step(model *m, policy pol, float lr) {
     int T = m->T, L = m->L;
     size_t TD = (size_t)T * D, TH = (size_t)T * H;
@@ -260,6 +293,7 @@ static double step(model *m, policy pol, float lr) {
     CK(ck_malloc(pool, (void **)&x, TD * sizeof(float), NULL));
     memcpy(x, m->input, TD * sizeof(float));
     CK(ck_step_begin(pool));
+    CK(ck_event_record(pool, ev_start, NULL));
     for (int i = 0; i < L; i++) {
         layer *l = &m->l[i];
         saved *s = &sv[i];
@@ -388,6 +422,7 @@ static double step(model *m, policy pol, float lr) {
         CK(ck_free(pool, xin, NULL));
         memcpy(dy, dx, TD * sizeof *dy);
     }
+    CK(ck_event_record(pool, ev_end, NULL));
     CK(ck_step_end(pool));
     free(dy);
     free(dx);
@@ -420,18 +455,37 @@ typedef struct result {
     uint64_t whash;
     ck_stats st;
     double seconds;
+    double step_ms; /* simulated, the mean over the steps after the first */
 } result;
 
 static int train(policy pol, int steps, int L, int T, const char *conf, result *res) {
     model m;
     model_init(&m, L, T);
     char c[512];
-    snprintf(c, sizeof c, "backend=host,live=0,chunk_align=2M,prefetch=8M,release=eager%s%s", conf ? "," : "", conf ? conf : "");
+    snprintf(c, sizeof c, "%s%s%s%s", SIM_CONF, pol == P_OFFLOAD_NP ? ",prefetch=0" : "",
+             conf ? "," : "", conf ? conf : "");
     if (ck_pool_create_conf(&pool, c) != CK_OK) return verbose_fail("ck_pool_create_conf");
+    size_t scr = (size_t)T * H * sizeof(float);
+    scr_a = malloc(scr);
+    scr_b = malloc(scr);
+    if (!scr_a || !scr_b) return verbose_fail("malloc");
+    CK(ck_event_create(pool, &ev_start));
+    CK(ck_event_create(pool, &ev_end));
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int s = 0; s < steps; s++) res->loss[s] = step(&m, pol, 0.05f);
+    res->step_ms = 0;
+    for (int s = 0; s < steps; s++) {
+        res->loss[s] = step(&m, pol, 0.05f);
+        CK(ck_stream_synchronize(pool, NULL));
+        float ms = 0;
+        CK(ck_event_elapsed_ms(pool, ev_start, ev_end, &ms));
+        if (s > 0 || steps == 1) res->step_ms += ms / (steps > 1 ? steps - 1 : 1);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    CK(ck_event_destroy(pool, ev_start));
+    CK(ck_event_destroy(pool, ev_end));
+    free(scr_a);
+    free(scr_b);
     res->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     res->whash = weights_hash(&m);
     memset(&res->st, 0, sizeof res->st);
@@ -443,17 +497,18 @@ static int train(policy pol, int steps, int L, int T, const char *conf, result *
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: train [--policy keep|offload|recompute|mixed|all] [--steps N] "
-                    "[--layers L] [--tokens T] [--check] [--conf STR]\n");
+    fprintf(stderr, "usage: train [--policy keep|offload|recompute|mixed|offload-np|all] "
+                    "[--steps N] [--layers L] [--tokens T] [--check] [--json] [--conf STR]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    int steps = 4, L = 2, T = 8192, check = 0, only = -1;
+    int steps = 4, L = 2, T = 8192, check = 0, only = -1, json = 0;
     const char *conf = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--check") == 0) check = 1;
+        else if (strcmp(a, "--json") == 0) json = 1;
         else if (i + 1 >= argc) usage();
         else if (strcmp(a, "--steps") == 0) steps = atoi(argv[++i]);
         else if (strcmp(a, "--layers") == 0) L = atoi(argv[++i]);
@@ -474,31 +529,68 @@ int main(int argc, char **argv) {
                         "less, small allocations that cannot be tagged\n");
         return 2;
     }
+    if (json && only >= 0) usage();
     result res[NPOL];
     int fails = 0;
-    printf("train: %d layers, %d tokens, d_model %d, mlp %d, %d steps, host backend\n", L, T, D, H,
+    FILE *out = json ? stderr : stdout; /* --json: the table goes to stderr */
+    fprintf(out, "train: %d layers, %d tokens, d_model %d, mlp %d, %d steps, host backend\n", L, T, D, H,
            steps);
-    printf("%-10s %-14s %-18s %12s %12s %12s %8s %8s\n", "policy", "final loss", "weights",
-           "peak phys", "to host", "to device", "replays", "seconds");
+    fprintf(out, "%-10s %-14s %-16s %10s %10s %10s %9s %9s %7s %10s %8s\n", "policy", "final loss",
+           "weights", "peak phys", "offloaded", "dropped", "to host", "to dev", "replays",
+           "step (sim)", "seconds");
     for (int k = 0; k < NPOL; k++) {
         if (only >= 0 && k != only) continue;
         if (train((policy)k, steps, L, T, conf, &res[k]) != 0) return 1;
         const result *r = &res[k];
-        printf("%-10s %-14.9g %016llx %9.2f MiB %8.2f MiB %8.2f MiB %8llu %8.2f\n", pol_names[k],
-               r->loss[steps - 1], (unsigned long long)r->whash,
-               (double)r->st.physical_bytes.peak / 1048576.0, (double)r->st.bytes_to_host / 1048576.0,
+        fprintf(out, "%-10s %-14.9g %016llx %6.2f MiB %6.2f MiB %6.2f MiB %5.0f MiB %5.0f MiB %7llu "
+               "%7.3f ms %8.2f\n",
+               pol_names[k], r->loss[steps - 1], (unsigned long long)r->whash,
+               (double)r->st.physical_bytes.peak / 1048576.0,
+               (double)r->st.offloaded_bytes.peak / 1048576.0,
+               (double)r->st.dropped_bytes.peak / 1048576.0, (double)r->st.bytes_to_host / 1048576.0,
                (double)r->st.bytes_to_device / 1048576.0, (unsigned long long)r->st.num_replays,
-               r->seconds);
+               r->step_ms, r->seconds);
     }
     if (only < 0) {
-        printf("losses by step (keep):");
-        for (int s = 0; s < steps; s++) printf(" %.9g", res[P_KEEP].loss[s]);
-        printf("\n");
+        fprintf(out, "step time over keep (simulated clock, steps 2..%d):", steps);
+        for (int k = 1; k < NPOL; k++)
+            fprintf(out, " %s %+.2f%%", pol_names[k], 100.0 * (res[k].step_ms / res[P_KEEP].step_ms - 1));
+        fprintf(out, "\n");
+        fprintf(out, "fetch wait (offload): %.3f ms over %d steps; without prefetch %.3f ms\n",
+               (double)res[P_OFFLOAD].st.fetch_wait_ns / 1e6, steps,
+               (double)res[P_OFFLOAD_NP].st.fetch_wait_ns / 1e6);
+    }
+    int identical = 1;
+    if (only < 0) {
+        fprintf(out, "losses by step (keep):");
+        for (int s = 0; s < steps; s++) fprintf(out, " %.9g", res[P_KEEP].loss[s]);
+        fprintf(out, "\n");
+        for (int k = 1; k < NPOL; k++) {
+            if (res[k].whash != res[P_KEEP].whash) identical = 0;
+            for (int s = 0; s < steps; s++)
+                if (memcmp(&res[k].loss[s], &res[P_KEEP].loss[s], sizeof(double)) != 0) identical = 0;
+        }
+    }
+    if (json) {
+        double ov = res[P_OFFLOAD].step_ms / res[P_KEEP].step_ms - 1;
+        printf("{\"bench\":\"train_overlap\",\"backend\":\"host (simulated clock)\",\"sim\":\"%s\","
+               "\"layers\":%d,\"tokens\":%d,\"steps\":%d",
+               strstr(SIM_CONF, "sim_clock"), L, T, steps);
+        for (int k = 0; k < NPOL; k++)
+            printf(",\"%s_step_ms\":%.4f,\"%s_peak_mib\":%.2f", pol_names[k], res[k].step_ms,
+                   pol_names[k], (double)res[k].st.physical_bytes.peak / 1048576.0);
+        printf(",\"overhead_offload_prefetch\":%.4f,\"overhead_offload_no_prefetch\":%.4f,"
+               "\"overhead_recompute\":%.4f,\"overhead_mixed\":%.4f,\"bit_identical\":%s,"
+               "\"target_overhead\":0.01,\"meets_target\":%s}\n",
+               ov, res[P_OFFLOAD_NP].step_ms / res[P_KEEP].step_ms - 1,
+               res[P_RECOMPUTE].step_ms / res[P_KEEP].step_ms - 1,
+               res[P_MIXED].step_ms / res[P_KEEP].step_ms - 1, identical ? "true" : "false",
+               ov <= 0.01 ? "true" : "false");
     }
     if (check) {
         if (only >= 0) usage();
         if (!(res[P_KEEP].loss[steps - 1] < res[P_KEEP].loss[0])) {
-            printf("check: FAILED: the loss did not go down under KEEP\n");
+            fprintf(out, "check: FAILED: the loss did not go down under KEEP\n");
             fails++;
         }
         for (int k = 1; k < NPOL; k++) {
@@ -506,17 +598,17 @@ int main(int argc, char **argv) {
             for (int s = 0; s < steps; s++)
                 if (memcmp(&res[k].loss[s], &res[P_KEEP].loss[s], sizeof(double)) != 0) same = 0;
             if (!same) {
-                printf("check: FAILED: %s's losses or weights differ from keep's\n", pol_names[k]);
+                fprintf(out, "check: FAILED: %s's losses or weights differ from keep's\n", pol_names[k]);
                 fails++;
             }
             if (!(res[k].st.physical_bytes.peak < res[P_KEEP].st.physical_bytes.peak)) {
-                printf("check: FAILED: %s peaks at %lld bytes, keep at %lld\n", pol_names[k],
+                fprintf(out, "check: FAILED: %s peaks at %lld bytes, keep at %lld\n", pol_names[k],
                        (long long)res[k].st.physical_bytes.peak,
                        (long long)res[P_KEEP].st.physical_bytes.peak);
                 fails++;
             }
         }
-        if (!fails) printf("check: ok: losses and weights bit-identical across tiers; every tier but keep peaks lower\n");
+        if (!fails) fprintf(out, "check: ok: losses and weights bit-identical across tiers; every tier but keep peaks lower\n");
     }
     return fails ? 1 : 0;
 }
