@@ -61,6 +61,10 @@ struct ck_backend_ops {
     ck_status (*host_unpin)(ck_backend *b, void *p);
     /* The device's PCI domain, bus and device numbers (NULL: no device). */
     ck_status (*pci_id)(ck_backend *b, int *domain, int *bus, int *dev);
+    /* Host backend with sim_clock: s is busy for ns of simulated time, in
+     * order with its other work (compute a replayed trace no longer has).
+     * NULL elsewhere. */
+    ck_status (*sim_busy)(ck_backend *b, ck_stream s, double ns);
 };
 
 struct ck_backend {

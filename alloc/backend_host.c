@@ -30,7 +30,7 @@
 #define HOST_GRANULARITY (2 * CK_MiB)
 #define HOST_PHYS_MAGIC 0x636b706879730a01ull
 
-typedef enum { OP_COPY, OP_SET, OP_RECORD, OP_WAIT, OP_REPLAY } op_kind;
+typedef enum { OP_COPY, OP_SET, OP_RECORD, OP_WAIT, OP_REPLAY, OP_BUSY } op_kind;
 
 struct host_event;
 
@@ -196,6 +196,9 @@ static void *stream_main(void *arg) {
             free(op->dst);
             pthread_mutex_lock(&hb->mu);
             if (hb->sim_clock) s->sim_ns += op_sim_cost(hb, op);
+            break;
+        case OP_BUSY: /* flops holds the simulated ns */
+            if (hb->sim_clock) s->sim_ns += op->flops;
             break;
         case OP_RECORD:
             if (op->gen > op->ev->reached) {
@@ -511,6 +514,10 @@ static ck_status h_memset(ck_backend *b, void *dst, int value, size_t n, ck_stre
     return enqueue(hb_of(b), s, (host_op){.kind = OP_SET, .dst = dst, .value = value, .n = n});
 }
 
+static ck_status h_sim_busy(ck_backend *b, ck_stream s, double ns) {
+    return enqueue(hb_of(b), s, (host_op){.kind = OP_BUSY, .flops = ns});
+}
+
 static ck_status h_stream_create(ck_backend *b, ck_stream *out) {
     host_backend *hb = hb_of(b);
     host_stream *s = NULL;
@@ -684,6 +691,7 @@ static const struct ck_backend_ops host_ops = {
     .event_query = h_event_query,
     .event_sync = h_event_sync,
     .event_elapsed = h_event_elapsed,
+    .sim_busy = h_sim_busy,
 };
 
 ck_status ck__backend_host_create(const ck_pool_options *opts, ck_backend **out) {

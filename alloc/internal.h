@@ -33,4 +33,9 @@ uint64_t ck__now_ns(void);
 
 static inline uint64_t ck__align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+/* Host backend with sim_clock: stream s is busy for ns of simulated time,
+ * in order with its other work (ckalloc-replay --timed charges a trace's
+ * gaps as compute). CK_ERR_INVALID on any other pool. */
+ck_status ck__sim_busy(ck_pool *p, ck_stream s, double ns);
+
 #endif

@@ -368,6 +368,9 @@ size_t ck__tier_reclaim(ck_pool *p, size_t need);
 uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev);
 /* ck_pool_destroy: wait for the copy stream, give back host memory. */
 void ck__tier_destroy(ck_pool *p);
+/* Count the timed spans (fetch waits, replays) the streams have passed;
+ * never waits. Pool lock held. */
+void ck__tier_count_spans(ck_pool *p);
 /* The name of tag id t ("" for 0 or unknown). */
 const char *ck__tier_tag_name(const ck_pool *p, uint16_t t);
 /* Tag names known (ids 1..count). */
@@ -406,6 +409,7 @@ void ck__streams_free(ck_pool *p);
  * CK_ERR_INVALID (a sentence naming fn) for a destroyed stream or another
  * pool's, with nothing changed. */
 ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx);
+
 ck_status ck__stream_register_own(ck_pool *p, ck_stream s);
 /* 1 if s is the default stream or a registered stream not destroyed. */
 int ck__stream_alive(const ck_pool *p, ck_stream s);

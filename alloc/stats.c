@@ -36,6 +36,7 @@ CK_API ck_status ck_get_stats(ck_pool *p, ck_stats *out) {
     ck_stats st;
     pool_lock(p);
     ck__pool_eager_release(p);
+    ck__tier_count_spans(p);
     ck__stats_fill(p, &st);
     pool_unlock(p);
     memcpy(out, &st, n);

@@ -117,6 +117,15 @@ CK_API ck_status ck_memcpy_async(ck_pool *p, void *dst, const void *src, size_t 
     return st != CK_OK ? st : p->be->ops->memcpy_async(p->be, dst, src, n, s);
 }
 
+ck_status ck__sim_busy(ck_pool *p, ck_stream s, double ns) {
+    CHECK_POOL("sim_busy");
+    if (!p->be->ops->sim_busy || !p->opts.sim_clock)
+        return ck__err(CK_ERR_INVALID, "simulated compute needs the host backend with sim_clock=1");
+    if (!(ns >= 0)) return ck__err(CK_ERR_INVALID, "simulated compute of %g ns", ns);
+    ck_status st = stream_ok(p, s, "sim_busy");
+    return st != CK_OK ? st : p->be->ops->sim_busy(p->be, s, ns);
+}
+
 CK_API ck_status ck_memset_async(ck_pool *p, void *dst, int value, size_t n, ck_stream s) {
     CHECK_POOL("ck_memset_async");
     if (!dst && n) return ck__err(CK_ERR_INVALID, "ck_memset_async: NULL pointer");

@@ -465,6 +465,10 @@ static void spans_poll(ck_pool *p, int wait) {
     T->nspans = k;
 }
 
+void ck__tier_count_spans(ck_pool *p) {
+    if (p->tier && p->tier->nspans) spans_poll(p, 0);
+}
+
 static void poll(ck_pool *p, int wait) {
     struct ck_tier_engine *T = p->tier;
     spans_poll(p, wait);

@@ -230,6 +230,25 @@ check "$W/tier.json" 'j["tier_ops"] > 50 and j["tier_failures"] == 0 and j["num_
 check "$W/tier.json" 'j["num_replays"] > 0 and j["peak_offloaded_bytes"] > 0 and j["peak_physical_bytes"] < j["peak_live_bytes"]'
 ]=])
 
+# --timed: a step of two offloaded tensors on the simulated clock (1 GB/s
+# each way, 8 MiB each: 8.389 ms a copy). The trace's gaps are compute; the
+# fetch of b waits for its copy in (20 -> 28.389 ms). With prefetch, a comes
+# back behind it during the 10 ms before its fetch; without, a waits too.
+ck_tool_test(replay_timed [=[
+"$R" --timed --json --conf sim_h2d=1GB,sim_d2h=1GB,prefetch=16M "$D/tier_timed.csv" > "$W/timed.json"
+expect_rc $? 0
+check "$W/timed.json" 'j["timed_steps"] == 1 and abs(j["trace_step_ms"] - 31) < 1e-6 and abs(j["sim_step_ms"] - 39.389) < 0.002 and abs(j["fetch_wait_ms"] - 8.389) < 0.002' || exit 1
+"$R" --timed --json --conf sim_h2d=1GB,sim_d2h=1GB,prefetch=0 "$D/tier_timed.csv" > "$W/timed0.json"
+expect_rc $? 0
+check "$W/timed0.json" 'abs(j["sim_step_ms"] - 47.777) < 0.002 and abs(j["fetch_wait_ms"] - 16.777) < 0.002' || exit 1
+"$R" --timed "$D/tier_timed.csv" | grep -q "^steps (timed)  1 on the simulated clock" || exit 1
+"$R" --timed --conf backend=cuda "$D/tier_timed.csv" 2> "$W/timed.err"
+expect_rc $? 2
+grep -q "host backend" "$W/timed.err" || exit 1
+"$R" --timed --policy pytorch "$D/tier_timed.csv" 2> /dev/null
+expect_rc $? 2
+]=])
+
 # The tier engine in the reports: a snapshot of the trainer's pool shows the
 # offloaded, dropped and pinned-host rows and cards.
 ck_tool_test(stat_tier_rows [=[

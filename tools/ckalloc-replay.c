@@ -37,7 +37,8 @@
 #define TARGET_MAP_UNMAP_PER_OP 0.01
 
 static void usage(FILE *out) {
-    fputs("usage: ckalloc-replay [--conf STR] [--policy P] [--pace SEC] [--json] [--quiet] TRACE\n"
+    fputs("usage: ckalloc-replay [--conf STR] [--policy P] [--pace SEC] [--timed] [--json] [--quiet]\n"
+          "                      TRACE\n"
           "  Replays an RMM-style allocation trace (Thread,Time,Action,Pointer,Size,Stream;\n"
           "  TRACE - reads standard input) on a new pool. The pool config is\n"
           "  \"backend=host,host_mem=1T\" followed by --conf, e.g. --conf budget=8G or\n"
@@ -47,6 +48,11 @@ static void usage(FILE *out) {
           "              simulated; both: the two, side by side, targets flagged MISS\n"
           "  --pace SEC  spread the replay over about SEC seconds, following the trace's\n"
           "              timestamps, so that ckalloc-stat -p PID can watch it\n"
+          "  --timed     time the trace's training steps (step rows) on the host backend's\n"
+          "              simulated clock (sim_clock=1): the time between two rows is\n"
+          "              compute on the next row's stream, the host reaches each fetch\n"
+          "              when its stream does, copies take sim_h2d / sim_d2h; reports\n"
+          "              the simulated step time beside the trace's\n"
           "  --json      print one JSON object with the results\n"
           "  --quiet     print nothing but errors\n"
           "Exit: 0 every allocation succeeded, 1 some failed, 2 bad usage or bad input.\n",
@@ -301,6 +307,9 @@ static void json_str(FILE *out, const char *s) {
 typedef struct results {
     uint64_t ops, allocs, frees, failures, input_failures, unmatched_frees;
     uint64_t tier_ops, tier_failures; /* tag/stash/fetch/step rows replayed, and refused */
+    /* --timed: steps timed, their simulated and traced time in total */
+    uint64_t timed_steps;
+    double sim_step_ms, trace_step_ms;
     uint64_t zero_size_allocs, duplicate_allocs;
     uint64_t peak_live;
     /* Driver calls at the trace's midpoint, and the operations after it:
@@ -341,13 +350,17 @@ static void print_json(FILE *out, const char *path, const results *r, const ck_s
             ",\"tier_ops\":%" PRIu64 ",\"tier_failures\":%" PRIu64 ",\"num_stashes\":%" PRIu64
             ",\"num_fetches\":%" PRIu64 ",\"bytes_to_host\":%" PRIu64 ",\"num_replays\":%" PRIu64
             ",\"num_evictions\":%" PRIu64 ",\"peak_offloaded_bytes\":%" PRId64
-            ",\"peak_dropped_bytes\":%" PRId64 "%s}\n",
+            ",\"peak_dropped_bytes\":%" PRId64 ",\"fetch_wait_ms\":%.3f,\"replay_ms\":%.3f"
+            ",\"timed_steps\":%" PRIu64 ",\"sim_step_ms\":%.3f,\"trace_step_ms\":%.3f"
+            ",\"step_overhead\":%.4f%s}\n",
             backend, nstreams, r->ops, r->allocs, r->frees, r->failures, r->input_failures,
             r->unmatched_frees, r->zero_size_allocs, r->duplicate_allocs, r->peak_live, peak_phys,
             frag, st->num_map_calls, st->num_unmap_calls, mu, mu2, ns, st->num_ooms,
             st->num_alloc_retries, st->budget, r->tier_ops, r->tier_failures, st->num_stashes,
             st->num_fetches, st->bytes_to_host, st->num_replays, st->num_evictions,
-            st->offloaded_bytes.peak, st->dropped_bytes.peak, extra);
+            st->offloaded_bytes.peak, st->dropped_bytes.peak, (double)st->fetch_wait_ns / 1e6,
+            (double)st->replay_ns / 1e6, r->timed_steps, r->sim_step_ms, r->trace_step_ms,
+            r->trace_step_ms > 0 ? r->sim_step_ms / r->trace_step_ms - 1 : 0.0, extra);
 }
 
 /* budget_set: the user set the budget; else st->budget is the device's size
@@ -390,6 +403,13 @@ static void print_human(FILE *out, const char *path, const results *r, const ck_
                 ck__fmt_bytes((uint64_t)(st->dropped_bytes.peak > 0 ? st->dropped_bytes.peak : 0), o3, sizeof o3),
                 st->num_replays, st->num_evictions);
     }
+    if (r->timed_steps)
+        fprintf(out,
+                "steps (timed)  %" PRIu64 " on the simulated clock: %.3f ms against the trace's "
+                "%.3f ms (%+.2f%%); fetches waited %.3f ms, replays %.3f ms\n",
+                r->timed_steps, r->sim_step_ms, r->trace_step_ms,
+                r->trace_step_ms > 0 ? 100.0 * (r->sim_step_ms / r->trace_step_ms - 1) : 0.0,
+                (double)st->fetch_wait_ns / 1e6, (double)st->replay_ns / 1e6);
     fprintf(out, "time           %.1f ns per op\n\n", ns);
 }
 
@@ -418,13 +438,62 @@ typedef struct allocator {
     /* The tier engine's rows (tag, stash, fetch, step) on a live block p;
      * NULL: the allocator has no tier engine and they are skipped. */
     int (*tier)(void *ctx, const op *o, const char *name, void *p, char *err, size_t errn);
+    /* Before each row (NULL: nothing): --timed charges the time since the
+     * last row as compute. */
+    void (*tick)(void *ctx, const op *o);
     void *ctx;
 } allocator;
 
 typedef struct ck_ctx {
     ck_pool *pool;
     const stream_tab *streams;
+    /* --timed */
+    int timed;
+    uint64_t prev_us, begin_us;
+    ck_event ev_begin, ev_end;
+    results *res;
+    int warned;
 } ck_ctx;
+
+/* --timed: a failure of the timing itself (not of a row) is said once. */
+static void timed_fail(ck_ctx *c, const char *what) {
+    if (!c->warned++)
+        fprintf(stderr, "ckalloc-replay: --timed: %s: %s (steps are not timed)\n", what,
+                ck_last_error());
+    c->timed = 0;
+}
+
+static void ck_tick_cb(void *ctx, const op *o) {
+    ck_ctx *c = ctx;
+    if (!c->timed) return;
+    ck_stream s = c->streams->streams[o->stream];
+    uint64_t gap = o->t_us > c->prev_us ? o->t_us - c->prev_us : 0;
+    c->prev_us = o->t_us;
+    if (gap && ck__sim_busy(c->pool, s, (double)gap * 1e3) != CK_OK) return timed_fail(c, "compute");
+    /* The host issues a fetch when its stream gets there: the copy in
+     * cannot start earlier than that. */
+    if (o->action == CK_TRACE_FETCH && ck_stream_synchronize(c->pool, s) != CK_OK)
+        timed_fail(c, "synchronize");
+}
+
+/* --timed: a step row. begin: the step's start on its stream; end: its
+ * simulated length, beside the trace's. */
+static void ck_time_step(ck_ctx *c, const op *o) {
+    if (!c->timed) return;
+    ck_stream s = c->streams->streams[o->stream];
+    if (o->tier) {
+        if (ck_event_record(c->pool, c->ev_begin, s) != CK_OK) return timed_fail(c, "event");
+        c->begin_us = o->t_us;
+        return;
+    }
+    float ms = 0;
+    if (ck_event_record(c->pool, c->ev_end, s) != CK_OK || ck_stream_synchronize(c->pool, s) != CK_OK ||
+        ck_event_elapsed_ms(c->pool, c->ev_begin, c->ev_end, &ms) != CK_OK)
+        return timed_fail(c, "step end");
+    c->res->timed_steps++;
+    c->res->sim_step_ms += ms;
+    c->res->trace_step_ms += (double)(o->t_us - c->begin_us) / 1e3;
+}
 
 static int ck_alloc_cb(void *ctx, uint64_t size, uint32_t stream, void **out, char *err,
                        size_t errn) {
@@ -476,7 +545,10 @@ static int ck_tier_cb(void *ctx, const op *o, const char *name, void *p, char *e
         break;
     }
     case CK_TRACE_FETCH: st = ck_fetch(c->pool, p, s); break;
-    case CK_TRACE_STEP: st = o->tier ? ck_step_begin(c->pool) : ck_step_end(c->pool); break;
+    case CK_TRACE_STEP:
+        st = o->tier ? ck_step_begin(c->pool) : ck_step_end(c->pool);
+        if (st == CK_OK) ck_time_step(c, o);
+        break;
     default: break;
     }
     if (st == CK_OK) return 0;
@@ -551,6 +623,7 @@ static int replay_ops(const ops_vec *ops, const allocator *al, const char *name,
                 slept += now_s() - before;
             }
         }
+        if (al->tick) al->tick(al->ctx, o);
         if (o->action >= CK_TRACE_TAG) {
             if (!al->tier) continue;
             slot *e = o->action == CK_TRACE_STEP ? NULL : map_find(&lo->live, o->ptr);
@@ -640,7 +713,7 @@ static void run_pytorch(const ops_vec *ops, const char *name, uint64_t limit, do
         fputs("ckalloc-replay: out of host memory\n", stderr);
         exit(EXIT_ALLOC_FAILED);
     }
-    allocator al = {pt_alloc_cb, pt_free_cb, NULL, NULL, sim};
+    allocator al = {pt_alloc_cb, pt_free_cb, NULL, NULL, NULL, sim};
     leftovers lo;
     memset(res, 0, sizeof *res);
     replay_ops(ops, &al, name, pace, quiet_errors, res, &lo);
@@ -787,11 +860,11 @@ static void print_compare_human(FILE *out, const comparison *c, const char *back
 /* ---- main ---------------------------------------------------------------- */
 
 enum { POLICY_CKALLOC, POLICY_PYTORCH, POLICY_BOTH };
-enum { OPT_POLICY = 256, OPT_PACE };
+enum { OPT_POLICY = 256, OPT_PACE, OPT_TIMED };
 
 int main(int argc, char **argv) {
     const char *conf = NULL;
-    int json = 0, quiet = 0, policy = POLICY_CKALLOC;
+    int json = 0, quiet = 0, policy = POLICY_CKALLOC, timed = 0;
     double pace = 0;
     static const struct option longopts[] = {
         {"conf", required_argument, NULL, 'c'},
@@ -799,6 +872,7 @@ int main(int argc, char **argv) {
         {"quiet", no_argument, NULL, 'q'},
         {"policy", required_argument, NULL, OPT_POLICY},
         {"pace", required_argument, NULL, OPT_PACE},
+        {"timed", no_argument, NULL, OPT_TIMED},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -819,6 +893,7 @@ int main(int argc, char **argv) {
                 return EXIT_BAD_INPUT;
             }
             break;
+        case OPT_TIMED: timed = 1; break;
         case OPT_PACE:
             errno = 0;
             pace = strtod(optarg, &end);
@@ -849,6 +924,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ckalloc-replay: bad --conf '%s': %s\n", conf, ck_last_error());
         return EXIT_BAD_INPUT;
     }
+    if (timed && (opts.backend != CK_BACKEND_HOST || policy == POLICY_PYTORCH || pace > 0)) {
+        fprintf(stderr, "ckalloc-replay: --timed runs on the host backend's simulated clock, with "
+                        "--policy ckalloc or both and without --pace\n");
+        return EXIT_BAD_INPUT;
+    }
+    if (timed) opts.sim_clock = 1;
 
     ops_vec ops = {0};
     stream_tab streams = {0};
@@ -930,8 +1011,16 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    ck_ctx cctx = {pool, &streams};
-    allocator al = {ck_alloc_cb, ck_free_cb, ck_driver_calls_cb, ck_tier_cb, &cctx};
+    ck_ctx cctx = {.pool = pool, .streams = &streams, .res = &res};
+    if (timed) {
+        if (ck_event_create(pool, &cctx.ev_begin) != CK_OK || ck_event_create(pool, &cctx.ev_end) != CK_OK) {
+            fprintf(stderr, "ckalloc-replay: cannot create events: %s\n", ck_last_error());
+            rc = EXIT_ALLOC_FAILED;
+            goto out;
+        }
+        cctx.timed = 1;
+    }
+    allocator al = {ck_alloc_cb, ck_free_cb, ck_driver_calls_cb, ck_tier_cb, ck_tick_cb, &cctx};
     leftovers lo;
     int free_errors = replay_ops(&ops, &al, name, pace, 0, &res, &lo);
 
