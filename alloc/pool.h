@@ -124,14 +124,34 @@ struct ck_block {
 /* Recent operations, for snapshots: a ring of the last CK_RING_N, written
  * under the pool lock with a few stores per operation (no formatting). */
 #define CK_RING_N 4096u /* power of two */
-enum { CK_RING_ALLOC = 0, CK_RING_FREE = 1, CK_RING_ALLOC_FAIL = 2, CK_RING_MAP = 3, CK_RING_UNMAP = 4 };
+enum {
+    CK_RING_ALLOC = 0,
+    CK_RING_FREE = 1,
+    CK_RING_ALLOC_FAIL = 2,
+    CK_RING_MAP = 3,
+    CK_RING_UNMAP = 4,
+    CK_RING_TIER = 5 /* a tensor's tier state changed (offloaded or dropped bytes moved) */
+};
+/* ck_ring_rec.action: the action in the low 8 bits; the tier engine's
+ * offloaded and dropped bytes after the op, in MiB (rounded), in bits 8-35
+ * and 36-63 (a record stays one cache line). */
+#define CK_RING_ACTION(a) ((unsigned)((a) & 0xff))
+#define CK_RING_OFFLOADED(a) ((int64_t)(((a) >> 8) & 0xfffffff) << 20)
+#define CK_RING_DROPPED(a) ((int64_t)((a) >> 36) << 20)
+static inline uint64_t ck__ring_tierbits(int64_t offloaded, int64_t dropped) {
+    uint64_t o = offloaded > 0 ? ((uint64_t)offloaded + (1u << 19)) >> 20 : 0;
+    uint64_t d = dropped > 0 ? ((uint64_t)dropped + (1u << 19)) >> 20 : 0;
+    if (o > 0xfffffff) o = 0xfffffff;
+    if (d > 0xfffffff) d = 0xfffffff;
+    return o << 8 | d << 36;
+}
 
 typedef struct ck_ring_rec {
     uint64_t tick; /* ck__ring_clock(), or 0 when the pool does not stamp; snapshot.c
                       turns it into ns */
     uint64_t addr, size, stream;
     int64_t allocated, reserved, physical; /* the pool's bytes after the op */
-    uint64_t action;
+    uint64_t action; /* CK_RING_ACTION / CK_RING_OFFLOADED / CK_RING_DROPPED */
 } ck_ring_rec;
 
 /* The whole run, for snapshots (the ring keeps only the last CK_RING_N): up
@@ -146,7 +166,7 @@ typedef struct ck_ring_rec {
 #define CK_HIST_N 1024u /* even */
 typedef struct ck_hist_bucket {
     uint64_t tick0, tick1;
-    int64_t lo[3], hi[3]; /* allocated, reserved, physical */
+    int64_t lo[5], hi[5]; /* allocated, reserved, physical, offloaded, dropped */
 } ck_hist_bucket;
 
 typedef struct ck_hist {
@@ -259,6 +279,7 @@ struct ck_pool {
     /* recent operations (snapshot.c reads them under the lock) */
     uint64_t ring_n;                /* records ever pushed */
     int ring_stamp;                 /* 1: records get a time (set by snapshot attach) */
+    uint64_t ring_tierbits;         /* ck__ring_tierbits of the tier engine's bytes now */
     uint64_t ring_tick0, ring_ns0;  /* clock calibration taken at create */
     ck_ring_rec ring[CK_RING_N];
     ck_hist hist;                   /* the whole run, bucketed */
@@ -295,7 +316,7 @@ static inline void ck__ring_push(ck_pool *p, unsigned action, uintptr_t addr, si
                              ck_stream s) {
     ck_ring_rec *r = &p->ring[p->ring_n++ & (CK_RING_N - 1)];
     r->tick = p->ring_stamp ? ck__ring_clock() : 0;
-    r->action = action;
+    r->action = action | p->ring_tierbits;
     r->addr = addr;
     r->size = size;
     r->stream = (uintptr_t)s;

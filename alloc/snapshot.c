@@ -64,7 +64,7 @@ typedef struct snap_pool {
 void ck__hist_halve(ck_hist *h) {
     for (uint32_t j = 0; j < h->n / 2; j++) {
         ck_hist_bucket a = h->b[2 * j], c = h->b[2 * j + 1];
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 5; k++) {
             if (c.lo[k] < a.lo[k]) a.lo[k] = c.lo[k];
             if (c.hi[k] > a.hi[k]) a.hi[k] = c.hi[k];
         }
@@ -92,14 +92,16 @@ void ck__hist_fold(ck_hist *h, const ck_ring_rec *ring, uint64_t upto) {
             b->lo[0] = b->hi[0] = r->allocated;
             b->lo[1] = b->hi[1] = r->reserved;
             b->lo[2] = b->hi[2] = r->physical;
+            b->lo[3] = b->hi[3] = CK_RING_OFFLOADED(r->action);
+            b->lo[4] = b->hi[4] = CK_RING_DROPPED(r->action);
             k++;
             continue;
         }
         ck_hist_bucket *b = &h->b[h->n - 1];
         uint64_t take = h->span - h->fill;
         if (take > upto - k) take = upto - k;
-        int64_t lo0 = b->lo[0], lo1 = b->lo[1], lo2 = b->lo[2];
-        int64_t hi0 = b->hi[0], hi1 = b->hi[1], hi2 = b->hi[2];
+        int64_t lo0 = b->lo[0], lo1 = b->lo[1], lo2 = b->lo[2], lo3 = b->lo[3], lo4 = b->lo[4];
+        int64_t hi0 = b->hi[0], hi1 = b->hi[1], hi2 = b->hi[2], hi3 = b->hi[3], hi4 = b->hi[4];
         for (uint64_t j = k; j < k + take; j++) {
             const ck_ring_rec *q = &ring[j & mask];
             lo0 = q->allocated < lo0 ? q->allocated : lo0;
@@ -108,14 +110,21 @@ void ck__hist_fold(ck_hist *h, const ck_ring_rec *ring, uint64_t upto) {
              * seg_map, seg_destroy): other records repeat the last value,
              * which the bucket already holds (test_snapshot checks that the
              * maxima are the peaks). */
-            if (q->action < CK_RING_MAP) continue;
+            if (CK_RING_ACTION(q->action) < CK_RING_MAP) continue;
             lo1 = q->reserved < lo1 ? q->reserved : lo1;
             hi1 = q->reserved > hi1 ? q->reserved : hi1;
             lo2 = q->physical < lo2 ? q->physical : lo2;
             hi2 = q->physical > hi2 ? q->physical : hi2;
+            /* the tier engine's bytes: they change in tier records, and
+             * map and unmap carry them too */
+            int64_t o = CK_RING_OFFLOADED(q->action), d = CK_RING_DROPPED(q->action);
+            lo3 = o < lo3 ? o : lo3;
+            hi3 = o > hi3 ? o : hi3;
+            lo4 = d < lo4 ? d : lo4;
+            hi4 = d > hi4 ? d : hi4;
         }
-        b->lo[0] = lo0, b->lo[1] = lo1, b->lo[2] = lo2;
-        b->hi[0] = hi0, b->hi[1] = hi1, b->hi[2] = hi2;
+        b->lo[0] = lo0, b->lo[1] = lo1, b->lo[2] = lo2, b->lo[3] = lo3, b->lo[4] = lo4;
+        b->hi[0] = hi0, b->hi[1] = hi1, b->hi[2] = hi2, b->hi[3] = hi3, b->hi[4] = hi4;
         b->tick1 = ring[(k + take - 1) & mask].tick;
         h->fill += take;
         k += take;
@@ -243,7 +252,7 @@ static const char *state_name(uint8_t s) {
 }
 
 static const char *action_name(uint64_t a) {
-    static const char *const names[] = {"allocate", "free", "allocate failure", "map", "unmap"};
+    static const char *const names[] = {"allocate", "free", "allocate failure", "map", "unmap", "tier"};
     return a < sizeof names / sizeof *names ? names[a] : "unknown";
 }
 
@@ -314,10 +323,11 @@ static void put_pool(FILE *f, const snap_pool *sp) {
         fprintf(f,
                 "%s\n{\"t0_ns\":%" PRIu64 ",\"t1_ns\":%" PRIu64 ",\"records\":%" PRIu64
                 ",\"allocated\":[%" PRId64 ",%" PRId64 "],\"reserved\":[%" PRId64 ",%" PRId64
-                "],\"physical\":[%" PRId64 ",%" PRId64 "]}",
+                "],\"physical\":[%" PRId64 ",%" PRId64 "],\"offloaded\":[%" PRId64 ",%" PRId64
+                "],\"dropped\":[%" PRId64 ",%" PRId64 "]}",
                 i ? "," : "", tick_ns(sp, b->tick0), tick_ns(sp, b->tick1),
                 i + 1 < h->n ? h->span : h->fill, b->lo[0], b->hi[0], b->lo[1], b->hi[1], b->lo[2],
-                b->hi[2]);
+                b->hi[2], b->lo[3], b->hi[3], b->lo[4], b->hi[4]);
     }
     fprintf(f, "]},\"trace\":{\"capacity\":%u,\"total\":%" PRIu64 ",\"records\":[", CK_RING_N,
             sp->ring_total);
@@ -327,9 +337,11 @@ static void put_pool(FILE *f, const snap_pool *sp) {
         fprintf(f,
                 "%s\n{\"t_ns\":%" PRIu64 ",\"action\":\"%s\",\"addr\":\"0x%" PRIx64
                 "\",\"size\":%" PRIu64 ",\"stream\":\"0x%" PRIx64 "\",\"allocated\":%" PRId64
-                ",\"reserved\":%" PRId64 ",\"physical\":%" PRId64 "}",
-                i ? "," : "", t, action_name(r->action), r->addr, r->size, r->stream,
-                r->allocated, r->reserved, r->physical);
+                ",\"reserved\":%" PRId64 ",\"physical\":%" PRId64 ",\"offloaded\":%" PRId64
+                ",\"dropped\":%" PRId64 "}",
+                i ? "," : "", t, action_name(CK_RING_ACTION(r->action)), r->addr, r->size, r->stream,
+                r->allocated, r->reserved, r->physical, CK_RING_OFFLOADED(r->action),
+                CK_RING_DROPPED(r->action));
     }
     fputs("]}}", f);
 }

@@ -276,6 +276,11 @@ static void set_state(ck_pool *p, ck_tmeta *m, ck_tensor_state s) {
     case CK_TENSOR_RESIDENT: break;
     }
     m->state = (uint8_t)s;
+    uint64_t bits = ck__ring_tierbits(p->c->offloaded_bytes.current, p->c->dropped_bytes.current);
+    if (bits != p->ring_tierbits) {
+        p->ring_tierbits = bits;
+        ck__ring_push(p, CK_RING_TIER, m->b->addr, m->b->size, m->sstream);
+    }
 }
 
 /* A host buffer goes back to the cache once ev passes (ev NULL: now). */

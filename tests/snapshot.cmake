@@ -234,3 +234,30 @@ then
 fi
 "$PY" "$B/check_report.py" "$W/browser_dom.html" "$W/browser.json" "$N"
 ]=] LABELS browser SKIP_RETURN_CODE 77)
+
+# The tier engine's curves: a snapshot of the example trainer (mixed policy:
+# tensors offloaded and dropped) drawn in the browser: the whole-run chart
+# has an offloaded and a dropped line reaching their peaks.
+ck_snapshot_test(snapshot_html_browser_tiers [=[
+C="$7"
+if ! command -v "$C" > /dev/null 2>&1
+then
+  echo "chromium is not installed (scripts/install-deps.sh --browser)"
+  exit 77
+fi
+T="$(dirname "$S")/../examples/train"
+rm -f "$W/tiers.json" "$W/tiers.html" "$W/tiers_dom.html"
+"$T" --steps 2 --policy mixed --conf "snapshot=$W/tiers.json" > /dev/null
+expect_rc $? 0
+"$S" --html "$W/tiers.json" -o "$W/tiers.html"
+expect_rc $? 0
+HOME="$W" timeout 120 "$C" --headless=new --no-sandbox --disable-gpu --no-first-run \
+  --user-data-dir="$W/chromium-profile-tiers" --dump-dom "file://$W/tiers.html" > "$W/tiers_dom.html" 2> "$W/chromium_tiers.err"
+RC=$?
+if [ $RC -ne 0 ]
+then
+  tail -20 "$W/chromium_tiers.err"
+  expect_rc $RC 0
+fi
+"$PY" "$B/check_tiers.py" "$W/tiers_dom.html" "$W/tiers.json"
+]=] LABELS browser SKIP_RETURN_CODE 77)

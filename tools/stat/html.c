@@ -141,9 +141,8 @@ static void tag_table(FILE *f, const ckstat_pool *p, size_t k) {
  * whole run ("run": history buckets, min and max per bucket) and the recent
  * ring ("recent": one point per operation), as parallel arrays. Times are
  * seconds since the pool was created. Only numbers go in, so nothing here
- * can close the <script> element. Tiers: once the history and the ring carry
- * bytes per tier, each tier gets arrays here and an entry in SERIES
- * (page_js). */
+ * can close the <script> element. The tier engine's offloaded and dropped
+ * bytes have arrays of their own (each bucket's max; MiB resolution). */
 static void put_u64s(FILE *f, const char *key, const void *base, size_t n, size_t stride,
                      size_t off, int first) {
     fprintf(f, "%s\"%s\":[", first ? "" : ",", key);
@@ -189,6 +188,8 @@ static void data_json(FILE *f, const ckstat_report *r) {
             put_u64s(f, "reserved", b, n, z, hi + offsetof(ckstat_point, reserved), 0);
             put_u64s(f, "physical_lo", b, n, z, lo + offsetof(ckstat_point, physical), 0);
             put_u64s(f, "physical", b, n, z, hi + offsetof(ckstat_point, physical), 0);
+            put_u64s(f, "offloaded", b, n, z, hi + offsetof(ckstat_point, offloaded), 0);
+            put_u64s(f, "dropped", b, n, z, hi + offsetof(ckstat_point, dropped), 0);
             fputc('}', f);
         }
         const ckstat_point *pt = p->timeline;
@@ -199,6 +200,8 @@ static void data_json(FILE *f, const ckstat_report *r) {
         put_u64s(f, "live", pt, n, z, offsetof(ckstat_point, live), 1);
         put_u64s(f, "reserved", pt, n, z, offsetof(ckstat_point, reserved), 0);
         put_u64s(f, "physical", pt, n, z, offsetof(ckstat_point, physical), 0);
+        put_u64s(f, "offloaded", pt, n, z, offsetof(ckstat_point, offloaded), 0);
+        put_u64s(f, "dropped", pt, n, z, offsetof(ckstat_point, dropped), 0);
         put_secs(f, "t", pt, n, z, offsetof(ckstat_point, t_s), p->ring_t0_s);
         fputs("}}", f);
     }
@@ -226,7 +229,9 @@ static const char page_css[] =
     "fill-opacity:.45;stroke:none}.s-live-min{stroke:#13487f;stroke-width:.8}"
     ".budget{stroke:#c0392b;stroke-width:1.4;stroke-dasharray:6 4}.xgrid{stroke:#9aa2b4}\n"
     ".legend{font-size:12px}.legend rect.s-physical{fill:#d9822b}.legend rect.s-cached{fill:#7a5cc4}"
-    ".legend rect.s-live{fill:#2a7de1}.readout{fill:#1d2330;font-size:12px}"
+    ".legend rect.s-live{fill:#2a7de1}.s-offloaded{stroke:#1e9e6a}.s-dropped{stroke:#b8489a;"
+    "stroke-dasharray:4 2}.legend rect.s-offloaded{fill:#1e9e6a}.legend rect.s-dropped{fill:#b8489a}"
+    ".readout{fill:#1d2330;font-size:12px}"
     ".cursor{stroke:#9aa2b4;stroke-dasharray:3 3}\n"
     ".note{color:#5a6275;font-size:12px}\n";
 
@@ -240,12 +245,15 @@ static const char page_js[] =
     "(function(){'use strict';\n"
     "var data=JSON.parse(document.getElementById('ck-data').textContent);\n"
     "// What is drawn: live and cached stacked (cached = reserved - live, on top of\n"
-    "// live), physical as a line, the budget as a dashed line. Tiers: once the\n"
-    "// history and the ring carry bytes per tier, each tier gets an entry here.\n"
+    "// live), physical as a line, the budget as a dashed line; when the tier\n"
+    "// engine held tensors off the device, offloaded and dropped bytes as lines\n"
+    "// (live minus both is what tensors hold on the device).\n"
     "var SERIES=[\n"
     " {key:'live',label:'live',kind:'area'},\n"
     " {key:'cached',label:'cached (reserved \\u2212 live)',kind:'area'},\n"
-    " {key:'physical',label:'physical',kind:'line'}];\n"
+    " {key:'physical',label:'physical',kind:'line'},\n"
+    " {key:'offloaded',label:'offloaded',kind:'line',tier:1},\n"
+    " {key:'dropped',label:'dropped',kind:'line',tier:1}];\n"
     "var UNITS=['B','KiB','MiB','GiB','TiB','PiB','EiB'];\n"
     "function bytes(b){var k=0;while(b>=1024&&k<6){b/=1024;k++;}return (k?b.toFixed(2):b)+' '+UNITS[k];}\n"
     "// y ticks: the step is a power of two (so every tick is a whole number of\n"
@@ -267,7 +275,9 @@ static const char page_js[] =
     " var n=v.n;\n"
     " if(!n){el.textContent='No operations recorded.';el.setAttribute('data-rendered','empty');return;}\n"
     " var W=960,H=320,L=78,R=16,T=30,B=38,pw=W-L-R,ph=H-T-B;\n"
-    " var mx={live:maxOf(v.hi.live),reserved:maxOf(v.hi.reserved),physical:maxOf(v.hi.physical)};\n"
+    " var mx={live:maxOf(v.hi.live),reserved:maxOf(v.hi.reserved),physical:maxOf(v.hi.physical),\n"
+    "  offloaded:v.hi.offloaded?maxOf(v.hi.offloaded):0,dropped:v.hi.dropped?maxOf(v.hi.dropped):0};\n"
+    " var tiers=mx.offloaded>0||mx.dropped>0;\n"
     " var dmax=Math.max(mx.live,mx.reserved,mx.physical);\n"
     " var showBudget=budget>0&&budget<=2*Math.max(dmax,1);\n"
     " var yt=yTicks(showBudget?Math.max(dmax,budget):dmax),top=yt.top;\n"
@@ -279,6 +289,7 @@ static const char page_js[] =
     " function step(a){var p=[];for(var i=0;i<n;i++){p.push(f(X(v.x[i]))+','+f(Y(a[i])));p.push(f(X(xs(i)))+','+f(Y(a[i])));}return p;}\n"
     " var o=['<svg viewBox=\"0 0 '+W+' '+H+'\" role=\"img\" data-view=\"'+v.name+'\" data-points=\"'+n+'\"'+\n"
     "  ' data-max-live=\"'+mx.live+'\" data-max-reserved=\"'+mx.reserved+'\" data-max-physical=\"'+mx.physical+'\"'+\n"
+    "  ' data-max-offloaded=\"'+mx.offloaded+'\" data-max-dropped=\"'+mx.dropped+'\"'+\n"
     "  ' data-y-max=\"'+top+'\" data-y-step=\"'+yt.step+'\" data-plot=\"'+L+' '+T+' '+pw+' '+ph+'\"'+\n"
     "  ' data-x-start=\"'+x0+'\" data-x-end=\"'+x1+'\" data-x-unit=\"'+(v.timed?'s':'op')+'\">'];\n"
     " yt.ticks.forEach(function(t){var y=f(Y(t.v));\n"
@@ -293,11 +304,12 @@ static const char page_js[] =
     " o.push('<polygon class=\"s-cached\" data-series=\"cached\" data-points=\"'+n+'\" points=\"'+res.join(' ')+' '+live.slice().reverse().join(' ')+'\"/>');\n"
     " if(v.lo)o.push('<polyline class=\"s-live-min\" data-series=\"live-min\" data-points=\"'+n+'\" points=\"'+step(v.lo.live).join(' ')+'\"/>');\n"
     " o.push('<polyline class=\"s-physical\" data-series=\"physical\" data-points=\"'+n+'\" points=\"'+step(v.hi.physical).join(' ')+'\"/>');\n"
+    " if(tiers)['offloaded','dropped'].forEach(function(k){if(mx[k]>0)o.push('<polyline class=\"s-'+k+'\" data-series=\"'+k+'\" data-points=\"'+n+'\" points=\"'+step(v.hi[k]).join(' ')+'\"/>');});\n"
     " if(showBudget){var by=f(Y(budget));o.push('<line class=\"budget\" data-value=\"'+budget+'\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+by+'\" y2=\"'+by+'\"/>'+\n"
     "  '<text class=\"tick\" x=\"'+(W-R-4)+'\" y=\"'+(+by-4)+'\" text-anchor=\"end\">budget '+bytes(budget)+'</text>');}\n"
     " o.push('<line class=\"axis\" x1=\"'+L+'\" x2=\"'+L+'\" y1=\"'+T+'\" y2=\"'+(T+ph)+'\"/>');\n"
     " o.push('<line class=\"axis\" x1=\"'+L+'\" x2=\"'+(W-R)+'\" y1=\"'+(T+ph)+'\" y2=\"'+(T+ph)+'\"/>');\n"
-    " var lx=L;o.push('<g class=\"legend\">');SERIES.forEach(function(s){\n"
+    " var lx=L;o.push('<g class=\"legend\">');SERIES.forEach(function(s){if(s.tier&&!(mx[s.key]>0))return;\n"
     "  o.push('<rect class=\"s-'+s.key+'\" x=\"'+lx+'\" y=\"8\" width=\"12\" height=\"12\"/><text x=\"'+(lx+16)+'\" y=\"18\">'+s.label+'</text>');lx+=26+s.label.length*6.5;});\n"
     " if(budget>0&&!showBudget)o.push('<text x=\"'+lx+'\" y=\"18\">budget '+bytes(budget)+' (above the scale)</text>');\n"
     " o.push('</g><line class=\"cursor\" y1=\"'+T+'\" y2=\"'+(T+ph)+'\" x1=\"-10\" x2=\"-10\"/>'+\n"
@@ -308,21 +320,22 @@ static const char page_js[] =
     "  var t=x0+(px-L)/pw*(x1-x0),a=0,b=n-1;while(a<b){var m=(a+b+1)>>1;if(v.x[m]<=t)a=m;else b=m-1;}\n"
     "  var cx=f(X(v.x[a]));cur.setAttribute('x1',cx);cur.setAttribute('x2',cx);\n"
     "  function rng(k){return v.lo&&v.lo[k][a]!==v.hi[k][a]?bytes(v.lo[k][a])+'\\u2013'+bytes(v.hi[k][a]):bytes(v.hi[k][a]);}\n"
-    "  ro.textContent=(v.timed?fmtTime(v.x[a],1e-6):fmtOp(v.x[a]))+'  live '+rng('live')+'  reserved '+rng('reserved')+'  physical '+rng('physical');});\n"
+    "  ro.textContent=(v.timed?fmtTime(v.x[a],1e-6):fmtOp(v.x[a]))+'  live '+rng('live')+'  reserved '+rng('reserved')+'  physical '+rng('physical')+\n"
+    "   (tiers?'  offloaded '+bytes(v.hi.offloaded[a])+'  dropped '+bytes(v.hi.dropped[a]):'');});\n"
     "}\n"
     "data.pools.forEach(function(p,k){\n"
     " var el=document.getElementById('timeline-'+k),run=p.run;\n"
     " if(el&&run){var n=run.live.length,x=[];\n"
     "  for(var i=0;i<n;i++)x.push(run.timed?run.t0[i]:i*run.span);\n"
     "  draw(el,{name:'run',n:n,x:x,x0:0,x1:run.timed?run.end:run.total,timed:run.timed,\n"
-    "   hi:{live:run.live,reserved:run.reserved,physical:run.physical},\n"
+    "   hi:{live:run.live,reserved:run.reserved,physical:run.physical,offloaded:run.offloaded,dropped:run.dropped},\n"
     "   lo:{live:run.live_lo,reserved:run.reserved_lo,physical:run.physical_lo}},p.budget);}\n"
     " else if(el){el.textContent='This snapshot has no whole-run history (written by an older ckalloc).';el.setAttribute('data-rendered','empty');}\n"
     " var rc=p.recent,re=document.getElementById('recent-'+k);\n"
     " if(re){var m=rc.live.length,timed=m>0&&rc.t[m-1]>rc.t[0],xr=[];\n"
     "  for(var j=0;j<m;j++)xr.push(timed?rc.t[j]:rc.first+j);\n"
     "  draw(re,{name:'recent',n:m,x:xr,x0:m?xr[0]:0,x1:m?(timed?xr[m-1]:rc.first+m):1,timed:timed,\n"
-    "   hi:{live:rc.live,reserved:rc.reserved,physical:rc.physical}},p.budget);}\n"
+    "   hi:{live:rc.live,reserved:rc.reserved,physical:rc.physical,offloaded:rc.offloaded,dropped:rc.dropped}},p.budget);}\n"
     "});})();\n";
 
 int ckstat_write_html(const ckstat_report *r, const char *out_path, char *err, size_t errn) {

@@ -297,7 +297,7 @@ static int parse_tags(ctx *c, const cJSON *tags, const char *where, ckstat_pool 
     return 0;
 }
 
-static const char *const actions[] = {"allocate", "free", "allocate failure", "map", "unmap"};
+static const char *const actions[] = {"allocate", "free", "allocate failure", "map", "unmap", "tier"};
 
 static int parse_trace(ctx *c, const cJSON *trace, const char *where, ckstat_pool *p) {
     uint64_t cap, total;
@@ -324,7 +324,10 @@ static int parse_trace(ctx *c, const cJSON *trace, const char *where, ckstat_poo
             get_uint(c, r, w, "size", U64_MAX_D, &size) || get_hex(c, r, w, "stream", &stream) ||
             get_uint(c, r, w, "allocated", I64_MAX_D, &pt->live) ||
             get_uint(c, r, w, "reserved", I64_MAX_D, &pt->reserved) ||
-            get_uint(c, r, w, "physical", I64_MAX_D, &pt->physical))
+            get_uint(c, r, w, "physical", I64_MAX_D, &pt->physical) ||
+            (cJSON_HasObjectItem(r, "offloaded") &&
+             get_uint(c, r, w, "offloaded", I64_MAX_D, &pt->offloaded)) ||
+            (cJSON_HasObjectItem(r, "dropped") && get_uint(c, r, w, "dropped", I64_MAX_D, &pt->dropped)))
             return -1;
         const char *a = get_str(c, r, w, "action");
         if (!a) return -1;
@@ -401,7 +404,11 @@ static int parse_history(ctx *c, const cJSON *h, const char *where, ckstat_pool 
             get_uint(c, b, w, "records", U64_MAX_D, &k->records) ||
             get_range(c, b, w, "allocated", &k->lo.live, &k->hi.live) ||
             get_range(c, b, w, "reserved", &k->lo.reserved, &k->hi.reserved) ||
-            get_range(c, b, w, "physical", &k->lo.physical, &k->hi.physical))
+            get_range(c, b, w, "physical", &k->lo.physical, &k->hi.physical) ||
+            (cJSON_HasObjectItem(b, "offloaded") &&
+             get_range(c, b, w, "offloaded", &k->lo.offloaded, &k->hi.offloaded)) ||
+            (cJSON_HasObjectItem(b, "dropped") &&
+             get_range(c, b, w, "dropped", &k->lo.dropped, &k->hi.dropped)))
             return -1;
         char wk[300];
         if (k->records == 0 || k->records > span || (b->next && k->records != span))

@@ -25,6 +25,8 @@ typedef struct ckstat_point {
     uint64_t live;   /* allocated_bytes */
     uint64_t reserved;
     uint64_t physical;
+    uint64_t offloaded; /* the tier engine's bytes off the device (0 in older snapshots) */
+    uint64_t dropped;
 } ckstat_point;
 
 /* One bucket of the whole-run history (snapshots only): consecutive
