@@ -73,6 +73,7 @@ int ck__parse_size(const char *s, size_t len, uint64_t *out) {
 static _Thread_local char tl_trace_scratch[4096];
 static _Thread_local char tl_trace_path[4096];
 static _Thread_local char tl_snap_scratch[4096];
+static _Thread_local char tl_policy_scratch[4096];
 static _Thread_local char tl_snap_path[4096];
 
 typedef ck_status (*key_parser)(ck_pool_options *o, const char *key, const char *v, size_t n);
@@ -206,6 +207,9 @@ static ck_status p_trace(ck_pool_options *o, const char *key, const char *v, siz
 }
 static ck_status p_snapshot(ck_pool_options *o, const char *key, const char *v, size_t n) {
     return path_into(key, v, n, tl_snap_scratch, &o->snapshot_path);
+}
+static ck_status p_policy(ck_pool_options *o, const char *key, const char *v, size_t n) {
+    return path_into(key, v, n, tl_policy_scratch, &o->policy_path);
 }
 
 static ck_status bool_into(const char *key, const char *v, size_t n, int *out) {
@@ -360,6 +364,7 @@ static const struct {
     {"host_alloc", p_host_alloc},   {"sim_h2d", p_sim_h2d},
     {"sim_d2h", p_sim_d2h},         {"sim_nodata", p_sim_nodata},
     {"sim_flops", p_sim_flops},     {"fault_event", p_fault_event},
+    {"policy", p_policy},
 };
 
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
@@ -393,7 +398,7 @@ CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf) {
                                "fault_unmap, fault_release, "
                                "sim_clock, sim_bandwidth, live, snapshot, snapshot_signal, verbose, "
                                "chunk_align, host_budget, host_alloc, prefetch, verify, sim_h2d, sim_d2h, "
-                               "sim_nodata, sim_flops, fault_event)",
+                               "sim_nodata, sim_flops, fault_event, policy)",
                                (int)kn, a);
             ck_status s = keys[i].parse(&o, keys[i].key, v, (size_t)(b - v));
             if (s != CK_OK) return s;

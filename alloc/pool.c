@@ -2,6 +2,7 @@
  * physical layer under it is phys.c).
  * See pool.h for the picture. Everything below runs under pool->mu. */
 #include "pool.h"
+#include "policy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -1215,6 +1216,16 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
                        "ck_pool_create: budget_fraction %g is not a share of device memory (0 < f <= 1)",
                        o.budget_fraction);
 
+    /* A policy file first: a mistake in it creates nothing, and its budget
+     * stands in for one the options do not set. */
+    ck_policy *pol = NULL;
+    if (o.policy_path) {
+        ck_status ps = ck__policy_read(o.policy_path, &pol);
+        if (ps != CK_OK) return ps;
+        if (o.budget == 0 && o.budget_fraction == 0 && pol->budget) o.budget = pol->budget;
+    }
+    o.policy_path = NULL; /* read; nothing keeps the caller's string */
+
     ck_backend *be = NULL;
     ck_status s;
     /* auto is cuda: host memory only when backend=host is written, the same
@@ -1223,6 +1234,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
         s = ck__backend_host_create(&o, &be);
     else
         s = ck__backend_cuda_create(&o, &be);
+    if (s != CK_OK) ck__policy_free(pol);
     if (s == CK_ERR_NO_DEVICE && o.backend == CK_BACKEND_AUTO) {
         char why[768];
         snprintf(why, sizeof why, "%s", ck_last_error());
@@ -1238,6 +1250,7 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
 
     ck_pool *p = calloc(1, sizeof *p);
     if (!p) {
+        ck__policy_free(pol);
         be->ops->destroy(be);
         return ck__err(CK_ERR_NOMEM, "ck_pool_create: out of host memory");
     }
@@ -1277,6 +1290,8 @@ CK_API ck_status ck_pool_create(ck_pool **out, const ck_pool_options *opts) {
     ck_block *first;
     if (s == CK_OK) s = region_add(p, p->va_default, &first);
     if (s == CK_OK) s = ck__snapshot_attach(p);
+    if (s == CK_OK && pol) s = ck__tier_set_policy(p, pol); /* takes it */
+    else ck__policy_free(pol);
     p->op_hooks = p->trace != NULL || p->debug_check;
     if (s != CK_OK) {
         char msg[1024];

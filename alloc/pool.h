@@ -389,6 +389,9 @@ size_t ck__tier_reclaim(ck_pool *p, size_t need);
 uint32_t ck__tier_on_free(ck_pool *p, ck_block *b, ck_event *ev);
 /* ck_pool_destroy: wait for the copy stream, give back host memory. */
 void ck__tier_destroy(ck_pool *p);
+/* Put a parsed policy in force (taken; policy/policy.h). */
+struct ck_policy;
+ck_status ck__tier_set_policy(ck_pool *p, struct ck_policy *pol);
 /* Count the timed spans (fetch waits, replays) the streams have passed;
  * never waits. Pool lock held. */
 void ck__tier_count_spans(ck_pool *p);

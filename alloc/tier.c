@@ -16,6 +16,7 @@
 #include "ckalloc/tier.h"
 
 #include "hostmem.h"
+#include "policy.h"
 #include "internal.h"
 #include "pool.h"
 #include "trace.h"
@@ -99,6 +100,11 @@ struct ck_tier_engine {
     size_t nspans;
     ck_event tev[128]; /* idle timing events */
     size_t ntev;
+    /* A policy file (policy/policy.c): its rules give AUTO tags a tier. */
+    ck_policy *policy;
+    uint8_t *ptier; /* by tag id: 0 = not looked up yet, else the rule's tier + 1 */
+    size_t cap_ptier;
+    ck_evict_order eviction;
 };
 
 static const char *const tier_names[] = {"auto", "keep", "offload", "recompute"};
@@ -201,6 +207,25 @@ static ck_status copy_stream(ck_pool *p, ck_stream *out) {
 }
 
 static const char *tname(const ck_pool *p, const ck_tmeta *m) { return ck__tier_tag_name(p, m->tag); }
+
+/* The tier the policy's rules give m's tag (CK_TIER_AUTO: no policy, no
+ * match), looked up once per tag name. */
+static ck_tier policy_tier(ck_pool *p, const ck_tmeta *m) {
+    struct ck_tier_engine *T = p->tier;
+    if (!T->policy || !m->tag) return CK_TIER_AUTO;
+    if (m->tag >= T->cap_ptier) {
+        size_t nc = T->cap_ptier ? T->cap_ptier : 64;
+        while (nc <= m->tag) nc *= 2;
+        uint8_t *np = realloc(T->ptier, nc);
+        if (!np) return ck__policy_match(T->policy, ck__tier_tag_name(p, m->tag));
+        memset(np + T->cap_ptier, 0, nc - T->cap_ptier);
+        T->ptier = np;
+        T->cap_ptier = nc;
+    }
+    if (!T->ptier[m->tag])
+        T->ptier[m->tag] = (uint8_t)(ck__policy_match(T->policy, ck__tier_tag_name(p, m->tag)) + 1);
+    return (ck_tier)(T->ptier[m->tag] - 1);
+}
 
 static void stash_add(struct ck_tier_engine *T, ck_tmeta *m) {
     m->stash_seq = ++T->stash_seq;
@@ -550,7 +575,8 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     }
     /* The tier asked for: a recipe rebuilds only a RECOMPUTE (or AUTO)
      * tensor; an OFFLOAD one is copied out even when it has a recipe. */
-    int rebuild = m->has_recipe && m->tier != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
+    ck_tier want = m->tier == CK_TIER_AUTO ? policy_tier(p, m) : (ck_tier)m->tier;
+    int rebuild = m->has_recipe && want != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
     ck__clear_error();
     if (!m->host && !rebuild) {
         /* The producer is done with it (waited for above): copy now. */
@@ -594,12 +620,30 @@ size_t ck__tier_reclaim(ck_pool *p, size_t need) {
                      : 0;
     /* Prefetched tensors first, then those AUTO left resident; the deepest
      * (stashed earliest, needed last) first. KEEP is never touched. */
-    for (int pass = 0; pass < 2 && got < need; pass++)
+    for (int pass = 0; pass < 2 && got < need; pass++) {
+        if (T->eviction == CK_EVICT_LARGEST) {
+            /* The policy's eviction: largest: the biggest candidate first,
+             * so fewer tensors make the room. */
+            for (;;) {
+                ck_tmeta *best = NULL;
+                for (ck_tmeta *m = T->s_head; m; m = m->snext)
+                    if (!m->busy && m->state == CK_TENSOR_RESIDENT &&
+                        (pass == 0 ? m->prefetched : m->auto_kept) &&
+                        (!best || m->b->size > best->b->size))
+                        best = m;
+                if (!best || got >= need) break;
+                size_t g = evict_resident(p, best);
+                if (!g && best->state == CK_TENSOR_RESIDENT) break; /* it cannot go: stop */
+                got += g;
+            }
+            continue;
+        }
         for (ck_tmeta *m = T->s_head; m && got < need; m = m->snext) {
             if (m->busy || m->state != CK_TENSOR_RESIDENT) continue;
             if (pass == 0 ? !m->prefetched : !m->auto_kept) continue;
             got += evict_resident(p, m);
         }
+    }
     return got;
 }
 
@@ -1034,6 +1078,12 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
     ck_tmeta *m = b->tm;
     poll(p, 0);
     ck_tier t = (ck_tier)m->tier;
+    if (t == CK_TIER_AUTO && T->policy) {
+        /* The policy's rule; its recompute needs a recipe (else offload). */
+        ck_tier pt = policy_tier(p, m);
+        if (pt == CK_TIER_RECOMPUTE && !m->has_recipe) pt = CK_TIER_OFFLOAD;
+        t = pt;
+    }
     if (t == CK_TIER_RECOMPUTE && !m->has_recipe)
         st = ck__err(CK_ERR_INVALID, "ck_stash: '%s' (%p) is RECOMPUTE but has no recipe (ck_set_recipe)",
                      tname(p, m), ptr);
@@ -1306,8 +1356,58 @@ void ck__tier_destroy(ck_pool *p) {
     free(T->defer);
     free(T->scratch);
     free(T->evicted);
+    ck__policy_free(T->policy);
+    free(T->ptier);
     free(T);
     p->tier = NULL;
+}
+
+/* ---- policy files (include/ckalloc/policy.h) ------------------------------ */
+
+/* Put pol in force (taking it; NULL: none): its rules for AUTO tags, its
+ * prefetch window and eviction order. Pool lock held. */
+static ck_status set_policy(ck_pool *p, ck_policy *pol) {
+    struct ck_tier_engine *T = engine(p);
+    if (!T) {
+        ck__policy_free(pol);
+        return ck__err(CK_ERR_NOMEM, "policy: out of host memory");
+    }
+    ck__policy_free(T->policy);
+    T->policy = pol;
+    if (T->ptier) memset(T->ptier, 0, T->cap_ptier);
+    T->eviction = pol ? pol->eviction : CK_EVICT_DEEPEST;
+    if (pol && pol->has_prefetch) T->prefetch = pol->prefetch;
+    return CK_OK;
+}
+
+ck_status ck__tier_set_policy(ck_pool *p, ck_policy *pol) {
+    pool_lock(p);
+    ck_status st = set_policy(p, pol);
+    pool_unlock(p);
+    return st;
+}
+
+CK_API ck_status ck_policy_load(ck_pool *p, const char *path) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_policy_load: pool is NULL");
+    ck_policy *pol = NULL;
+    ck_status st = ck__policy_read(path, &pol);
+    return st != CK_OK ? st : ck__tier_set_policy(p, pol);
+}
+
+CK_API ck_status ck_policy_load_string(ck_pool *p, const char *text, size_t len, const char *name) {
+    if (!p) return ck__err(CK_ERR_INVALID, "ck_policy_load_string: pool is NULL");
+    ck_policy *pol = NULL;
+    ck_status st = ck__policy_parse(text, len, name, &pol);
+    return st != CK_OK ? st : ck__tier_set_policy(p, pol);
+}
+
+CK_API ck_status ck_policy_tier(ck_pool *p, const char *tag, ck_tier *tier) {
+    if (!p || !tag || !tier)
+        return ck__err(CK_ERR_INVALID, "ck_policy_tier: %s is NULL", !p ? "pool" : !tag ? "tag" : "tier");
+    pool_lock(p);
+    *tier = p->tier ? ck__policy_match(p->tier->policy, tag) : CK_TIER_AUTO;
+    pool_unlock(p);
+    return CK_OK;
 }
 
 /* ---- the invariant checker's part (check.c) ------------------------------- */

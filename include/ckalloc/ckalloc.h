@@ -145,6 +145,8 @@ typedef struct ck_pool_options {
                                0 (default) = bytes only */
     uint64_t fault_event;   /* host backend: fail the Nth event record or stream wait
                                (1-based); 0 = never */
+    const char *policy_path; /* a policy file (ckalloc/policy.h) put in force at creation;
+                                its budget applies when budget is 0. NULL = none */
 } ck_pool_options;
 
 /* What serves the tier engine's pinned host memory (config key host_alloc). */
@@ -167,11 +169,13 @@ CK_API void ck_pool_options_init(ck_pool_options *opts);
  * fault_map, fault_copy, fault_unmap, fault_release, fault_event, sim_clock (0|1),
  * sim_bandwidth, sim_h2d, sim_d2h, sim_flops (a rate: 19.5e12, 19.5T; K/M/G/T are
  * powers of 1000), sim_nodata (0|1), verbose (0|1), chunk_align (auto|off|a size),
- * and the tier engine's host_budget, host_alloc, prefetch and verify (ckalloc/tier.h). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
+ * the tier engine's host_budget, host_alloc, prefetch and verify (ckalloc/tier.h),
+ * and policy (a policy file, ckalloc/policy.h). Sizes take K/M/G/T (powers of 1024), KiB/MiB/GiB/TiB, or
  * KB/MB/GB/TB (powers of 1000). An unknown key or bad value is CK_ERR_INVALID
  * naming it, and *opts is left unchanged. String values (trace) point into
  * storage owned by the library that stays valid until the next successful
- * parse on this thread; ck_pool_create copies them (trace, snapshot). */
+ * parse on this thread; ck_pool_create copies them (trace, snapshot) or
+ * reads them (policy). */
 CK_API ck_status ck_options_parse(ck_pool_options *opts, const char *conf);
 
 /* Create a pool from *opts (NULL = the defaults of ck_pool_options_init) and

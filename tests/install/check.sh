@@ -12,7 +12,7 @@ werror=-Werror
 if [ "${CK_WERROR:-1}" = 0 ]; then werror=; fi
 rm -rf "$work"
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
-for h in ckalloc.h replay.h preload.h tier.h; do
+for h in ckalloc.h replay.h preload.h tier.h policy.h; do
     [ -f "$work/prefix/include/ckalloc/$h" ] || { echo "install: include/ckalloc/$h not installed" >&2; exit 1; }
 done
 # Every installed header compiles alone, pedantically, in each C and C++
