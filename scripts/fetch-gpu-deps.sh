@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run here (a machine with apt and a network), from anywhere in the checkout,
 # before a GPU run: downloads the Debian 12 packages the build needs and the
-# GPU machine lacks (pkgconf, check + subunit, cJSON) and unpacks them into
+# GPU machine lacks (pkgconf, check + subunit, cJSON, libyaml) and unpacks them into
 # .deps/root (ignored by git, about 0.5 MiB). Name ".deps" in the device
 # tool's `carry`; scripts/gpu-check.sh builds against it there, never apt.
 #
@@ -18,9 +18,9 @@ case ${1:-} in
 --force) force=1 ;;
 *) echo "usage: scripts/fetch-gpu-deps.sh [--force]" >&2; exit 2 ;;
 esac
-pkgs="check libsubunit-dev libsubunit0 libcjson-dev libcjson1 pkgconf-bin libpkgconf3"
+pkgs="check libsubunit-dev libsubunit0 libcjson-dev libcjson1 pkgconf-bin libpkgconf3 libyaml-dev libyaml-0-2"
 d=.deps
-if [ $force = 0 ] && [ -f $d/root/.complete ]; then
+if [ $force = 0 ] && [ -f $d/root/.complete ] && [ "$(cat $d/root/.complete)" = "$pkgs" ]; then
     echo "fetch-gpu-deps: $d/root is there ($(cat $d/root/.complete)); --force fetches again"
     exit 0
 fi
@@ -41,7 +41,7 @@ done
 # Documentation and checkmk (a script the build never runs) are not needed.
 rm -rf $d/debs $d/root/usr/share $d/root/usr/bin/checkmk
 lib=$d/root/usr/lib/x86_64-linux-gnu
-for pc in check libcjson; do
+for pc in check libcjson yaml-0.1; do
     [ -f $lib/pkgconfig/$pc.pc ] || { echo "fetch-gpu-deps: $lib/pkgconfig/$pc.pc missing after unpack" >&2; exit 1; }
 done
 [ -x $d/root/usr/bin/pkgconf ] || { echo "fetch-gpu-deps: $d/root/usr/bin/pkgconf missing after unpack" >&2; exit 1; }

@@ -13,10 +13,12 @@ set -euo pipefail
 #                           run time) and bench_alloc's malloc baseline
 #   libhwloc-dev            NUMA placement of pinned host memory (headers at build time,
 #                           libhwloc15 dlopen'ed at run time)
+#   libyaml-dev             policy files (yaml.h at build time, libyaml-0-2 dlopen'ed when a
+#                           policy is read)
 #   clang, libclang-rt-14-dev  `make fuzz` (libFuzzer under ASan+UBSan)
 #   python3                 the tool, stat, snapshot and Python package tests
 pkgs=(build-essential cmake pkg-config check libsubunit-dev libcjson-dev libjemalloc-dev
-      libhwloc-dev clang libclang-rt-14-dev python3)
+      libhwloc-dev libyaml-dev clang libclang-rt-14-dev python3)
 if [ "${1:-}" = "--browser" ]; then
     pkgs=(chromium)
 elif [ $# -gt 0 ]; then

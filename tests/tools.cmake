@@ -530,7 +530,7 @@ do
     exit 1
   }
 done
-]=] RESOURCE_LOCK ck_demo_files)
+]=] RESOURCE_LOCK ck_demo_files TIMEOUT 900)
 
 # demo-live off a terminal: five reports of the paced replay, then both stop.
 ck_tool_test(demo_live_script [=[

@@ -997,6 +997,7 @@ int main(int argc, char **argv) {
         return pst == CK_ERR_INVALID ? EXIT_BAD_INPUT : EXIT_ALLOC_FAILED;
     }
 
+    ck_ctx cctx = {.pool = pool, .streams = &streams, .res = &res};
     for (size_t i = 1; i < streams.n; i++) {
         if (ck_stream_create(pool, &streams.streams[i]) != CK_OK) {
             fprintf(stderr, "ckalloc-replay: cannot create stream %zu: %s\n", i, ck_last_error());
@@ -1011,7 +1012,6 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    ck_ctx cctx = {.pool = pool, .streams = &streams, .res = &res};
     if (timed) {
         if (ck_event_create(pool, &cctx.ev_begin) != CK_OK || ck_event_create(pool, &cctx.ev_end) != CK_OK) {
             fprintf(stderr, "ckalloc-replay: cannot create events: %s\n", ck_last_error());
@@ -1059,6 +1059,8 @@ int main(int argc, char **argv) {
     replay_release(&al, &lo);
 
 out:
+    if (cctx.ev_begin) ck_event_destroy(pool, cctx.ev_begin);
+    if (cctx.ev_end) ck_event_destroy(pool, cctx.ev_end);
     for (size_t i = 1; i < streams.n; i++)
         if (streams.streams[i])
             ck_stream_destroy(pool, streams.streams[i]);
