@@ -74,6 +74,31 @@ class TierTest(unittest.TestCase):
             self.assertEqual(p.stats()["num_stashes"], 1)
 
 
+class PolicyTest(unittest.TestCase):
+    """A policy file through Pool: its rules for tag names, and a mistake
+    raised with FILE:LINE:COLUMN."""
+
+    @isolated(HOST)
+    def test_load_policy(self):
+        import ckalloc
+        import tempfile
+        with tempfile.TemporaryDirectory() as d, ckalloc.Pool("backend=host,live=0") as p:
+            path = os.path.join(d, "p.yaml")
+            with open(path, "w") as f:
+                f.write('version: 1\nrules:\n  - {match: "layers.*.mlp.act", tier: recompute}\n')
+            self.assertEqual(p.policy_tier("layers.0.mlp.act"), "auto")
+            p.load_policy(path)
+            self.assertEqual(p.policy_tier("layers.0.mlp.act"), "recompute")
+            self.assertEqual(p.policy_tier("embed"), "auto")
+            with open(path, "w") as f:
+                f.write("version: 1\nrules: [{match: x, tier: fast}]\n")
+            with self.assertRaises(ckalloc.Error) as e:
+                p.load_policy(path)
+            self.assertIn("p.yaml:2:", str(e.exception))
+            self.assertIn("unknown tier 'fast'", str(e.exception))
+            self.assertEqual(p.policy_tier("layers.0.mlp.act"), "recompute")
+
+
 class TrimTest(unittest.TestCase):
     @isolated(HOST)
     def test_trim_releases_the_cache_and_keeps_live_blocks(self):

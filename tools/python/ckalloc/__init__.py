@@ -352,6 +352,8 @@ def _declare(lib):
         "ck_step_begin": (i, [vp]),
         "ck_step_end": (i, [vp]),
         "ck_tensor_info": (i, [vp, vp, ctypes.POINTER(ck_tensor_status)]),
+        "ck_policy_load": (i, [vp, ctypes.c_char_p]),
+        "ck_policy_tier": (i, [vp, ctypes.c_char_p, ctypes.POINTER(i)]),
         "ckalloc_preload_pool": (vp, [i]),
         "ckalloc_torch_malloc": (vp, [ctypes.c_ssize_t, i, vp]),
         "ckalloc_torch_free": (None, [vp, ctypes.c_ssize_t, i, vp]),
@@ -508,6 +510,18 @@ class Pool:
 
     def step_end(self):
         _check(self._lib, "ck_step_end", self._lib.ck_step_end(self.handle))
+
+    def load_policy(self, path):
+        """Put the policy file at path in force (ckalloc/policy.h): AUTO tags
+        follow its rules. A mistake raises Error with FILE:LINE:COLUMN."""
+        _check(self._lib, "ck_policy_load", self._lib.ck_policy_load(self.handle, os.fsencode(path)))
+
+    def policy_tier(self, tag):
+        """The tier the policy in force gives a tag name ("auto": no rule)."""
+        t = ctypes.c_int(0)
+        _check(self._lib, "ck_policy_tier",
+               self._lib.ck_policy_tier(self.handle, tag.encode(), ctypes.byref(t)))
+        return {v: k for k, v in TIERS.items()}.get(t.value, t.value)
 
     def tensor_info(self, ptr):
         """What the tier engine knows of the tagged tensor at ptr, as a dict:
