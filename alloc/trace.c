@@ -482,11 +482,19 @@ ck_status ck__trace_parse_line(const char *line, size_t len, ck_trace_rec *rec,
             r.tier = -1;
             for (int t = 0; bar && t < 4; t++)
                 if (str_is(bar + 1, fl[6] - nl - 1, tiers[t])) r.tier = t;
-            if (!bar || nl == 0 || nl >= sizeof r.name || r.tier < 0) {
+            /* A name the writer could have written: no control character
+             * (NUL included: it would cut the name short) and no quote. */
+            int name_ok = 1;
+            for (size_t k = 0; k < nl; k++) {
+                unsigned char ch = (unsigned char)f[6][k];
+                if (ch < 0x20 || ch == 0x7f || ch == '"') name_ok = 0;
+            }
+            if (!bar || nl == 0 || nl >= sizeof r.name || r.tier < 0 || !name_ok) {
                 show(f[6], fl[6], buf, sizeof buf);
                 return ck__err(CK_ERR_INVALID,
-                               "column 7: '%s' is not NAME|TIER (a name of 1 to %d bytes, a tier "
-                               "of auto, keep, offload or recompute)",
+                               "column 7: '%s' is not NAME|TIER (a name of 1 to %d bytes without "
+                               "control characters or quotes, a tier of auto, keep, offload or "
+                               "recompute)",
                                buf, (int)sizeof r.name - 1);
             }
             memcpy(r.name, f[6], nl);

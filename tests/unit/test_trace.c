@@ -312,6 +312,16 @@ START_TEST(test_tier_rows) {
     bad("1,10:00:00.0,tag,0x10,512,0x0,act", "is not NAME|TIER");
     bad("1,10:00:00.0,tag,0x10,512,0x0,act|sometimes", "is not NAME|TIER");
     bad("1,10:00:00.0,tag,0x10,512,0x0,|keep", "is not NAME|TIER");
+    bad("1,10:00:00.0,tag,0x10,512,0x0,a\tb|keep", "is not NAME|TIER");
+    bad("1,10:00:00.0,tag,0x10,512,0x0,a\"b|keep", "is not NAME|TIER");
+    {
+        /* A NUL in the name (found by fuzz_trace): it used to parse as an
+         * empty name. */
+        static const char nul[] = "1,10:00:00.0,tag,0x10,512,0x0,\0\0x|offload";
+        ck_trace_rec nr;
+        ck_trace_line_kind nk;
+        ck_assert_int_eq(ck__trace_parse_line(nul, sizeof nul - 1, &nr, &nk), CK_ERR_INVALID);
+    }
     bad("1,10:00:00.0,step,0x0,1,0x0", "seventh column (begin or end)");
     bad("1,10:00:00.0,step,0x0,1,0x0,middle", "'middle' is not begin or end");
     bad("1,10:00:00.0,stashh,0x10,512,0x0", "column 3 (Action)");
