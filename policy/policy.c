@@ -503,13 +503,14 @@ static ck_status model_pair(const pctx *c, const char *key, const yaml_node_t *k
     }
     if (strcmp(key, "name") == 0) return ms->have |= 1, name_val(c, v, m->name, sizeof m->name);
     if (strcmp(key, "tied_embeddings") == 0) return ms->have |= 1 << 8, bool_val(c, v, key, &m->tied_embeddings);
+    if (strcmp(key, "attention_bias") == 0) return bool_val(c, v, key, &m->attention_bias);
     for (int i = 0; i < 7; i++)
         if (strcmp(key, keys[i]) == 0) {
             ms->have |= 1 << (i + 1);
             return int_val(c, v, key, 1, (uint64_t)1 << 32, fields[i]);
         }
     return perr(c, k, "unknown key '%.60s' (version, name, hidden, intermediate, layers, heads, "
-                      "kv_heads, head_dim, vocab, tied_embeddings)", key);
+                      "kv_heads, head_dim, vocab, tied_embeddings, attention_bias)", key);
 }
 
 ck_status ck__model_parse(const char *text, size_t len, const char *name, ck_model_profile *out) {

@@ -53,6 +53,7 @@ typedef struct ck_model_profile {
     char name[48];
     uint64_t hidden, intermediate, layers, heads, kv_heads, head_dim, vocab;
     int tied_embeddings;
+    int attention_bias; /* q, k and v have biases (Qwen2); optional, default false */
 } ck_model_profile;
 
 /* Parse a profile; name stands for the file in messages. CK_ERR_INVALID
