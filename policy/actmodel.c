@@ -107,6 +107,7 @@ ck_status ck__act_model(const ck_model_profile *mp, const ck_train_shape *t, ck_
 #define NEEDS(bits) (full || (tg & (bits)))
     out->layers = mp->layers;
     out->tokens = t->seq * t->batch;
+    out->dtype_bytes = t->dtype_bytes;
     const int eager = t->attention == CK_ATTN_EAGER;
 
     /* ---- attention half ---- */
@@ -263,7 +264,13 @@ ck_status ck__act_model(const ck_model_profile *mp, const ck_train_shape *t, ck_
     if (eager) attn_bwd += 4 * a * s * s * bt; /* the softmax's gradient */
     out->layer_backward = (uint64_t)(mlp_bwd > attn_bwd ? mlp_bwd : attn_bwd);
     out->ckpt_input = (uint64_t)(e * T * h);
-    out->layer_fwd_flops = 2 * T * per_layer_lin + 2 * bt * s * s * a * d; /* causal attention */
+    double lin_f = 2 * T * per_layer_lin, attn_f = 2 * bt * s * s * a * d; /* causal attention */
+    double lora_f = lora ? 2 * T * (double)lora_params(mp, tg, (uint32_t)r) : 0;
+    out->layer_fwd_flops = lin_f + attn_f + lora_f;
+    /* backward: the input gradient of every linear, the weight gradient of
+     * those that train (all of them for full, the adapters for LoRA) */
+    out->layer_bwd_flops = (full ? 2 * lin_f : lin_f) + 2.5 * attn_f + 2 * lora_f;
+    out->head_flops = (full ? 3 : 2) * 2 * T * h * V;
     return CK_OK;
 }
 
@@ -291,5 +298,6 @@ ck_status ck__act_model_megatron(uint64_t h_, uint64_t a_, uint64_t s_, uint64_t
     add(&B, "mlp.dropout.mask", (uint64_t)sbh, "the MLP block's dropout (its mask)");
     out->tokens = s_ * b_;
     out->layers = 1;
+    out->dtype_bytes = 2;
     return B.st;
 }

@@ -51,6 +51,7 @@ typedef struct ck_act_model {
     int n;
     uint64_t layers;
     uint64_t tokens;         /* seq x batch */
+    uint32_t dtype_bytes;    /* of activations and weights */
     uint64_t per_layer;      /* sum of the classes' bytes */
     /* persistent */
     uint64_t params;         /* of the model */
@@ -65,6 +66,9 @@ typedef struct ck_act_model {
     uint64_t layer_backward; /* transient memory of one layer's backward (activation grads) */
     uint64_t ckpt_input;     /* checkpointing: the bytes a layer keeps (its input) */
     double layer_fwd_flops;  /* one layer's forward (matmuls and attention) */
+    double layer_bwd_flops;  /* its backward: activation gradients, and weight gradients
+                                where weights train; attention's at 2.5 x its forward */
+    double head_flops;       /* the output head and loss, forward and backward */
 } ck_act_model;
 
 /* Fill *out. CK_ERR_INVALID for a shape that makes no sense (zero sizes, a

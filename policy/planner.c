@@ -1,0 +1,366 @@
+/* The cost model and the planner.
+ *
+ * Time. A layer's forward takes Ff = its flops / (dense FLOP/s x mfu), its
+ * backward Fb likewise. An offloaded byte crosses PCIe twice: out during
+ * forward, hidden by the next layer's forward compute, and back during
+ * backward, hidden by the previous layer's backward; what does not fit in
+ * that window is added: per layer max(0, O / d2h - Ff) + max(0, O / h2d -
+ * Fb) for O offloaded bytes. A recomputed class adds the longer of its
+ * flops / FLOP/s and its traffic / memory bandwidth (the replay does not
+ * overlap). The step is L (Ff + Fb) plus the head and loss.
+ *
+ * Memory. Every layer's kept bytes K stay from forward to backward. The
+ * loss phase sees persistent + L K + the loss (the tier engine's kept tail
+ * of forward is evicted first when memory is short). In backward, at the top layer, all L
+ * layers' K are there, with this layer's stashed tensors back (O + R), the
+ * next layer's offloaded ones on their way (prefetch: O) and the layer's
+ * backward work. The peak is the larger.
+ *
+ * Search. Tiers are per class (the same in every layer, as a policy's glob
+ * rules give them). A depth-first search over classes, biggest first,
+ * trying keep, offload, recompute; a branch is cut only when even the
+ * least-memory choice for every class left cannot fit, or when its added
+ * time so far (which only grows) is already no better than the best found.
+ * So the result is the optimum over every assignment; ck__plan_brute
+ * enumerates them all to check that on small instances. */
+#include "planner.h"
+
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Achievable FLOP/s: fp32 runs on the fp32 rate, bf16 and fp16 on the
+ * tensor cores' dense rate. */
+static double rate_of(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o) {
+    double mfu = o->mfu > 0 ? o->mfu : 0.5;
+    return (am->dtype_bytes == 4 ? hw->flops_fp32 : hw->flops_bf16) * mfu;
+}
+
+/* The tier classes may take: bit 0 keep, 1 offload, 2 recompute. */
+static unsigned allowed(const ck_act_class *c) {
+    if (c->bytes <= CK_PLAN_MIN_TAG) return 1;
+    return 1 | 2 | (c->recompute ? 4 : 0);
+}
+
+static double rebuild_s(const ck_act_class *c, const ck_hw_profile *hw, double rate) {
+    double f = c->flops / rate, m = c->traffic / hw->mem_bw;
+    return f > m ? f : m;
+}
+
+typedef struct totals {
+    double K, O, R, rebuild; /* per layer */
+} totals;
+
+static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                   const totals *tt, int ok, ck_plan *out) {
+    double rate = rate_of(am, hw, o), L = (double)am->layers;
+    double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
+    out->step = L * (Ff + Fb) + am->head_flops / rate;
+    double out_s = tt->O / hw->d2h - Ff, in_s = tt->O / hw->h2d - Fb;
+    out->added = L * ((out_s > 0 ? out_s : 0) + (in_s > 0 ? in_s : 0) + tt->rebuild);
+    out->overhead = out->step > 0 ? out->added / out->step : 0;
+    out->crossover = rate / hw->h2d;
+    double frac = 1;
+    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
+    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
+    out->persistent = (double)am->persistent;
+    out->kept = L * tt->K;
+    out->loss = (lf > lb ? lf : lb) + (double)am->final_norm;
+    /* Forward's tail (the last layer's stashed tensors, which the engine
+     * keeps resident for backward) is evictable: under a budget this tight
+     * it goes out during the head's compute, so the loss phase does not
+     * count it. */
+    double tail = 0;
+    double at_loss = out->persistent + out->kept + tail + out->loss;
+    out->transient = tt->O + tt->R + tt->O + (double)am->layer_backward;
+    double at_bwd = out->persistent + out->kept + out->transient;
+    out->peak = at_loss > at_bwd ? at_loss : at_bwd;
+    out->peak_at = at_loss > at_bwd ? "loss" : "backward";
+    if (at_loss > at_bwd) out->transient = tail;
+    out->feasible = ok && out->peak <= (double)o->budget;
+}
+
+void ck__plan_eval(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                   const ck_tier *t, ck_plan *out) {
+    double rate = rate_of(am, hw, o);
+    totals tt = {0, 0, 0, 0};
+    int ok = 1;
+    for (int k = 0; k < am->n; k++) {
+        const ck_act_class *c = &am->c[k];
+        unsigned al = allowed(c);
+        switch (t[k]) {
+        case CK_TIER_KEEP: tt.K += (double)c->bytes; break;
+        case CK_TIER_OFFLOAD:
+            ok &= (al & 2) != 0;
+            tt.O += (double)c->bytes;
+            break;
+        case CK_TIER_RECOMPUTE:
+            ok &= (al & 4) != 0;
+            tt.R += (double)c->bytes;
+            tt.rebuild += rebuild_s(c, hw, rate);
+            break;
+        default: ok = 0; break;
+        }
+        out->tier[k] = t[k];
+    }
+    finish(am, hw, o, &tt, ok, out);
+}
+
+/* ---- the search ---- */
+
+typedef struct search {
+    const ck_act_model *am;
+    const ck_hw_profile *hw;
+    const ck_plan_opts *o;
+    int order[CK_ACT_MAX];
+    double min_bwd[CK_ACT_MAX + 1], min_loss[CK_ACT_MAX + 1]; /* least memory of classes order[i..] */
+    double rate, L, Ff, Fb, fixed_bwd, fixed_loss;
+    ck_tier cur[CK_ACT_MAX], best[CK_ACT_MAX];
+    double best_added, best_peak;
+    int found;
+    uint64_t evaluated;
+} search;
+
+static double added_of(const search *S, double O, double rebuild) {
+    double out_s = O / S->hw->d2h - S->Ff, in_s = O / S->hw->h2d - S->Fb;
+    return S->L * ((out_s > 0 ? out_s : 0) + (in_s > 0 ? in_s : 0) + rebuild);
+}
+
+static void dfs(search *S, int i, double K, double O, double R, double rebuild) {
+    double budget = (double)S->o->budget;
+    /* Cut: even the least memory for the rest cannot fit. */
+    if (S->fixed_bwd + S->L * K + 2 * O + R + S->min_bwd[i] > budget ||
+        S->fixed_loss + S->L * K + S->min_loss[i] > budget)
+        return;
+    double added = added_of(S, O, rebuild);
+    if (S->found && added > S->best_added) return; /* only grows from here */
+    if (i == S->am->n) {
+        S->evaluated++;
+        ck_plan p;
+        ck__plan_eval(S->am, S->hw, S->o, S->cur, &p);
+        if (!p.feasible) return;
+        if (!S->found || p.added < S->best_added || (p.added == S->best_added && p.peak < S->best_peak)) {
+            S->found = 1;
+            S->best_added = p.added;
+            S->best_peak = p.peak;
+            memcpy(S->best, S->cur, sizeof S->best);
+        }
+        return;
+    }
+    int k = S->order[i];
+    const ck_act_class *c = &S->am->c[k];
+    unsigned al = allowed(c);
+    double b = (double)c->bytes;
+    if (al & 1) {
+        S->cur[k] = CK_TIER_KEEP;
+        dfs(S, i + 1, K + b, O, R, rebuild);
+    }
+    if (al & 2) {
+        S->cur[k] = CK_TIER_OFFLOAD;
+        dfs(S, i + 1, K, O + b, R, rebuild);
+    }
+    if (al & 4) {
+        S->cur[k] = CK_TIER_RECOMPUTE;
+        dfs(S, i + 1, K, O, R + b, rebuild + rebuild_s(c, S->hw, S->rate));
+    }
+}
+
+/* The least-memory tier of a class (recompute, else offload, else keep). */
+static ck_tier least(const ck_act_class *c) {
+    unsigned al = allowed(c);
+    return (al & 4) ? CK_TIER_RECOMPUTE : (al & 2) ? CK_TIER_OFFLOAD : CK_TIER_KEEP;
+}
+
+static void reasons(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o, ck_plan *p) {
+    double rate = rate_of(am, hw, o);
+    for (int k = 0; k < am->n; k++) {
+        const ck_act_class *c = &am->c[k];
+        double fpb = c->bytes ? c->flops / (double)c->bytes : 0;
+        char *r = p->reason[k];
+        size_t n = sizeof p->reason[k];
+        switch (p->tier[k]) {
+        case CK_TIER_KEEP:
+            if (c->bytes <= CK_PLAN_MIN_TAG) snprintf(r, n, "kept: 1 MiB or less, shares pages (cannot be tagged)");
+            else snprintf(r, n, "kept: the budget has room for it");
+            break;
+        case CK_TIER_OFFLOAD:
+            if (!c->recompute) snprintf(r, n, "offload: no replay op rebuilds it");
+            else snprintf(r, n, "offload: %.0f FLOP/B to rebuild, over the crossover %.0f FLOP/B", fpb, p->crossover);
+            break;
+        case CK_TIER_RECOMPUTE:
+            snprintf(r, n, "recompute: %.0f FLOP/B (%.2f ms a layer), under the crossover %.0f FLOP/B",
+                     fpb, rebuild_s(c, hw, rate) * 1e3, p->crossover);
+            break;
+        default: snprintf(r, n, "?"); break;
+        }
+    }
+}
+
+static void setup(search *S, const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o) {
+    memset(S, 0, sizeof *S);
+    S->am = am;
+    S->hw = hw;
+    S->o = o;
+    S->rate = rate_of(am, hw, o);
+    S->L = (double)am->layers;
+    S->Ff = am->layer_fwd_flops / S->rate;
+    S->Fb = am->layer_bwd_flops / S->rate;
+    for (int k = 0; k < am->n; k++) S->order[k] = k;
+    /* biggest first: the cuts bite early */
+    for (int a = 1; a < am->n; a++)
+        for (int b = a; b > 0 && am->c[S->order[b]].bytes > am->c[S->order[b - 1]].bytes; b--) {
+            int t = S->order[b];
+            S->order[b] = S->order[b - 1];
+            S->order[b - 1] = t;
+        }
+    for (int i = am->n - 1; i >= 0; i--) {
+        const ck_act_class *c = &am->c[S->order[i]];
+        double b = (double)c->bytes;
+        ck_tier t = least(c);
+        double mb = t == CK_TIER_KEEP ? S->L * b : t == CK_TIER_OFFLOAD ? 2 * b : b;
+        double ml = t == CK_TIER_KEEP ? S->L * b : 0;
+        S->min_bwd[i] = S->min_bwd[i + 1] + mb;
+        S->min_loss[i] = S->min_loss[i + 1] + ml;
+    }
+    double frac = 1;
+    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
+    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
+    S->fixed_bwd = (double)am->persistent + (double)am->layer_backward;
+    S->fixed_loss = (double)am->persistent + (lf > lb ? lf : lb) + (double)am->final_norm;
+}
+
+static ck_status check_args(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                            ck_plan *out) {
+    if (!am || !hw || !o || !out) return ck__err(CK_ERR_INVALID, "planner: NULL argument");
+    if (!o->budget) return ck__err(CK_ERR_INVALID, "planner: no budget");
+    if (!(hw->flops_bf16 > 0) || !(hw->h2d > 0) || !(hw->d2h > 0) || !(hw->mem_bw > 0))
+        return ck__err(CK_ERR_INVALID, "planner: hardware profile '%s' lacks rates", hw->name);
+    return CK_OK;
+}
+
+static void least_plan(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                       ck_plan *out) {
+    ck_tier t[CK_ACT_MAX];
+    for (int k = 0; k < am->n; k++) t[k] = least(&am->c[k]);
+    ck__plan_eval(am, hw, o, t, out);
+    out->feasible = 0;
+}
+
+ck_status ck__plan(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o, ck_plan *out) {
+    ck_status st = check_args(am, hw, o, out);
+    if (st != CK_OK) return st;
+    search S;
+    setup(&S, am, hw, o);
+    dfs(&S, 0, 0, 0, 0, 0);
+    memset(out, 0, sizeof *out);
+    if (S.found) ck__plan_eval(am, hw, o, S.best, out);
+    else least_plan(am, hw, o, out);
+    out->evaluated = S.evaluated;
+    reasons(am, hw, o, out);
+    return CK_OK;
+}
+
+ck_status ck__plan_brute(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                         ck_plan *out) {
+    ck_status st = check_args(am, hw, o, out);
+    if (st != CK_OK) return st;
+    memset(out, 0, sizeof *out);
+    double total = 1;
+    for (int k = 0; k < am->n; k++) total *= 3;
+    if (total > 2e7) return ck__err(CK_ERR_INVALID, "planner: %d classes is too many to enumerate", am->n);
+    ck_tier t[CK_ACT_MAX], best[CK_ACT_MAX];
+    int found = 0;
+    double best_added = 0, best_peak = 0;
+    uint64_t evaluated = 0;
+    for (uint64_t code = 0; code < (uint64_t)total; code++) {
+        uint64_t x = code;
+        int ok = 1;
+        for (int k = 0; k < am->n; k++, x /= 3) {
+            t[k] = x % 3 == 0 ? CK_TIER_KEEP : x % 3 == 1 ? CK_TIER_OFFLOAD : CK_TIER_RECOMPUTE;
+            ok &= (allowed(&am->c[k]) >> (x % 3)) & 1;
+        }
+        if (!ok) continue;
+        evaluated++;
+        ck_plan p;
+        ck__plan_eval(am, hw, o, t, &p);
+        if (!p.feasible) continue;
+        if (!found || p.added < best_added || (p.added == best_added && p.peak < best_peak)) {
+            found = 1;
+            best_added = p.added;
+            best_peak = p.peak;
+            memcpy(best, t, sizeof best);
+        }
+    }
+    if (found) ck__plan_eval(am, hw, o, best, out);
+    else least_plan(am, hw, o, out);
+    out->evaluated = evaluated;
+    reasons(am, hw, o, out);
+    return CK_OK;
+}
+
+void ck__plan_checkpointing(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                            ck_plan *out) {
+    memset(out, 0, sizeof *out);
+    double rate = rate_of(am, hw, o), L = (double)am->layers;
+    double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
+    out->step = L * (Ff + Fb) + am->head_flops / rate;
+    out->added = L * Ff; /* every layer's forward runs again */
+    out->overhead = out->step > 0 ? out->added / out->step : 0;
+    out->crossover = rate / hw->h2d;
+    double frac = 1;
+    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
+    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
+    out->persistent = (double)am->persistent;
+    out->kept = L * (double)am->ckpt_input;
+    out->loss = (lf > lb ? lf : lb) + (double)am->final_norm;
+    double at_loss = out->persistent + out->kept + out->loss;
+    double at_bwd = out->persistent + out->kept + (double)am->per_layer + (double)am->layer_backward;
+    out->peak = at_loss > at_bwd ? at_loss : at_bwd;
+    out->peak_at = at_loss > at_bwd ? "loss" : "backward";
+    out->transient = at_loss > at_bwd ? 0 : (double)am->per_layer + (double)am->layer_backward;
+    out->feasible = out->peak <= (double)o->budget;
+    for (int k = 0; k < am->n; k++) {
+        out->tier[k] = CK_TIER_RECOMPUTE;
+        snprintf(out->reason[k], sizeof out->reason[k], "checkpointing: the layer runs again");
+    }
+}
+
+/* Does seq fit (within max_overhead)? Fills am and plan. */
+static int fits(const ck_model_profile *m, const ck_train_shape *shape, const ck_hw_profile *hw,
+                const ck_plan_opts *o, double max_overhead, int ckpt, uint64_t seq,
+                ck_act_model *am, ck_plan *plan, ck_status *st) {
+    ck_train_shape t = *shape;
+    t.seq = seq;
+    *st = ck__act_model(m, &t, am);
+    if (*st != CK_OK) return 0;
+    if (ckpt) ck__plan_checkpointing(am, hw, o, plan);
+    else if ((*st = ck__plan(am, hw, o, plan)) != CK_OK) return 0;
+    return plan->feasible && plan->overhead <= max_overhead;
+}
+
+ck_status ck__plan_max_seq(const ck_model_profile *m, const ck_train_shape *shape,
+                           const ck_hw_profile *hw, const ck_plan_opts *o, double max_overhead,
+                           int checkpointing, uint64_t *seq, ck_act_model *am, ck_plan *plan) {
+    if (!m || !shape || !hw || !o || !seq || !am || !plan)
+        return ck__err(CK_ERR_INVALID, "planner: NULL argument");
+    ck_status st = CK_OK;
+    uint64_t lo = 0, hi = ((uint64_t)1 << 20) / 128; /* in units of 128 tokens */
+    ck_act_model tam;
+    ck_plan tp;
+    /* the largest k in [1, hi] with fits(128 k), assuming it is monotone */
+    while (lo < hi) {
+        uint64_t mid = (lo + hi + 1) / 2;
+        if (fits(m, shape, hw, o, max_overhead, checkpointing, mid * 128, &tam, &tp, &st)) lo = mid;
+        else if (st != CK_OK) return st;
+        else hi = mid - 1;
+    }
+    *seq = lo * 128;
+    if (lo) fits(m, shape, hw, o, max_overhead, checkpointing, *seq, am, plan, &st);
+    else {
+        /* nothing fits: the plan at 128 tokens says why */
+        fits(m, shape, hw, o, max_overhead, checkpointing, 128, am, plan, &st);
+    }
+    return st;
+}
