@@ -62,6 +62,7 @@ static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_pla
     out->added = L * ((out_s > 0 ? out_s : 0) + (in_s > 0 ? in_s : 0) + tt->rebuild);
     out->overhead = out->step > 0 ? out->added / out->step : 0;
     out->crossover = rate / hw->h2d;
+    out->stashed = tt->O + tt->R;
     double frac = 1;
     if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
     double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
@@ -118,10 +119,18 @@ typedef struct search {
     double min_bwd[CK_ACT_MAX + 1], min_loss[CK_ACT_MAX + 1]; /* least memory of classes order[i..] */
     double rate, L, Ff, Fb, fixed_bwd, fixed_loss;
     ck_tier cur[CK_ACT_MAX], best[CK_ACT_MAX];
-    double best_added, best_peak;
+    double best_added, best_stashed, best_peak;
     int found;
     uint64_t evaluated;
 } search;
+
+/* The order of plans: less added time; then fewer bytes moved or dropped
+ * (keep what fits); then a lower peak. */
+static int better(const ck_plan *p, double added, double stashed, double peak) {
+    if (p->added != added) return p->added < added;
+    if (p->stashed != stashed) return p->stashed < stashed;
+    return p->peak < peak;
+}
 
 static double added_of(const search *S, double O, double rebuild) {
     double out_s = O / S->hw->d2h - S->Ff, in_s = O / S->hw->h2d - S->Fb;
@@ -141,9 +150,10 @@ static void dfs(search *S, int i, double K, double O, double R, double rebuild) 
         ck_plan p;
         ck__plan_eval(S->am, S->hw, S->o, S->cur, &p);
         if (!p.feasible) return;
-        if (!S->found || p.added < S->best_added || (p.added == S->best_added && p.peak < S->best_peak)) {
+        if (!S->found || better(&p, S->best_added, S->best_stashed, S->best_peak)) {
             S->found = 1;
             S->best_added = p.added;
+            S->best_stashed = p.stashed;
             S->best_peak = p.peak;
             memcpy(S->best, S->cur, sizeof S->best);
         }
@@ -175,9 +185,17 @@ static ck_tier least(const ck_act_class *c) {
 
 static void reasons(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o, ck_plan *p) {
     double rate = rate_of(am, hw, o);
+    double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
+    /* a layer's offloaded bytes, and whether their transfers hide */
+    double O = 0;
+    for (int k = 0; k < am->n; k++)
+        if (p->tier[k] == CK_TIER_OFFLOAD) O += (double)am->c[k].bytes;
+    double t_out = O / hw->d2h, t_in = O / hw->h2d;
+    int hidden = t_out <= Ff && t_in <= Fb;
     for (int k = 0; k < am->n; k++) {
         const ck_act_class *c = &am->c[k];
         double fpb = c->bytes ? c->flops / (double)c->bytes : 0;
+        double rb = rebuild_s(c, hw, rate) * 1e3;
         char *r = p->reason[k];
         size_t n = sizeof p->reason[k];
         switch (p->tier[k]) {
@@ -186,12 +204,20 @@ static void reasons(const ck_act_model *am, const ck_hw_profile *hw, const ck_pl
             else snprintf(r, n, "kept: the budget has room for it");
             break;
         case CK_TIER_OFFLOAD:
-            if (!c->recompute) snprintf(r, n, "offload: no replay op rebuilds it");
-            else snprintf(r, n, "offload: %.0f FLOP/B to rebuild, over the crossover %.0f FLOP/B", fpb, p->crossover);
+            if (!c->recompute)
+                snprintf(r, n, "offload: no replay op rebuilds it%s", hidden ? "; transfers hidden" : "");
+            else if (hidden)
+                snprintf(r, n, "offload: a layer's transfers (%.1f ms out, %.1f ms in) hide under its compute "
+                               "(%.1f, %.1f ms); a rebuild would add %.2f ms",
+                         t_out * 1e3, t_in * 1e3, Ff * 1e3, Fb * 1e3, rb);
+            else
+                snprintf(r, n, "offload: %.0f FLOP/B to rebuild (%.2f ms a layer), at or over the crossover %.0f FLOP/B",
+                         fpb, rb, p->crossover);
             break;
         case CK_TIER_RECOMPUTE:
-            snprintf(r, n, "recompute: %.0f FLOP/B (%.2f ms a layer), under the crossover %.0f FLOP/B",
-                     fpb, rebuild_s(c, hw, rate) * 1e3, p->crossover);
+            snprintf(r, n, "recompute: %.0f FLOP/B (%.2f ms a layer)%s", fpb, rb,
+                     fpb < p->crossover ? ", under the crossover: cheaper than a PCIe trip"
+                                        : ": the transfers would not hide");
             break;
         default: snprintf(r, n, "?"); break;
         }
@@ -272,7 +298,7 @@ ck_status ck__plan_brute(const ck_act_model *am, const ck_hw_profile *hw, const 
     if (total > 2e7) return ck__err(CK_ERR_INVALID, "planner: %d classes is too many to enumerate", am->n);
     ck_tier t[CK_ACT_MAX], best[CK_ACT_MAX];
     int found = 0;
-    double best_added = 0, best_peak = 0;
+    double best_added = 0, best_stashed = 0, best_peak = 0;
     uint64_t evaluated = 0;
     for (uint64_t code = 0; code < (uint64_t)total; code++) {
         uint64_t x = code;
@@ -286,9 +312,10 @@ ck_status ck__plan_brute(const ck_act_model *am, const ck_hw_profile *hw, const 
         ck_plan p;
         ck__plan_eval(am, hw, o, t, &p);
         if (!p.feasible) continue;
-        if (!found || p.added < best_added || (p.added == best_added && p.peak < best_peak)) {
+        if (!found || better(&p, best_added, best_stashed, best_peak)) {
             found = 1;
             best_added = p.added;
+            best_stashed = p.stashed;
             best_peak = p.peak;
             memcpy(best, t, sizeof best);
         }

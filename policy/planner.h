@@ -32,6 +32,7 @@ typedef struct ck_plan {
     double added;             /* what the plan adds: transfers not hidden, replays */
     double overhead;          /* added / step */
     double crossover;         /* FLOP per byte where recompute costs a PCIe trip */
+    double stashed;           /* bytes a layer offloads or drops (ties: fewer is better) */
     uint64_t evaluated;       /* tier assignments the search looked at */
 } ck_plan;
 

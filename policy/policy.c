@@ -580,3 +580,36 @@ CK_API ck_status ck_policy_check(const char *path) {
     ck__policy_free(pol);
     return st;
 }
+
+static int builtin_index(const char *const *names, const char *name) {
+    for (int i = 0; name && names[i]; i++)
+        if (strcmp(names[i], name) == 0) return i;
+    return -1;
+}
+
+static ck_status unknown_name(const char *what, const char *name, const char *const *names) {
+    char list[512] = "";
+    for (size_t i = 0; names[i]; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", names[i]);
+    }
+    return ck__err(CK_ERR_INVALID, "unknown %s '%.60s' (known: %s)", what, name ? name : "", list);
+}
+
+ck_status ck__hw_builtin(const char *name, ck_hw_profile *out) {
+    int i = builtin_index(ck__hardware_names, name);
+    if (i < 0) return unknown_name("GPU", name, ck__hardware_names);
+    const char *t = (const char *)ck__hardware_texts[i];
+    char label[96];
+    snprintf(label, sizeof label, "policy/hardware/%s.yaml", name);
+    return ck__hw_parse(t, strlen(t), label, out);
+}
+
+ck_status ck__model_builtin(const char *name, ck_model_profile *out) {
+    int i = builtin_index(ck__model_names, name);
+    if (i < 0) return unknown_name("model", name, ck__model_names);
+    const char *t = (const char *)ck__model_texts[i];
+    char label[96];
+    snprintf(label, sizeof label, "policy/models/%s.yaml", name);
+    return ck__model_parse(t, strlen(t), label, out);
+}

@@ -65,5 +65,13 @@ ck_status ck__model_parse(const char *text, size_t len, const char *name, ck_mod
  * from the directories' file names; NULL-terminated). */
 extern const char *const ck__hardware_names[];
 extern const char *const ck__model_names[];
+/* Their texts (NUL-terminated), in the same order. */
+extern const unsigned char *const ck__hardware_texts[];
+extern const unsigned char *const ck__model_texts[];
+
+/* The built-in profile named name: CK_ERR_INVALID naming the known ones
+ * when there is none. */
+ck_status ck__hw_builtin(const char *name, ck_hw_profile *out);
+ck_status ck__model_builtin(const char *name, ck_model_profile *out);
 
 #endif

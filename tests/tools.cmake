@@ -576,3 +576,45 @@ then
   exit 1
 fi
 ]=] FIXTURES_REQUIRED ck_tiny_trace)
+
+# ---- ckalloc-plan (the planner) ----
+
+# A plan as a table, as JSON and as a policy file the library takes back;
+# the longest sequence; nothing fits (1); bad usage and unknown names (2).
+ck_tool_test(plan_cli [=[
+P="$(dirname "$R")/ckalloc-plan"
+"$P" --gpu rtx4090 --model llama-2-7b --method lora --rank 16 --seq 8192 --batch 1 --budget 22G > "$W/plan.txt"
+expect_rc $? 0
+cat "$W/plan.txt"
+grep -q "^layers\.\*\.mlp\.gate .* offload " "$W/plan.txt" && grep -q "^predicted peak" "$W/plan.txt" &&
+  grep -q "^bounded by" "$W/plan.txt" && grep -q "^checkpointing" "$W/plan.txt" || exit 1
+"$P" --gpu rtx4090 --model llama-2-7b --seq 8192 --budget 22G --json > "$W/plan.json"
+expect_rc $? 0
+check "$W/plan.json" 'j["feasible"] and j["peak"] <= 22 * 2**30 and len(j["classes"]) == 15 and all(c["reason"] for c in j["classes"]) and j["overhead"] <= 0.10' || exit 1
+rm -f "$W/plan.yaml"
+"$P" --gpu rtx3060 --model mistral-7b --method qlora --seq 4096 -o "$W/plan.yaml" > /dev/null
+expect_rc $? 0
+grep -q '^  - {match: "layers.\*.mlp.up", tier: ' "$W/plan.yaml" || exit 1
+"$P" --check "$W/plan.yaml"
+expect_rc $? 0
+"$R" --conf "policy=$W/plan.yaml" "$D/rmm_sample.csv" > /dev/null
+expect_rc $? 0
+"$P" --gpu rtx4090 --model llama-2-7b --max-seq --budget 22G --json > "$W/maxseq.json"
+expect_rc $? 0
+check "$W/maxseq.json" 'j["max_seq"] == j["seq"] >= 1.6 * j["max_seq_checkpointing"] and j["max_seq_chunked_loss"] > j["max_seq"] and j["overhead"] <= 0.10' || exit 1
+"$P" --gpu rtx4090 --model llama-2-7b --method full --seq 4096 --budget 16G > /dev/null
+expect_rc $? 1
+"$P" --gpu gtx480 --model llama-2-7b 2> "$W/plan.err"
+expect_rc $? 2
+grep -q "unknown GPU 'gtx480' (known: a100-40gb" "$W/plan.err" || exit 1
+"$P" --gpu rtx4090 --model llama-9b 2> "$W/plan.err"
+expect_rc $? 2
+"$P" --gpu rtx4090 --model llama-2-7b --method sgd 2> /dev/null
+expect_rc $? 2
+"$P" --gpu rtx4090 2> /dev/null
+expect_rc $? 2
+printf 'version: 1\nrules: [{match: x, tier: fast}]\n' > "$W/bad.yaml"
+"$P" --check "$W/bad.yaml" 2> "$W/plan.err"
+expect_rc $? 2
+grep -q "bad.yaml:2:" "$W/plan.err"
+]=])
