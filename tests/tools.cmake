@@ -618,3 +618,21 @@ printf 'version: 1\nrules: [{match: x, tier: fast}]\n' > "$W/bad.yaml"
 expect_rc $? 2
 grep -q "bad.yaml:2:" "$W/plan.err"
 ]=])
+
+# The presets in policy/presets are what scripts/gen-presets.sh makes with
+# this build's ckalloc-plan: regenerated into scratch, compared file by
+# file; each one a good policy file.
+ck_tool_test(presets_fresh [=[
+P="$(dirname "$R")/ckalloc-plan"
+SRC="$D/../../policy/presets"
+rm -rf "$W/presets"
+PYTHON3="$PY" "$D/../../scripts/gen-presets.sh" "$P" "$W/presets"
+expect_rc $? 0
+diff -r "$SRC" "$W/presets" || {
+  echo "FAILED: policy/presets is stale: run scripts/gen-presets.sh build/tools/ckalloc-plan policy/presets"
+  exit 1
+}
+N=$(ls "$SRC"/*.yaml | wc -l)
+[ "$N" -ge 30 ] || { echo "FAILED: $N presets"; exit 1; }
+for f in "$SRC"/*.yaml; do "$P" --check "$f" > /dev/null || exit 1; done
+]=])
