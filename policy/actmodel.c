@@ -58,6 +58,13 @@ static void rebuild(builder *b, int k, ck_op op, double n, double k_dim, double 
     if (k == CK_ACT_NONE) return;
     const ck_op_info *oi = ck_op_get(op);
     ck_act_class *c = &b->m->c[k];
+    if (!c->recompute) { /* the first step is the one a simulation replays */
+        c->rop = (int)op;
+        c->rk = (uint64_t)k_dim;
+        c->rrows = k_dim > 0 || op == CK_OP_RMSNORM ? b->m->tokens : 1;
+        c->rcols = (uint64_t)(n / (double)c->rrows);
+        c->rin_bytes = op == CK_OP_RMSNORM || op == CK_OP_CAST ? 4 : b->m->dtype_bytes;
+    }
     c->recompute = 1;
     c->flops += oi ? oi->flops * n + oi->flops_per_k * k_dim * n : 0;
     c->traffic += traffic;
@@ -95,6 +102,8 @@ ck_status ck__act_model(const ck_model_profile *mp, const ck_train_shape *t, ck_
         return ck__err(CK_ERR_INVALID, "activation model: unknown attention %d", t->attention);
 
     memset(out, 0, sizeof *out);
+    out->tokens = t->seq * t->batch;
+    out->dtype_bytes = t->dtype_bytes;
     builder B = {out, CK_OK};
     builder *b = &B;
     const double e = t->dtype_bytes, T = (double)(t->seq * t->batch), h = (double)mp->hidden,

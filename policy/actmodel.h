@@ -44,6 +44,12 @@ typedef struct ck_act_class {
     int in[3];           /* classes it is rebuilt from (CK_ACT_NONE: unused); weights
                             are not classes */
     const char *kept_by; /* the autograd node that saves it */
+    /* the rebuild's main replay step, for a simulation (ckalloc-plan --simulate):
+       op over rows x cols outputs, k the GEMM's reduction (linear), in_bytes
+       the input element size */
+    int rop;
+    uint64_t rrows, rcols, rk;
+    uint32_t rin_bytes;
 } ck_act_class;
 
 typedef struct ck_act_model {

@@ -44,6 +44,10 @@ static unsigned allowed(const ck_act_class *c) {
     return 1 | 2 | (c->recompute ? 4 : 0);
 }
 
+/* What the plan may fill: the budget less the allocator's rounding (2 MiB
+ * chunks under each tensor, small tensors' pages): 2%. */
+static double usable(const ck_plan_opts *o) { return (double)o->budget * 0.98; }
+
 static double rebuild_s(const ck_act_class *c, const ck_hw_profile *hw, double rate) {
     double f = c->flops / rate, m = c->traffic / hw->mem_bw;
     return f > m ? f : m;
@@ -80,7 +84,7 @@ static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_pla
     out->peak = at_loss > at_bwd ? at_loss : at_bwd;
     out->peak_at = at_loss > at_bwd ? "loss" : "backward";
     if (at_loss > at_bwd) out->transient = tail;
-    out->feasible = ok && out->peak <= (double)o->budget;
+    out->feasible = ok && out->peak <= usable(o);
 }
 
 void ck__plan_eval(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
@@ -138,7 +142,7 @@ static double added_of(const search *S, double O, double rebuild) {
 }
 
 static void dfs(search *S, int i, double K, double O, double R, double rebuild) {
-    double budget = (double)S->o->budget;
+    double budget = usable(S->o);
     /* Cut: even the least memory for the rest cannot fit. */
     if (S->fixed_bwd + S->L * K + 2 * O + R + S->min_bwd[i] > budget ||
         S->fixed_loss + S->L * K + S->min_loss[i] > budget)
@@ -347,7 +351,7 @@ void ck__plan_checkpointing(const ck_act_model *am, const ck_hw_profile *hw, con
     out->peak = at_loss > at_bwd ? at_loss : at_bwd;
     out->peak_at = at_loss > at_bwd ? "loss" : "backward";
     out->transient = at_loss > at_bwd ? 0 : (double)am->per_layer + (double)am->layer_backward;
-    out->feasible = out->peak <= (double)o->budget;
+    out->feasible = out->peak <= usable(o);
     for (int k = 0; k < am->n; k++) {
         out->tier[k] = CK_TIER_RECOMPUTE;
         snprintf(out->reason[k], sizeof out->reason[k], "checkpointing: the layer runs again");

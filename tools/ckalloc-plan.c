@@ -7,6 +7,7 @@
  * the budget, 2 bad usage or input (unknown GPU or model names, a policy
  * file with a mistake). */
 #include "ckalloc/policy.h"
+#include "ckalloc/replay.h"
 #include "internal.h"
 #include "planner.h"
 
@@ -36,6 +37,9 @@ static void usage(FILE *out) {
           "  --max-overhead F      for --max-seq: the most added step time (default 0.10)\n"
           "  --max-seq             search the longest sequence that fits (multiples of 128)\n"
           "  --json                one JSON object instead of the table\n"
+          "  --simulate            run the plan as two training steps through the tier engine on\n"
+          "                        the host backend's simulated clock; report its peak and step\n"
+          "                        time beside the predicted ones\n"
           "  -o FILE               write the plan as a policy file\n"
           "  --check FILE          check a policy file (exit 2 on a mistake)\n",
           out);
@@ -119,8 +123,163 @@ static int write_policy(const char *path, const char *gpu, const char *model, ui
     return 0;
 }
 
+/* ---- --simulate: the plan as a training step through the tier engine ---- */
+
+typedef struct sim_result {
+    double peak, step, step_keep;
+    ck_stats st;
+    int ok;
+    char err[512];
+} sim_result;
+
+#define SIM_CHECK(call)                                                                            \
+    do {                                                                                           \
+        if ((call) != CK_OK) {                                                                     \
+            snprintf(r->err, sizeof r->err, "%s: %s", #call, ck_last_error());                    \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* A recipe that rebuilds class c the way the activation model costs it:
+ * its main replay step over inputs in[] (a weight: a foreign pointer, never
+ * read: the simulation moves no data). */
+static void sim_recipe(const ck_act_class *c, void *const *in, uint32_t e, ck_recipe *rc) {
+    static _Alignas(64) unsigned char weight[64];
+    ck_recipe_init(rc);
+    ck_dtype dt = e == 4 ? CK_DTYPE_F32 : CK_DTYPE_BF16, din = c->rin_bytes == 4 ? CK_DTYPE_F32 : dt;
+    if (c->rop == CK_OP_LINEAR) {
+        int64_t xs[2] = {(int64_t)c->rrows, (int64_t)c->rk}, ws[2] = {(int64_t)c->rcols, (int64_t)c->rk};
+        ck_step *st = ck_recipe_step(rc, CK_OP_LINEAR, dt);
+        st->in[0] = ck_recipe_input(rc, in[0], dt, 2, xs);
+        st->in[1] = ck_recipe_input(rc, weight, dt, 2, ws);
+    } else if (c->rop == CK_OP_RMSNORM) {
+        int64_t xs[2] = {(int64_t)c->rrows, (int64_t)c->rcols};
+        ck_step *st = ck_recipe_step(rc, CK_OP_RMSNORM, dt);
+        st->in[0] = ck_recipe_input(rc, in[0], din, 2, xs);
+        st->eps = 1e-6f;
+    } else {
+        int64_t n[1] = {(int64_t)(c->rrows * c->rcols)};
+        ck_step *st = ck_recipe_step(rc, (ck_op)c->rop, dt);
+        st->in[0] = ck_recipe_input(rc, in[0], din, 1, n);
+        if (c->rop == CK_OP_MUL) st->in[1] = ck_recipe_input(rc, in[1] ? in[1] : in[0], dt, 1, n);
+    }
+}
+
+/* One run: two steps (the first teaches the engine the step's shape), the
+ * second timed. keep_all: every class kept, no budget (the baseline). */
+static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                         const ck_plan *p, int keep_all, double *step, double *peak, sim_result *r) {
+    double rate = (am->dtype_bytes == 4 ? hw->flops_fp32 : hw->flops_bf16) * (o->mfu > 0 ? o->mfu : 0.5);
+    double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
+    uint64_t O = 0;
+    for (int k = 0; k < am->n; k++)
+        if (!keep_all && p->tier[k] == CK_TIER_OFFLOAD) O += am->c[k].bytes;
+    char conf[512], budget[48] = "";
+    if (!keep_all) snprintf(budget, sizeof budget, ",budget=%llu", (unsigned long long)o->budget);
+    snprintf(conf, sizeof conf,
+             "backend=host,host_mem=1T,live=0,sim_clock=1,sim_nodata=1,release=eager,chunk_align=2M,"
+             "host_alloc=cache,host_budget=1T,prefetch=%llu,sim_h2d=%.0f,sim_d2h=%.0f,sim_bandwidth=%.0f,"
+             "sim_flops=%.0f%s",
+             (unsigned long long)O, hw->h2d, hw->d2h, hw->mem_bw, rate, budget);
+    ck_pool *pool = NULL;
+    void **ptr = NULL, *persist = NULL;
+    ck_event e0 = NULL, e1 = NULL;
+    r->ok = 0;
+    size_t L = (size_t)am->layers, n = (size_t)am->n;
+    SIM_CHECK(ck_pool_create_conf(&pool, conf));
+    ptr = calloc(L * n, sizeof *ptr);
+    if (!ptr) {
+        snprintf(r->err, sizeof r->err, "out of host memory");
+        goto done;
+    }
+    SIM_CHECK(ck_event_create(pool, &e0));
+    SIM_CHECK(ck_event_create(pool, &e1));
+    SIM_CHECK(ck_malloc(pool, &persist, (size_t)am->persistent, NULL));
+    double loss = (double)(am->loss_forward > am->loss_backward ? am->loss_forward : am->loss_backward);
+    if (o->loss_chunk && o->loss_chunk < am->tokens) loss *= (double)o->loss_chunk / (double)am->tokens;
+    for (int stepno = 0; stepno < 2; stepno++) {
+        SIM_CHECK(ck_step_begin(pool));
+        SIM_CHECK(ck_event_record(pool, e0, NULL));
+        for (size_t l = 0; l < L; l++) {
+            SIM_CHECK(ck__sim_busy(pool, NULL, Ff * 1e9));
+            void **lp = ptr + l * n;
+            for (size_t k = 0; k < n; k++) SIM_CHECK(ck_malloc(pool, &lp[k], (size_t)am->c[k].bytes, NULL));
+            for (size_t k = 0; k < n; k++) {
+                const ck_act_class *c = &am->c[k];
+                ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
+                if (c->bytes <= CK_PLAN_MIN_TAG || t == CK_TIER_KEEP) continue;
+                char name[64];
+                snprintf(name, sizeof name, "layers.%zu.%s", l, c->name);
+                SIM_CHECK(ck_tag(pool, lp[k], name, t));
+                if (t == CK_TIER_RECOMPUTE) {
+                    void *in[2] = {c->in[0] >= 0 ? lp[c->in[0]] : NULL, c->in[1] >= 0 ? lp[c->in[1]] : NULL};
+                    ck_recipe rc;
+                    sim_recipe(c, in, am->dtype_bytes, &rc);
+                    SIM_CHECK(ck_set_recipe(pool, lp[k], &rc));
+                }
+            }
+            for (size_t k = 0; k < n; k++) {
+                ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
+                if (am->c[k].bytes > CK_PLAN_MIN_TAG && t != CK_TIER_KEEP) SIM_CHECK(ck_stash(pool, lp[k], NULL));
+            }
+        }
+        void *lb;
+        SIM_CHECK(ck_malloc(pool, &lb, (size_t)(loss + (double)am->final_norm), NULL));
+        SIM_CHECK(ck__sim_busy(pool, NULL, am->head_flops / rate * 1e9));
+        SIM_CHECK(ck_free(pool, lb, NULL));
+        for (size_t l = L; l-- > 0;) {
+            void **lp = ptr + l * n;
+            /* the host reaches each layer's backward when the stream does */
+            SIM_CHECK(ck_stream_synchronize(pool, NULL));
+            for (size_t k = n; k-- > 0;) {
+                ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
+                if (am->c[k].bytes > CK_PLAN_MIN_TAG && t != CK_TIER_KEEP) SIM_CHECK(ck_fetch(pool, lp[k], NULL));
+            }
+            void *w;
+            SIM_CHECK(ck_malloc(pool, &w, (size_t)am->layer_backward, NULL));
+            SIM_CHECK(ck__sim_busy(pool, NULL, Fb * 1e9));
+            SIM_CHECK(ck_free(pool, w, NULL));
+            for (size_t k = 0; k < n; k++) {
+                SIM_CHECK(ck_free(pool, lp[k], NULL));
+                lp[k] = NULL;
+            }
+        }
+        SIM_CHECK(ck_event_record(pool, e1, NULL));
+        SIM_CHECK(ck_step_end(pool));
+        SIM_CHECK(ck_stream_synchronize(pool, NULL));
+        if (stepno == 0) SIM_CHECK(ck_reset_peak_stats(pool));
+    }
+    float ms = 0;
+    SIM_CHECK(ck_event_elapsed_ms(pool, e0, e1, &ms));
+    ck_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    SIM_CHECK(ck_get_stats(pool, &st));
+    *step = ms / 1e3;
+    *peak = (double)st.physical_bytes.peak;
+    if (!keep_all) r->st = st;
+    r->ok = 1;
+done:
+    if (pool) {
+        for (size_t i = 0; ptr && i < L * n; i++)
+            if (ptr[i]) ck_free(pool, ptr[i], NULL);
+        if (persist) ck_free(pool, persist, NULL);
+        if (e0) ck_event_destroy(pool, e0);
+        if (e1) ck_event_destroy(pool, e1);
+        ck_pool_destroy(pool);
+    }
+    free(ptr);
+}
+
+static void simulate(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
+                     const ck_plan *p, sim_result *r) {
+    double peak_keep = 0;
+    simulate_one(am, hw, o, p, 1, &r->step_keep, &peak_keep, r);
+    if (r->ok) simulate_one(am, hw, o, p, 0, &r->step, &r->peak, r);
+}
+
 enum { O_GPU = 256, O_MODEL, O_METHOD, O_RANK, O_TARGETS, O_SEQ, O_BATCH, O_DTYPE, O_ATTN, O_BUDGET,
-       O_MFU, O_CHUNK, O_MAXOV, O_MAXSEQ, O_JSON, O_CHECK };
+       O_MFU, O_CHUNK, O_MAXOV, O_MAXSEQ, O_JSON, O_CHECK, O_SIM };
 
 int main(int argc, char **argv) {
     const char *gpu = NULL, *model = NULL, *out_path = NULL, *check = NULL, *targets_s = "q,k,v,o";
@@ -130,14 +289,15 @@ int main(int argc, char **argv) {
     uint64_t budget = 0;
     ck_plan_opts o = {0};
     double max_ov = 0.10;
-    int max_seq = 0, json = 0;
+    int max_seq = 0, json = 0, sim = 0;
     static const struct option lo[] = {
         {"gpu", 1, 0, O_GPU},       {"model", 1, 0, O_MODEL},   {"method", 1, 0, O_METHOD},
         {"rank", 1, 0, O_RANK},     {"targets", 1, 0, O_TARGETS}, {"seq", 1, 0, O_SEQ},
         {"batch", 1, 0, O_BATCH},   {"dtype", 1, 0, O_DTYPE},   {"attention", 1, 0, O_ATTN},
         {"budget", 1, 0, O_BUDGET}, {"mfu", 1, 0, O_MFU},       {"loss-chunk", 1, 0, O_CHUNK},
         {"max-overhead", 1, 0, O_MAXOV}, {"max-seq", 0, 0, O_MAXSEQ}, {"json", 0, 0, O_JSON},
-        {"check", 1, 0, O_CHECK},   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"check", 1, 0, O_CHECK},   {"simulate", 0, 0, O_SIM},  {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
@@ -196,6 +356,7 @@ int main(int argc, char **argv) {
         case O_MAXSEQ: max_seq = 1; break;
         case O_JSON: json = 1; break;
         case O_CHECK: check = optarg; break;
+        case O_SIM: sim = 1; break;
         case 'o': out_path = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_BAD;
@@ -258,6 +419,14 @@ int main(int argc, char **argv) {
         if (ck__act_model(&mp, &t, &am) != CK_OK || ck__plan(&am, &hw, &o, &p) != CK_OK) goto fail;
     }
     ck__plan_checkpointing(&am, &hw, &o, &ck);
+    sim_result sr = {0};
+    if (sim && p.feasible) {
+        simulate(&am, &hw, &o, &p, &sr);
+        if (!sr.ok) {
+            fprintf(stderr, "ckalloc-plan: --simulate: %s\n", sr.err);
+            return EXIT_NOFIT;
+        }
+    }
     char bound[256];
     bound_of(&am, &p, bound, sizeof bound);
 
@@ -272,6 +441,12 @@ int main(int argc, char **argv) {
                p.peak, p.persistent, p.kept, p.transient, p.loss, p.peak_at, p.step, p.added,
                p.overhead, p.crossover, ck.peak, ck.feasible ? "true" : "false", ck.overhead);
         json_str(stdout, bound);
+        if (sr.ok)
+            printf(",\"simulated\":{\"peak\":%.0f,\"step_s\":%.6f,\"step_keep_s\":%.6f,\"overhead\":%.4f,"
+                   "\"fetch_wait_s\":%.6f,\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,\"evictions\":%llu}",
+                   sr.peak, sr.step, sr.step_keep, sr.step / sr.step_keep - 1, (double)sr.st.fetch_wait_ns / 1e9,
+                   (unsigned long long)sr.st.prefetch_hits, (unsigned long long)sr.st.prefetch_misses,
+                   (unsigned long long)sr.st.num_evictions);
         if (max_seq)
             printf(",\"max_seq\":%llu,\"max_seq_checkpointing\":%llu,\"max_seq_chunked_loss\":%llu",
                    (unsigned long long)t.seq, (unsigned long long)seq_ckpt, (unsigned long long)seq_chunk);
@@ -308,6 +483,11 @@ int main(int argc, char **argv) {
         printf("bounded by          %s\n", bound);
         printf("checkpointing       peak %.2f GiB%s, step time %+.1f%% (plain per-layer, same budget)\n",
                gib(ck.peak), ck.feasible ? "" : " (does not fit)", 100 * ck.overhead);
+        if (sr.ok)
+            printf("simulated           peak %.2f GiB (predicted %.2f), step %.3f s (predicted %.3f), "
+                   "%+.1f%% over keeping everything (predicted %+.1f%%)\n",
+                   gib(sr.peak), gib(p.peak), sr.step, p.step + p.added, 100 * (sr.step / sr.step_keep - 1),
+                   100 * p.overhead);
         if (max_seq) {
             printf("longest sequence    %llu tokens at <= %.0f%% overhead; checkpointing %llu (%.2fx)\n",
                    (unsigned long long)t.seq, 100 * max_ov, (unsigned long long)seq_ckpt,

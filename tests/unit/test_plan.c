@@ -162,8 +162,8 @@ END_TEST
 /* Issue 13's target, Llama-2-7B LoRA r=16 bf16 on a 24 GB GPU: the
  * planner's longest sequence at <= 10% predicted overhead against plain
  * per-layer checkpointing's under the same budget. The target is 2x; this
- * model predicts 1.64x with transformers' loss (both are bound by the loss
- * phase, 12 T V bytes in its backward) and 1.52x with a loss chunked by
+ * model predicts 1.65x with transformers' loss (both are bound by the loss
+ * phase, 12 T V bytes in its backward) and 1.51x with a loss chunked by
  * 1024 tokens. The test holds the planner to what it reaches, so a change
  * that loses ground fails; the README names the target as missed. */
 START_TEST(t_target_llama2_lora_24g) {
