@@ -152,6 +152,14 @@ static ck_status int_val(const pctx *c, const yaml_node_t *n, const char *key, u
     return CK_OK;
 }
 
+/* version: 1, the only one */
+static ck_status version_val(const pctx *c, const yaml_node_t *v, int *seen) {
+    uint64_t x;
+    ck_status st = int_val(c, v, "version", 1, 1, &x);
+    if (st == CK_OK) *seen = 1;
+    return st;
+}
+
 static ck_status tier_val(const pctx *c, const yaml_node_t *n, ck_tier *out) {
     static const char *const tiers[] = {"auto", "keep", "offload", "recompute", NULL};
     char t[16];
@@ -291,12 +299,7 @@ static ck_status top_pair(const pctx *c, const char *key, const yaml_node_t *k,
                           const yaml_node_t *v, void *arg) {
     top_seen *ts = arg;
     ck_policy *pol = ts->pol;
-    if (strcmp(key, "version") == 0) {
-        uint64_t x;
-        ck_status st = int_val(c, v, key, 1, 1, &x);
-        if (st == CK_OK) ts->version = 1;
-        return st;
-    }
+    if (strcmp(key, "version") == 0) return version_val(c, v, &ts->version);
     if (strcmp(key, "hardware") == 0)
         return name_in(c, v, "GPU", ck__hardware_names, pol->hardware, sizeof pol->hardware);
     if (strcmp(key, "model") == 0)
@@ -426,6 +429,15 @@ static ck_status name_val(const pctx *c, const yaml_node_t *n, char *out, size_t
     return CK_OK;
 }
 
+/* The first key of need[] (bit i of have; "" skips a bit) not given. */
+static ck_status need_keys(const char *name, const char *what, const char *const *need, int n,
+                           int have) {
+    for (int i = 0; i < n; i++)
+        if (need[i][0] && !(have & (1 << i)))
+            return ck__err(CK_ERR_INVALID, "%s:1:1: %s needs '%s'", name, what, need[i]);
+    return CK_OK;
+}
+
 typedef struct hw_seen {
     ck_hw_profile *hw;
     int version, have;
@@ -446,11 +458,7 @@ static ck_status hw_pair(const pctx *c, const char *key, const yaml_node_t *k, c
     ck_hw_profile *hw = hs->hw;
     uint64_t x;
     ck_status st;
-    if (strcmp(key, "version") == 0) {
-        st = int_val(c, v, key, 1, 1, &x);
-        if (st == CK_OK) hs->version = 1;
-        return st;
-    }
+    if (strcmp(key, "version") == 0) return version_val(c, v, &hs->version);
     if (strcmp(key, "name") == 0) return hs->have |= 1, name_val(c, v, hw->name, sizeof hw->name);
     if (strcmp(key, "memory") == 0) return hs->have |= 2, size_val(c, v, key, 0, &hw->memory);
     if (strcmp(key, "flops") == 0) return hs->have |= 4, each_pair(c, v, "flops", flops_pair, hs);
@@ -475,9 +483,7 @@ ck_status ck__hw_parse(const char *text, size_t len, const char *name, ck_hw_pro
     static const char *const need[] = {"name", "memory", "flops", "memory_bandwidth", "h2d",
                                        "d2h", "pcie", "", "flops: bf16", "flops: fp16",
                                        "flops: fp32"};
-    for (int i = 0; st == CK_OK && i < 11; i++)
-        if (need[i][0] && !(hs.have & (1 << i)))
-            st = ck__err(CK_ERR_INVALID, "%s:1:1: a hardware profile needs '%s'", name, need[i]);
+    if (st == CK_OK) st = need_keys(name, "a hardware profile", need, 11, hs.have);
     if (st == CK_OK) *out = hw;
     return st;
 }
@@ -495,12 +501,7 @@ static ck_status model_pair(const pctx *c, const char *key, const yaml_node_t *k
                                        "kv_heads", "head_dim", "vocab"};
     uint64_t *fields[] = {&m->hidden, &m->intermediate, &m->layers, &m->heads,
                           &m->kv_heads, &m->head_dim, &m->vocab};
-    if (strcmp(key, "version") == 0) {
-        uint64_t x;
-        ck_status st = int_val(c, v, key, 1, 1, &x);
-        if (st == CK_OK) ms->version = 1;
-        return st;
-    }
+    if (strcmp(key, "version") == 0) return version_val(c, v, &ms->version);
     if (strcmp(key, "name") == 0) return ms->have |= 1, name_val(c, v, m->name, sizeof m->name);
     if (strcmp(key, "tied_embeddings") == 0) return ms->have |= 1 << 8, bool_val(c, v, key, &m->tied_embeddings);
     if (strcmp(key, "attention_bias") == 0) return bool_val(c, v, key, &m->attention_bias);
@@ -521,9 +522,7 @@ ck_status ck__model_parse(const char *text, size_t len, const char *name, ck_mod
     ck_status st = walk_doc(text, len, name, "a model profile", model_pair, &ms, &ms.version);
     static const char *const need[] = {"name", "hidden", "intermediate", "layers", "heads",
                                        "kv_heads", "head_dim", "vocab", "tied_embeddings"};
-    for (int i = 0; st == CK_OK && i < 9; i++)
-        if (!(ms.have & (1 << i)))
-            st = ck__err(CK_ERR_INVALID, "%s:1:1: a model profile needs '%s'", name, need[i]);
+    if (st == CK_OK) st = need_keys(name, "a model profile", need, 9, ms.have);
     if (st == CK_OK && (m.heads % m.kv_heads != 0))
         st = ck__err(CK_ERR_INVALID, "%s:1:1: heads (%llu) must be a multiple of kv_heads (%llu)",
                      name, (unsigned long long)m.heads, (unsigned long long)m.kv_heads);

@@ -9,33 +9,16 @@
 #include <string.h>
 #include <math.h>
 
-static char *slurp(const char *sub, const char *name, size_t *n) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/policy/%s/%s.yaml", CK_SOURCE_DIR, sub, name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    static char buf[2][8192];
-    static int which;
-    char *b = buf[which ^= 1];
-    *n = fread(b, 1, sizeof buf[0] - 1, f);
-    b[*n] = 0;
-    fclose(f);
-    return b;
-}
-
+/* The profiles built into the library (the same files as policy/). */
 static ck_model_profile model(const char *name) {
-    size_t n;
-    char *t = slurp("models", name, &n);
     ck_model_profile m;
-    OK(ck__model_parse(t, n, name, &m));
+    OK(ck__model_builtin(name, &m));
     return m;
 }
 
 static ck_hw_profile gpu(const char *name) {
-    size_t n;
-    char *t = slurp("hardware", name, &n);
     ck_hw_profile h;
-    OK(ck__hw_parse(t, n, name, &h));
+    OK(ck__hw_builtin(name, &h));
     return h;
 }
 
@@ -153,7 +136,12 @@ START_TEST(t_cost_parts) {
     tiers[gate] = CK_TIER_RECOMPUTE;
     ck__plan_eval(&am, &hw, &o, tiers, &p);
     ck_assert_int_eq(p.feasible, 0);
-    /* bad arguments */
+    /* bad arguments, unknown names */
+    ck_hw_profile none_hw;
+    ck_assert_int_eq(ck__hw_builtin("gtx480", &none_hw), CK_ERR_INVALID);
+    ck_assert_msg(strstr(ck_last_error(), "unknown GPU 'gtx480' (known: a100-40gb"), "%s", ck_last_error());
+    ck_model_profile none_m;
+    ck_assert_int_eq(ck__model_builtin(NULL, &none_m), CK_ERR_INVALID);
     ck_plan_opts none = {0};
     ck_assert_int_eq(ck__plan(&am, &hw, &none, &p), CK_ERR_INVALID);
 }
