@@ -140,7 +140,7 @@ else
 fi
 # A new build tree gets Ninja when there is one; an old one keeps its own.
 [ -f "$build/CMakeCache.txt" ] || ! command -v ninja >/dev/null 2>&1 || cmake_args+=(-G Ninja)
-targets="ckalloc ckalloc_preload ckalloc-stat gpu_procaddr gpu_contract gpu_replay gpu_tier gpu_kernel_check
+targets="ckalloc ckalloc_preload ckalloc-stat ckalloc-probe gpu_procaddr gpu_contract gpu_replay gpu_tier gpu_kernel_check
     preload_real preload_real_static bench_replay bench_cuda_alloc"
 
 # cuBLASLt for the programs outside a torch process: the library looks in
@@ -225,6 +225,10 @@ else
         --lib "$B/libckalloc.so" --sizes-mib 64,1024
     run_step bench_cuda_alloc 45 --out "$out/bench.jsonl" "$B/bench/bench_cuda_alloc" 5000
     while IFS= read -r l; do case $l in "{"*) keep "$l" ;; esac; done <"$out/bench.jsonl"
+    # The device's hardware profile (policy/hardware format) into $OUT/probe.yaml;
+    # "no GPU to measure" is a skip.
+    run_step probe 90 sh -c 'o=$("$1" -o "$2" 2>&1); rc=$?; echo "$o"
+        case $o in *"no GPU to measure"*) exit 77 ;; esac; exit $rc' sh "$B/tools/ckalloc-probe" "$out/probe.yaml"
 
     # compute-sanitizer: the programs with kernels on pool memory, and the
     # replay kernels only (kns=ck_replay: cuBLASLt's kernels are left alone).

@@ -652,3 +652,19 @@ expect_rc $? 0
 check "$W/sim2.json" 'abs(j["simulated"]["peak"] / j["peak"] - 1) <= 0.05 and abs(j["simulated"]["step_s"] / (j["step_s"] + j["added_s"]) - 1) <= 0.05 and j["simulated"]["prefetch_hits"] > 0' || exit 1
 "$P" --gpu rtx4090 --model llama-2-7b --seq 8192 --budget 22G --simulate | grep -q "^simulated  *peak"
 ]=])
+
+# ckalloc-probe: without a GPU it says so and exits 1; bad usage is 2. (On a
+# GPU, scripts/gpu-check.sh run2 runs it and keeps the profile.)
+ck_tool_test(probe_no_gpu [=[
+P="$(dirname "$R")/ckalloc-probe"
+CKALLOC_CUDA_LIB=/nonexistent/libcuda.so.1 "$P" > "$W/probe.out" 2> "$W/probe.err"
+expect_rc $? 1
+grep -q "no GPU to measure" "$W/probe.err" && [ ! -s "$W/probe.out" ] || exit 1
+"$P" --name "Not A Name" 2> /dev/null
+expect_rc $? 2
+"$P" --device x 2> /dev/null
+expect_rc $? 2
+"$P" extra 2> /dev/null
+expect_rc $? 2
+"$P" --help | grep -q "^usage: ckalloc-probe"
+]=])
