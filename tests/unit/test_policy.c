@@ -145,11 +145,11 @@ static void check_dir(const char *sub, const char *const *names, int hw) {
         snprintf(stem, sizeof stem, "%.*s", (int)(l - 5), e->d_name);
         size_t n;
         char *text = slurp(path, &n);
-        const char *got;
+        char got[48];
         if (hw) {
             ck_hw_profile p;
             OK(ck__hw_parse(text, n, path, &p));
-            got = p.name;
+            snprintf(got, sizeof got, "%s", p.name);
             ck_assert_msg(p.memory >= GiB && p.flops_bf16 > p.flops_fp32 && p.mem_bw > p.h2d &&
                               p.h2d > 0 && p.d2h > 0 && p.pcie >= 3,
                           "%s: figures out of order", path);
@@ -161,7 +161,7 @@ static void check_dir(const char *sub, const char *const *names, int hw) {
             ck_assert_msg(m.heads * m.head_dim >= m.hidden / 2 && m.intermediate > m.hidden,
                           "%s: shape out of order", path);
             ck_assert_str_eq(stem, m.name);
-            got = m.name;
+            snprintf(got, sizeof got, "%s", m.name);
         }
         int found = 0;
         for (size_t i = 0; names[i]; i++) found |= strcmp(names[i], got) == 0;
