@@ -208,7 +208,7 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
                 const ck_act_class *c = &am->c[k];
                 ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
                 if (c->bytes <= CK_PLAN_MIN_TAG || t == CK_TIER_KEEP) continue;
-                char name[64];
+                char name[96];
                 snprintf(name, sizeof name, "layers.%zu.%s", l, c->name);
                 SIM_CHECK(ck_tag(pool, lp[k], name, t));
                 if (t == CK_TIER_RECOMPUTE) {
