@@ -127,6 +127,8 @@ static int write_policy(const char *path, const char *gpu, const char *model, ui
 
 typedef struct sim_result {
     double peak, step, step_keep;
+    double resident; /* the most tensor bytes on the device at once (live less what the engine
+                        holds off it), sampled after each allocation and fetch */
     ck_stats st;
     int ok;
     char err[512];
@@ -143,6 +145,16 @@ typedef struct sim_result {
 /* A recipe that rebuilds class c the way the activation model costs it:
  * its main replay step over inputs in[] (a weight: a foreign pointer, never
  * read: the simulation moves no data). */
+/* Tensor bytes on the device now: allocated less offloaded and dropped. */
+static void sample(ck_pool *pool, double *max) {
+    ck_stats t;
+    memset(&t, 0, sizeof t);
+    t.struct_size = sizeof t;
+    if (ck_get_stats(pool, &t) != CK_OK) return;
+    double r = (double)(t.allocated_bytes.current - t.offloaded_bytes.current - t.dropped_bytes.current);
+    if (r > *max) *max = r;
+}
+
 static void sim_recipe(const ck_act_class *c, void *const *in, uint32_t e, ck_recipe *rc) {
     static _Alignas(64) unsigned char weight[64];
     ck_recipe_init(rc);
@@ -203,7 +215,10 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
         for (size_t l = 0; l < L; l++) {
             SIM_CHECK(ck__sim_busy(pool, NULL, Ff * 1e9));
             void **lp = ptr + l * n;
-            for (size_t k = 0; k < n; k++) SIM_CHECK(ck_malloc(pool, &lp[k], (size_t)am->c[k].bytes, NULL));
+            for (size_t k = 0; k < n; k++) {
+                SIM_CHECK(ck_malloc(pool, &lp[k], (size_t)am->c[k].bytes, NULL));
+                if (stepno == 1) sample(pool, &r->resident);
+            }
             for (size_t k = 0; k < n; k++) {
                 const ck_act_class *c = &am->c[k];
                 ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
@@ -225,6 +240,7 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
         }
         void *lb;
         SIM_CHECK(ck_malloc(pool, &lb, (size_t)(loss + (double)am->final_norm), NULL));
+        if (stepno == 1) sample(pool, &r->resident);
         SIM_CHECK(ck__sim_busy(pool, NULL, am->head_flops / rate * 1e9));
         SIM_CHECK(ck_free(pool, lb, NULL));
         for (size_t l = L; l-- > 0;) {
@@ -237,6 +253,7 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
             }
             void *w;
             SIM_CHECK(ck_malloc(pool, &w, (size_t)am->layer_backward, NULL));
+            if (stepno == 1) sample(pool, &r->resident);
             SIM_CHECK(ck__sim_busy(pool, NULL, Fb * 1e9));
             SIM_CHECK(ck_free(pool, w, NULL));
             for (size_t k = 0; k < n; k++) {
@@ -275,6 +292,7 @@ static void simulate(const ck_act_model *am, const ck_hw_profile *hw, const ck_p
                      const ck_plan *p, sim_result *r) {
     double peak_keep = 0;
     simulate_one(am, hw, o, p, 1, &r->step_keep, &peak_keep, r);
+    r->resident = 0;
     if (r->ok) simulate_one(am, hw, o, p, 0, &r->step, &r->peak, r);
 }
 
@@ -442,9 +460,9 @@ int main(int argc, char **argv) {
                p.overhead, p.crossover, ck.peak, ck.feasible ? "true" : "false", ck.overhead);
         json_str(stdout, bound);
         if (sr.ok)
-            printf(",\"simulated\":{\"peak\":%.0f,\"step_s\":%.6f,\"step_keep_s\":%.6f,\"overhead\":%.4f,"
+            printf(",\"simulated\":{\"peak\":%.0f,\"resident_peak\":%.0f,\"step_s\":%.6f,\"step_keep_s\":%.6f,\"overhead\":%.4f,"
                    "\"fetch_wait_s\":%.6f,\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,\"evictions\":%llu}",
-                   sr.peak, sr.step, sr.step_keep, sr.step / sr.step_keep - 1, (double)sr.st.fetch_wait_ns / 1e9,
+                   sr.peak, sr.resident, sr.step, sr.step_keep, sr.step / sr.step_keep - 1, (double)sr.st.fetch_wait_ns / 1e9,
                    (unsigned long long)sr.st.prefetch_hits, (unsigned long long)sr.st.prefetch_misses,
                    (unsigned long long)sr.st.num_evictions);
         if (max_seq)
@@ -484,10 +502,11 @@ int main(int argc, char **argv) {
         printf("checkpointing       peak %.2f GiB%s, step time %+.1f%% (plain per-layer, same budget)\n",
                gib(ck.peak), ck.feasible ? "" : " (does not fit)", 100 * ck.overhead);
         if (sr.ok)
-            printf("simulated           peak %.2f GiB (predicted %.2f), step %.3f s (predicted %.3f), "
-                   "%+.1f%% over keeping everything (predicted %+.1f%%)\n",
-                   gib(sr.peak), gib(p.peak), sr.step, p.step + p.added, 100 * (sr.step / sr.step_keep - 1),
-                   100 * p.overhead);
+            printf("simulated           tensors on the device at most %.2f GiB (predicted peak %.2f; the "
+                   "pool's physical peak %.2f), step %.3f s (predicted %.3f), %+.1f%% over keeping "
+                   "everything (predicted %+.1f%%)\n",
+                   gib(sr.resident), gib(p.peak), gib(sr.peak), sr.step, p.step + p.added,
+                   100 * (sr.step / sr.step_keep - 1), 100 * p.overhead);
         if (max_seq) {
             printf("longest sequence    %llu tokens at <= %.0f%% overhead; checkpointing %llu (%.2fx)\n",
                    (unsigned long long)t.seq, 100 * max_ov, (unsigned long long)seq_ckpt,
