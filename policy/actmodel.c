@@ -280,6 +280,20 @@ ck_status ck__act_model(const ck_model_profile *mp, const ck_train_shape *t, ck_
      * those that train (all of them for full, the adapters for LoRA) */
     out->layer_bwd_flops = (full ? 2 * lin_f : lin_f) + 2.5 * attn_f + 2 * lora_f;
     out->head_flops = (full ? 3 : 2) * 2 * T * h * V;
+    if (t->checkpointing) {
+        /* Per-layer gradient checkpointing (torch.utils.checkpoint around
+         * each decoder layer): a layer keeps only its input; backward runs
+         * its forward again, holding its whole saved set while it does. That
+         * one class is what a plan can offload (Unsloth's offloaded
+         * checkpointing). */
+        uint64_t layer_set = out->per_layer;
+        out->n = 0;
+        out->per_layer = 0;
+        add(b, "input", (uint64_t)(e * T * h), "torch.utils.checkpoint (the layer's input)");
+        out->layer_backward += layer_set;
+        out->layer_bwd_flops += out->layer_fwd_flops;
+        if (b->st != CK_OK) return b->st;
+    }
     return CK_OK;
 }
 

@@ -29,7 +29,8 @@ typedef struct ck_train_shape {
     uint32_t dtype_bytes; /* activations and weights: 2 (bf16, fp16) or 4 (fp32) */
     uint64_t seq, batch;
     int attention;        /* CK_ATTN_* */
-    int checkpointing;    /* 1: per-layer gradient checkpointing */
+    int checkpointing;    /* 1: per-layer gradient checkpointing: a layer keeps only its input
+                             (class "input"), backward recomputes the layer */
 } ck_train_shape;
 
 #define CK_ACT_MAX 32

@@ -675,3 +675,14 @@ expect_rc $? 2
 expect_rc $? 2
 "$P" --help | grep -q "^usage: ckalloc-probe"
 ]=])
+
+# --checkpointing layer: one class per layer (its input), offloadable; the
+# baseline stays plain checkpointing of the same model.
+ck_tool_test(plan_checkpointing [=[
+P="$(dirname "$R")/ckalloc-plan"
+"$P" --gpu rtx4090 --model llama-2-7b --checkpointing layer --max-seq --max-overhead 0.6 --loss-chunk 1024 --budget 22G --json > "$W/ckpt.json"
+expect_rc $? 0
+check "$W/ckpt.json" 'len(j["classes"]) == 1 and j["classes"][0]["tag"] == "layers.*.input" and j["max_seq"] >= 1.8 * j["max_seq_checkpointing"]' || exit 1
+"$P" --gpu rtx4090 --model llama-2-7b --checkpointing sometimes 2> /dev/null
+expect_rc $? 2
+]=])

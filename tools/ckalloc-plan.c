@@ -31,6 +31,8 @@ static void usage(FILE *out) {
           "  --seq N --batch B     tokens per sequence (default 4096) and micro-batch (default 1)\n"
           "  --dtype D             bf16 | fp16 | fp32 (default bf16)\n"
           "  --attention A         flash | eager (default flash)\n"
+          "  --checkpointing C     none | layer: plan for a trainer that checkpoints every layer\n"
+          "                        (its input is the one tensor a plan can offload)\n"
           "  --budget SIZE         what the pool may hold (default: 92% of the GPU's memory)\n"
           "  --mfu F               achievable share of the dense FLOP/s (default 0.5)\n"
           "  --loss-chunk N        plan for a loss computed N tokens at a time (default: whole)\n"
@@ -109,8 +111,9 @@ static int write_policy(const char *path, const char *gpu, const char *model, ui
             (unsigned long long)(budget >> 20), model);
     fprintf(f, "training: {method: %s, ", method_word(t->method));
     if (t->method != CK_METHOD_FULL) fprintf(f, "rank: %u, targets: [%s], ", t->rank, targets);
-    fprintf(f, "seq: %llu, batch: %llu, dtype: %s, attention: %s}\n", (unsigned long long)t->seq,
-            (unsigned long long)t->batch, dtype, t->attention == CK_ATTN_EAGER ? "eager" : "flash");
+    fprintf(f, "seq: %llu, batch: %llu, dtype: %s, attention: %s, checkpointing: %s}\n",
+            (unsigned long long)t->seq, (unsigned long long)t->batch, dtype,
+            t->attention == CK_ATTN_EAGER ? "eager" : "flash", t->checkpointing ? "layer" : "none");
     fputs("rules:\n", f);
     for (int k = 0; k < am->n; k++)
         fprintf(f, "  - {match: \"layers.*.%s\", tier: %s}   # %s\n", am->c[k].name,
@@ -297,7 +300,7 @@ static void simulate(const ck_act_model *am, const ck_hw_profile *hw, const ck_p
 }
 
 enum { O_GPU = 256, O_MODEL, O_METHOD, O_RANK, O_TARGETS, O_SEQ, O_BATCH, O_DTYPE, O_ATTN, O_BUDGET,
-       O_MFU, O_CHUNK, O_MAXOV, O_MAXSEQ, O_JSON, O_CHECK, O_SIM };
+       O_MFU, O_CHUNK, O_MAXOV, O_MAXSEQ, O_JSON, O_CHECK, O_SIM, O_CKPT };
 
 int main(int argc, char **argv) {
     const char *gpu = NULL, *model = NULL, *out_path = NULL, *check = NULL, *targets_s = "q,k,v,o";
@@ -314,7 +317,8 @@ int main(int argc, char **argv) {
         {"batch", 1, 0, O_BATCH},   {"dtype", 1, 0, O_DTYPE},   {"attention", 1, 0, O_ATTN},
         {"budget", 1, 0, O_BUDGET}, {"mfu", 1, 0, O_MFU},       {"loss-chunk", 1, 0, O_CHUNK},
         {"max-overhead", 1, 0, O_MAXOV}, {"max-seq", 0, 0, O_MAXSEQ}, {"json", 0, 0, O_JSON},
-        {"check", 1, 0, O_CHECK},   {"simulate", 0, 0, O_SIM},  {"help", 0, 0, 'h'},
+        {"check", 1, 0, O_CHECK},   {"simulate", 0, 0, O_SIM},  {"checkpointing", 1, 0, O_CKPT},
+        {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -363,9 +367,9 @@ int main(int argc, char **argv) {
             o.mfu = strtod(optarg, &end);
             if (*end || !(o.mfu > 0 && o.mfu <= 1)) goto bad_value;
             break;
-        case O_CHUNK:
+        case O_CHUNK: /* 0: the whole loss */
             o.loss_chunk = strtoull(optarg, &end, 10);
-            if (*end || !o.loss_chunk || errno) goto bad_value;
+            if (*end || end == optarg || errno) goto bad_value;
             break;
         case O_MAXOV:
             max_ov = strtod(optarg, &end);
@@ -375,6 +379,11 @@ int main(int argc, char **argv) {
         case O_JSON: json = 1; break;
         case O_CHECK: check = optarg; break;
         case O_SIM: sim = 1; break;
+        case O_CKPT:
+            if (!strcmp(optarg, "none")) t.checkpointing = 0;
+            else if (!strcmp(optarg, "layer")) t.checkpointing = 1;
+            else goto bad_value;
+            break;
         case 'o': out_path = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_BAD;
@@ -423,7 +432,9 @@ int main(int argc, char **argv) {
         if (ck__plan_max_seq(&mp, &t, &hw, &o, max_ov, 0, &t.seq, &am, &p) != CK_OK) goto fail;
         ck_act_model a2;
         ck_plan p2;
-        if (ck__plan_max_seq(&mp, &t, &hw, &o, 1e9, 1, &seq_ckpt, &a2, &p2) != CK_OK) goto fail;
+        ck_train_shape plain = t; /* the baseline: plain checkpointing of the same model */
+        plain.checkpointing = 0;
+        if (ck__plan_max_seq(&mp, &plain, &hw, &o, 1e9, 1, &seq_ckpt, &a2, &p2) != CK_OK) goto fail;
         if (!o.loss_chunk) {
             ck_plan_opts oc = o;
             oc.loss_chunk = 1024;
@@ -436,7 +447,13 @@ int main(int argc, char **argv) {
     } else {
         if (ck__act_model(&mp, &t, &am) != CK_OK || ck__plan(&am, &hw, &o, &p) != CK_OK) goto fail;
     }
-    ck__plan_checkpointing(&am, &hw, &o, &ck);
+    {
+        ck_train_shape plain = t;
+        plain.checkpointing = 0;
+        ck_act_model am0;
+        if (ck__act_model(&mp, &plain, &am0) != CK_OK) goto fail;
+        ck__plan_checkpointing(&am0, &hw, &o, &ck);
+    }
     sim_result sr = {0};
     if (sim && p.feasible) {
         simulate(&am, &hw, &o, &p, &sr);

@@ -163,6 +163,26 @@ START_TEST(t_full_and_eager) {
 }
 END_TEST
 
+/* Per-layer checkpointing: a layer keeps its input alone; backward holds the
+ * recomputed layer's whole set and runs its forward again. */
+START_TEST(t_checkpointing) {
+    ck_model_profile m = load_model("llama-2-7b");
+    ck_train_shape t = {.method = CK_METHOD_LORA, .rank = 16, .dtype_bytes = 2, .seq = 4096, .batch = 1};
+    ck_act_model plain, ck;
+    OK(ck__act_model(&m, &t, &plain));
+    t.checkpointing = 1;
+    OK(ck__act_model(&m, &t, &ck));
+    ck_assert_int_eq(ck.n, 1);
+    ck_assert_str_eq(ck.c[0].name, "input");
+    ck_assert_uint_eq(ck.per_layer, 2ull * 4096 * 4096);
+    ck_assert_uint_eq(ck.per_layer, plain.ckpt_input);
+    ck_assert_uint_eq(ck.layer_backward, plain.layer_backward + plain.per_layer);
+    ck_assert(ck.layer_bwd_flops == plain.layer_bwd_flops + plain.layer_fwd_flops);
+    ck_assert_uint_eq(ck.persistent, plain.persistent);
+    ck_assert_uint_eq(ck.loss_backward, plain.loss_backward);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("actmodel");
     TCase *tc = tcase_create("core");
@@ -170,6 +190,7 @@ int main(void) {
     tcase_add_test(tc, t_param_counts);
     tcase_add_test(tc, t_llama_lora_by_hand);
     tcase_add_test(tc, t_full_and_eager);
+    tcase_add_test(tc, t_checkpointing);
     suite_add_tcase(s, tc);
     return ck_test_run(s);
 }
