@@ -271,10 +271,12 @@ START_TEST(t_sim_wait_rerecorded_event) {
     ASSERT_OK(ck_event_create(p, &b_start));
     ASSERT_OK(ck_event_create(p, &b_end));
     const size_t big = 96 * MiB;
-    void *dev, *d2;
+    void *dev, *d2, *d3;
     ASSERT_OK(ck_malloc(p, &dev, 2 * big, NULL));
     ASSERT_OK(ck_malloc(p, &d2, MiB, NULL));
-    unsigned char *host = pattern_buf(MiB, 6);
+    ASSERT_OK(ck_malloc(p, &d3, MiB, NULL));
+    /* a and c run unordered: each has buffers of its own */
+    unsigned char *host = pattern_buf(2 * MiB, 6);
     ASSERT_OK(ck_memset_async(p, dev, 1, 2 * big, NULL));
     ASSERT_OK(ck_stream_synchronize(p, NULL));
     /* a: 1 MB to the host, 1 ms; then e. */
@@ -288,7 +290,7 @@ START_TEST(t_sim_wait_rerecorded_event) {
     ASSERT_OK(ck_event_record(p, b_end, b));
     /* c: e again, after 1 MB to the device at 1 MB/s (one simulated second):
      * queued while b still copies, so it usually runs before b's wait. */
-    ASSERT_OK(ck_memcpy_async(p, d2, host, 1000000, c));
+    ASSERT_OK(ck_memcpy_async(p, d3, host + MiB, 1000000, c));
     ASSERT_OK(ck_event_record(p, e, c));
     ASSERT_OK(ck_stream_synchronize(p, b));
     ASSERT_OK(ck_stream_synchronize(p, c));
@@ -301,6 +303,7 @@ START_TEST(t_sim_wait_rerecorded_event) {
     ASSERT_OK(ck_event_destroy(p, b_end));
     ASSERT_OK(ck_free(p, dev, NULL));
     ASSERT_OK(ck_free(p, d2, NULL));
+    ASSERT_OK(ck_free(p, d3, NULL));
     ASSERT_OK(ck_stream_destroy(p, a));
     ASSERT_OK(ck_stream_destroy(p, b));
     ASSERT_OK(ck_stream_destroy(p, c));
