@@ -10,8 +10,9 @@
  * overlap). The step is L (Ff + Fb) plus the head and loss.
  *
  * Memory. Every layer's kept bytes K stay from forward to backward. The
- * loss phase sees persistent + L K + the loss (the tier engine's kept tail
- * of forward is evicted first when memory is short). In backward, at the top layer, all L
+ * loss phase sees persistent + L K + the loss, plus forward's tail (the
+ * last layer's stashed tensors) when the engine keeps it there (see
+ * finish). In backward, at the top layer, all L
  * layers' K are there, with this layer's stashed tensors back (O + R), the
  * next layer's offloaded ones on their way (prefetch: O) and the layer's
  * backward work. The peak is the larger.
@@ -73,17 +74,28 @@ static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_pla
     out->persistent = (double)am->persistent;
     out->kept = L * tt->K;
     out->loss = (lf > lb ? lf : lb) + (double)am->final_norm;
-    /* Forward's tail (the last layer's stashed tensors, which the engine
-     * keeps resident for backward) is evictable: under a budget this tight
-     * it goes out during the head's compute, so the loss phase does not
-     * count it. */
-    double tail = 0;
-    double at_loss = out->persistent + out->kept + tail + out->loss;
+    /* Forward's tail: the engine keeps the last layer's stashed tensors
+     * resident (backward needs them first) unless the budget is near at
+     * their stash (within 10%). Kept, they stay through the loss phase if
+     * it has room; if not, the loss's allocation evicts them, waiting for
+     * their copy out, and backward's first layer comes back unhidden. Sent
+     * out in forward, that first layer comes back unhidden too. */
+    double tail = tt->O + tt->R, tail_in = 0, tail_s = 0;
+    double base = out->persistent + out->kept + out->loss;
+    if (tail > 0) {
+        int kept_tail = out->persistent + out->kept + tail <= 0.9 * (double)o->budget;
+        if (kept_tail && base + tail <= usable(o)) tail_in = tail;
+        else if (kept_tail) tail_s = tt->O / hw->d2h + tt->O / hw->h2d;
+        else tail_s = tt->O / hw->h2d;
+    }
+    out->added += tail_s;
+    out->overhead = out->step > 0 ? out->added / out->step : 0;
+    double at_loss = base + tail_in;
     out->transient = tt->O + tt->R + tt->O + (double)am->layer_backward;
     double at_bwd = out->persistent + out->kept + out->transient;
     out->peak = at_loss > at_bwd ? at_loss : at_bwd;
     out->peak_at = at_loss > at_bwd ? "loss" : "backward";
-    if (at_loss > at_bwd) out->transient = tail;
+    if (at_loss > at_bwd) out->transient = tail_in;
     out->feasible = ok && out->peak <= usable(o);
 }
 

@@ -640,14 +640,16 @@ for f in "$SRC"/*.yaml; do "$P" --check "$f" > /dev/null || exit 1; done
 # --simulate: the plan as two training steps through the tier engine on the
 # simulated clock (the activation model's tensors, stashes, fetches and
 # replays at the profile's speeds): the most tensor bytes on the device and
-# the step time within 5% of the predicted peak and step, on four cases (the
-# README says where they part: mid-length sequences, where the engine keeps
-# forward's tail resident because the budget has room).
+# the step time within 5% of the predicted peak and step, on six cases
+# (short and mid-length sequences, a longest sequence, offloaded
+# checkpoints, QLoRA, full fine-tuning).
 ck_tool_test(plan_simulate [=[
 P="$(dirname "$R")/ckalloc-plan"
 n=0
 for args in "--gpu rtx4090 --model llama-2-7b --seq 8192 --budget 22G" \
     "--gpu rtx3060 --model mistral-7b --method qlora --max-seq" \
+    "--gpu rtx4090 --model llama-2-7b --seq 16384 --budget 22G" \
+    "--gpu rtx4090 --model llama-2-7b --seq 16384 --checkpointing layer --budget 22G" \
     "--gpu h200 --model llama-3-8b --method full --seq 4096" \
     "--gpu rtx4080 --model qwen2-7b --method qlora --seq 4096"
 do
