@@ -101,7 +101,7 @@ grep -q '"step":"procaddr".*"case":"none"' "$build-out1/run1.jsonl" && ok "proca
     bad "procaddr line has no case"
 
 OUT=$build-out2 BUILD=$build bash scripts/gpu-check.sh run2 >"$build.run2.stdout" 2>&1
-check_out run2 "$build-out2" $? build bench_replay bench_replay_torch bench_cuda_alloc \
+check_out run2 "$build-out2" $? build bench_replay bench_replay_torch bench_cuda_alloc probe \
     memcheck_kernel_check memcheck_preload racecheck_replay memcheck_replay
 n=$(grep -c '^{' "$build-out2/bench.jsonl")
 [ "$n" -eq 3 ] && ok "run2: 3 benchmark lines" || bad "run2: $n benchmark lines in bench.jsonl, want 3"
@@ -112,7 +112,7 @@ cache=$build/CMakeCache.txt
 deps=$root/.deps/root
 grep -q "^PKG_CONFIG_EXECUTABLE:FILEPATH=$deps/usr/bin/pkgconf$" "$cache" && ok "pkgconf from .deps" ||
     bad "PKG_CONFIG_EXECUTABLE is $(grep '^PKG_CONFIG_EXECUTABLE:' "$cache")"
-for v in pkgcfg_lib_CHECK_check_pic pkgcfg_lib_CHECK_subunit pkgcfg_lib_CJSON_cjson CHECK_INCLUDEDIR CJSON_INCLUDEDIR; do
+for v in pkgcfg_lib_CHECK_check_pic pkgcfg_lib_CHECK_subunit pkgcfg_lib_CJSON_cjson CHECK_INCLUDEDIR CJSON_INCLUDEDIR YAML_INCLUDEDIR; do
     val=$(grep "^$v:" "$cache" | cut -d= -f2-)
     case $val in "$deps"/*) ok "$v under .deps" ;; *) bad "$v is '$val', not under .deps/root" ;; esac
 done
