@@ -1376,7 +1376,11 @@ static ck_status set_policy(ck_pool *p, ck_policy *pol) {
     T->policy = pol;
     if (T->ptier) memset(T->ptier, 0, T->cap_ptier);
     T->eviction = pol ? pol->eviction : CK_EVICT_DEEPEST;
-    if (pol && pol->has_prefetch) T->prefetch = pol->prefetch;
+    /* the policy's window, else the pool's own (a later policy without
+     * one does not keep an earlier policy's) */
+    T->prefetch = pol && pol->has_prefetch ? pol->prefetch
+                  : p->opts.prefetch == UINT64_MAX ? CK_PREFETCH_DEFAULT
+                                                   : p->opts.prefetch;
     return CK_OK;
 }
 
