@@ -344,6 +344,41 @@ START_TEST(t_eviction_order) {
 }
 END_TEST
 
+/* The policy's prefetch window: off, a fetch brings back only its tensor;
+ * 64M, the ones stashed before it too (counted as prefetch hits when they
+ * are fetched); a policy without the key puts the pool's own back. */
+static uint64_t hits_with(const char *policy_text, const char *then) {
+    ck_pool *p = host_pool("chunk_align=4M,prefetch=0");
+    if (policy_text) OK(ck_policy_load_string(p, policy_text, strlen(policy_text), NULL));
+    if (then) OK(ck_policy_load_string(p, then, strlen(then), NULL));
+    void *t[3];
+    for (int i = 0; i < 3; i++) {
+        OK(ck_malloc(p, &t[i], 8 * MiB, NULL));
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        OK(ck_tag(p, t[i], name, CK_TIER_OFFLOAD));
+        OK(ck_stash(p, t[i], NULL));
+    }
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(settle(p, t[i]), CK_TENSOR_OFFLOADED);
+    for (int i = 2; i >= 0; i--) {
+        OK(ck_fetch(p, t[i], NULL));
+        OK(ck_stream_synchronize(p, NULL));
+    }
+    uint64_t hits = stats_of(p).prefetch_hits;
+    for (int i = 0; i < 3; i++) OK(ck_free(p, t[i], NULL));
+    OK(ck_pool_destroy(p));
+    return hits;
+}
+
+START_TEST(t_prefetch_key) {
+    ck_assert_uint_eq(hits_with(NULL, NULL), 0); /* the pool's prefetch=0 */
+    ck_assert_uint_eq(hits_with("version: 1\nprefetch: 64M\n", NULL), 2);
+    ck_assert_uint_eq(hits_with("version: 1\nprefetch: off\n", NULL), 0);
+    /* a second policy without the key: back to the pool's (off) */
+    ck_assert_uint_eq(hits_with("version: 1\nprefetch: 64M\n", "version: 1\n"), 0);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("policy");
     TCase *tc = tcase_create("core");
@@ -354,6 +389,7 @@ int main(void) {
     tcase_add_test(tc, t_load_applies);
     tcase_add_test(tc, t_config_key);
     tcase_add_test(tc, t_eviction_order);
+    tcase_add_test(tc, t_prefetch_key);
     suite_add_tcase(s, tc);
     return ck_test_run(s);
 }
