@@ -688,3 +688,16 @@ check "$W/ckpt.json" 'len(j["classes"]) == 1 and j["classes"][0]["tag"] == "laye
 "$P" --gpu rtx4090 --model llama-2-7b --checkpointing sometimes 2> /dev/null
 expect_rc $? 2
 ]=])
+
+# Every ```yaml block of the README is a policy file ckalloc takes.
+ck_tool_test(readme_policy_yaml [=[
+P="$(dirname "$R")/ckalloc-plan"
+rm -f "$W"/readme_*.yaml
+awk -v dir="$W" '
+  /^```yaml$/ { n++; f = dir "/readme_" n ".yaml"; inb = 1; next }
+  /^```$/ && inb { inb = 0; close(f); next }
+  inb { print > f }' "$D/../../README.md"
+N=$(ls "$W"/readme_*.yaml 2>/dev/null | wc -l)
+[ "$N" -ge 1 ] || { echo "FAILED: no yaml block in README.md"; exit 1; }
+for f in "$W"/readme_*.yaml; do "$P" --check "$f" || exit 1; done
+]=])
