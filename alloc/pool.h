@@ -433,7 +433,6 @@ void ck__streams_free(ck_pool *p);
  * CK_ERR_INVALID (a sentence naming fn) for a destroyed stream or another
  * pool's, with nothing changed. */
 ck_status ck__stream_lookup(ck_pool *p, ck_stream s, const char *fn, uint32_t *idx);
-
 ck_status ck__stream_register_own(ck_pool *p, ck_stream s);
 /* 1 if s is the default stream or a registered stream not destroyed. */
 int ck__stream_alive(const ck_pool *p, ck_stream s);

@@ -186,11 +186,16 @@ uint64_t ck__tier_released_bytes(const ck_pool *p) { return p->tier ? p->tier->r
 
 /* ---- the engine --------------------------------------------------------- */
 
+/* The pool's own prefetch window (config key prefetch). */
+static uint64_t pool_prefetch(const ck_pool *p) {
+    return p->opts.prefetch == UINT64_MAX ? CK_PREFETCH_DEFAULT : p->opts.prefetch;
+}
+
 static struct ck_tier_engine *engine(ck_pool *p) {
     if (p->tier) return p->tier;
     struct ck_tier_engine *T = calloc(1, sizeof *T);
     if (!T) return NULL;
-    T->prefetch = p->opts.prefetch == UINT64_MAX ? CK_PREFETCH_DEFAULT : p->opts.prefetch;
+    T->prefetch = pool_prefetch(p);
     ck__host_init(p, &T->host);
     p->tier = T;
     return T;
@@ -225,6 +230,12 @@ static ck_tier policy_tier(ck_pool *p, const ck_tmeta *m) {
     if (!T->ptier[m->tag])
         T->ptier[m->tag] = (uint8_t)(ck__policy_match(T->policy, ck__tier_tag_name(p, m->tag)) + 1);
     return (ck_tier)(T->ptier[m->tag] - 1);
+}
+
+/* The tier m asks for: its tag's, or for AUTO the policy's rule (still
+ * AUTO when no rule matches). */
+static ck_tier wanted_tier(ck_pool *p, const ck_tmeta *m) {
+    return m->tier == CK_TIER_AUTO ? policy_tier(p, m) : (ck_tier)m->tier;
 }
 
 static void stash_add(struct ck_tier_engine *T, ck_tmeta *m) {
@@ -575,8 +586,7 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     }
     /* The tier asked for: a recipe rebuilds only a RECOMPUTE (or AUTO)
      * tensor; an OFFLOAD one is copied out even when it has a recipe. */
-    ck_tier want = m->tier == CK_TIER_AUTO ? policy_tier(p, m) : (ck_tier)m->tier;
-    int rebuild = m->has_recipe && want != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
+    int rebuild = m->has_recipe && wanted_tier(p, m) != CK_TIER_OFFLOAD && check_inputs(p, m) == CK_OK;
     ck__clear_error();
     if (!m->host && !rebuild) {
         /* The producer is done with it (waited for above): copy now. */
@@ -610,6 +620,12 @@ static size_t evict_resident(ck_pool *p, ck_tmeta *m) {
     return got;
 }
 
+/* A stashed tensor pressure may evict: resident, not being rebuilt from,
+ * and in pass 0 prefetched, in pass 1 left resident (AUTO, kept tail). */
+static int evictable(const ck_tmeta *m, int pass) {
+    return !m->busy && m->state == CK_TENSOR_RESIDENT && (pass == 0 ? m->prefetched : m->auto_kept);
+}
+
 size_t ck__tier_reclaim(ck_pool *p, size_t need) {
     struct ck_tier_engine *T = p->tier;
     if (!T) return 0;
@@ -627,10 +643,7 @@ size_t ck__tier_reclaim(ck_pool *p, size_t need) {
             for (;;) {
                 ck_tmeta *best = NULL;
                 for (ck_tmeta *m = T->s_head; m; m = m->snext)
-                    if (!m->busy && m->state == CK_TENSOR_RESIDENT &&
-                        (pass == 0 ? m->prefetched : m->auto_kept) &&
-                        (!best || m->b->size > best->b->size))
-                        best = m;
+                    if (evictable(m, pass) && (!best || m->b->size > best->b->size)) best = m;
                 if (!best || got >= need) break;
                 size_t g = evict_resident(p, best);
                 if (!g && best->state == CK_TENSOR_RESIDENT) break; /* it cannot go: stop */
@@ -638,11 +651,8 @@ size_t ck__tier_reclaim(ck_pool *p, size_t need) {
             }
             continue;
         }
-        for (ck_tmeta *m = T->s_head; m && got < need; m = m->snext) {
-            if (m->busy || m->state != CK_TENSOR_RESIDENT) continue;
-            if (pass == 0 ? !m->prefetched : !m->auto_kept) continue;
-            got += evict_resident(p, m);
-        }
+        for (ck_tmeta *m = T->s_head; m && got < need; m = m->snext)
+            if (evictable(m, pass)) got += evict_resident(p, m);
     }
     return got;
 }
@@ -1077,13 +1087,9 @@ CK_API ck_status ck_stash(ck_pool *p, void *ptr, ck_stream stream) {
     struct ck_tier_engine *T = p->tier;
     ck_tmeta *m = b->tm;
     poll(p, 0);
-    ck_tier t = (ck_tier)m->tier;
-    if (t == CK_TIER_AUTO && T->policy) {
-        /* The policy's rule; its recompute needs a recipe (else offload). */
-        ck_tier pt = policy_tier(p, m);
-        if (pt == CK_TIER_RECOMPUTE && !m->has_recipe) pt = CK_TIER_OFFLOAD;
-        t = pt;
-    }
+    ck_tier t = wanted_tier(p, m);
+    /* A policy rule's recompute needs a recipe (else offload). */
+    if (t == CK_TIER_RECOMPUTE && m->tier == CK_TIER_AUTO && !m->has_recipe) t = CK_TIER_OFFLOAD;
     if (t == CK_TIER_RECOMPUTE && !m->has_recipe)
         st = ck__err(CK_ERR_INVALID, "ck_stash: '%s' (%p) is RECOMPUTE but has no recipe (ck_set_recipe)",
                      tname(p, m), ptr);
@@ -1378,9 +1384,7 @@ static ck_status set_policy(ck_pool *p, ck_policy *pol) {
     T->eviction = pol ? pol->eviction : CK_EVICT_DEEPEST;
     /* the policy's window, else the pool's own (a later policy without
      * one does not keep an earlier policy's) */
-    T->prefetch = pol && pol->has_prefetch ? pol->prefetch
-                  : p->opts.prefetch == UINT64_MAX ? CK_PREFETCH_DEFAULT
-                                                   : p->opts.prefetch;
+    T->prefetch = pol && pol->has_prefetch ? pol->prefetch : pool_prefetch(p);
     return CK_OK;
 }
 

@@ -32,11 +32,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Achievable FLOP/s: fp32 runs on the fp32 rate, bf16 and fp16 on the
- * tensor cores' dense rate. */
-static double rate_of(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o) {
+double ck__plan_rate(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o) {
     double mfu = o->mfu > 0 ? o->mfu : 0.5;
     return (am->dtype_bytes == 4 ? hw->flops_fp32 : hw->flops_bf16) * mfu;
+}
+
+double ck__plan_loss(const ck_act_model *am, const ck_plan_opts *o) {
+    double frac = 1;
+    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
+    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
+    return lf > lb ? lf : lb;
 }
 
 /* The tier classes may take: bit 0 keep, 1 offload, 2 recompute. */
@@ -60,7 +65,7 @@ typedef struct totals {
 
 static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
                    const totals *tt, int ok, ck_plan *out) {
-    double rate = rate_of(am, hw, o), L = (double)am->layers;
+    double rate = ck__plan_rate(am, hw, o), L = (double)am->layers;
     double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
     out->step = L * (Ff + Fb) + am->head_flops / rate;
     double out_s = tt->O / hw->d2h - Ff, in_s = tt->O / hw->h2d - Fb;
@@ -68,12 +73,9 @@ static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_pla
     out->overhead = out->step > 0 ? out->added / out->step : 0;
     out->crossover = rate / hw->h2d;
     out->stashed = tt->O + tt->R;
-    double frac = 1;
-    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
-    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
     out->persistent = (double)am->persistent;
     out->kept = L * tt->K;
-    out->loss = (lf > lb ? lf : lb) + (double)am->final_norm;
+    out->loss = ck__plan_loss(am, o) + (double)am->final_norm;
     /* Forward's tail: the engine keeps the last layer's stashed tensors
      * resident (backward needs them first) unless the budget is near at
      * their stash (within 10%). Kept, they stay through the loss phase if
@@ -101,7 +103,7 @@ static void finish(const ck_act_model *am, const ck_hw_profile *hw, const ck_pla
 
 void ck__plan_eval(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
                    const ck_tier *t, ck_plan *out) {
-    double rate = rate_of(am, hw, o);
+    double rate = ck__plan_rate(am, hw, o);
     totals tt = {0, 0, 0, 0};
     int ok = 1;
     for (int k = 0; k < am->n; k++) {
@@ -200,7 +202,7 @@ static ck_tier least(const ck_act_class *c) {
 }
 
 static void reasons(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o, ck_plan *p) {
-    double rate = rate_of(am, hw, o);
+    double rate = ck__plan_rate(am, hw, o);
     double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
     /* a layer's offloaded bytes, and whether their transfers hide */
     double O = 0;
@@ -245,7 +247,7 @@ static void setup(search *S, const ck_act_model *am, const ck_hw_profile *hw, co
     S->am = am;
     S->hw = hw;
     S->o = o;
-    S->rate = rate_of(am, hw, o);
+    S->rate = ck__plan_rate(am, hw, o);
     S->L = (double)am->layers;
     S->Ff = am->layer_fwd_flops / S->rate;
     S->Fb = am->layer_bwd_flops / S->rate;
@@ -266,11 +268,8 @@ static void setup(search *S, const ck_act_model *am, const ck_hw_profile *hw, co
         S->min_bwd[i] = S->min_bwd[i + 1] + mb;
         S->min_loss[i] = S->min_loss[i + 1] + ml;
     }
-    double frac = 1;
-    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
-    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
     S->fixed_bwd = (double)am->persistent + (double)am->layer_backward;
-    S->fixed_loss = (double)am->persistent + (lf > lb ? lf : lb) + (double)am->final_norm;
+    S->fixed_loss = (double)am->persistent + ck__plan_loss(am, o) + (double)am->final_norm;
 }
 
 static ck_status check_args(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
@@ -346,18 +345,15 @@ ck_status ck__plan_brute(const ck_act_model *am, const ck_hw_profile *hw, const 
 void ck__plan_checkpointing(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
                             ck_plan *out) {
     memset(out, 0, sizeof *out);
-    double rate = rate_of(am, hw, o), L = (double)am->layers;
+    double rate = ck__plan_rate(am, hw, o), L = (double)am->layers;
     double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
     out->step = L * (Ff + Fb) + am->head_flops / rate;
     out->added = L * Ff; /* every layer's forward runs again */
     out->overhead = out->step > 0 ? out->added / out->step : 0;
     out->crossover = rate / hw->h2d;
-    double frac = 1;
-    if (o->loss_chunk && o->loss_chunk < am->tokens) frac = (double)o->loss_chunk / (double)am->tokens;
-    double lf = (double)am->loss_forward * frac, lb = (double)am->loss_backward * frac;
     out->persistent = (double)am->persistent;
     out->kept = L * (double)am->ckpt_input;
-    out->loss = (lf > lb ? lf : lb) + (double)am->final_norm;
+    out->loss = ck__plan_loss(am, o) + (double)am->final_norm;
     double at_loss = out->persistent + out->kept + out->loss;
     double at_bwd = out->persistent + out->kept + (double)am->per_layer + (double)am->layer_backward;
     out->peak = at_loss > at_bwd ? at_loss : at_bwd;

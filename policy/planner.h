@@ -36,6 +36,13 @@ typedef struct ck_plan {
     uint64_t evaluated;       /* tier assignments the search looked at */
 } ck_plan;
 
+/* Achievable FLOP/s: the profile's dense rate (fp32 for 4-byte dtypes, the
+ * tensor cores' bf16 rate otherwise) times mfu (0: 0.5). */
+double ck__plan_rate(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o);
+/* The loss phase's peak bytes (forward or backward, the larger), scaled to
+ * o->loss_chunk tokens when the loss is chunked (the final norm not in). */
+double ck__plan_loss(const ck_act_model *am, const ck_plan_opts *o);
+
 /* Predict peak and added time of the tiers in t (one per class); fills the
  * plan's numbers, not its reasons. Classes whose tier they cannot take
  * (recompute without a recipe, a stash of a small tensor) make it

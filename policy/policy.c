@@ -100,21 +100,35 @@ static ck_status scalar(const pctx *c, const yaml_node_t *n, const char *key, co
     return CK_OK;
 }
 
+static int index_of(const char *const *names, const char *name) {
+    for (int i = 0; name && names[i]; i++)
+        if (strcmp(names[i], name) == 0) return i;
+    return -1;
+}
+
+/* names, NULL-terminated, as "a, b, c" */
+static void join(const char *const *names, char *out, size_t n) {
+    out[0] = 0;
+    for (size_t i = 0; names[i]; i++) {
+        size_t l = strlen(out);
+        snprintf(out + l, n - l, "%s%s", i ? ", " : "", names[i]);
+    }
+}
+
+/* A value that must be one of allowed[]; the error lists them after label
+ * ("one of", "known"). */
 static ck_status one_of(const pctx *c, const yaml_node_t *n, const char *key,
-                        const char *const *allowed, char *out, size_t outn) {
+                        const char *const *allowed, const char *label, char *out, size_t outn) {
     const char *v = "";
     ck_status st = scalar(c, n, key, &v);
     if (st != CK_OK) return st;
-    char list[256] = "";
-    for (size_t i = 0; allowed[i]; i++) {
-        if (strcmp(v, allowed[i]) == 0) {
-            snprintf(out, outn, "%s", v);
-            return CK_OK;
-        }
-        size_t l = strlen(list);
-        snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", allowed[i]);
+    if (index_of(allowed, v) >= 0) {
+        snprintf(out, outn, "%s", v);
+        return CK_OK;
     }
-    return perr(c, n, "unknown %s '%.60s' (one of: %s)", key, v, list);
+    char list[512];
+    join(allowed, list, sizeof list);
+    return perr(c, n, "unknown %s '%.60s' (%s: %s)", key, v, label, list);
 }
 
 static ck_status size_val(const pctx *c, const yaml_node_t *n, const char *key, int allow0,
@@ -163,7 +177,7 @@ static ck_status version_val(const pctx *c, const yaml_node_t *v, int *seen) {
 static ck_status tier_val(const pctx *c, const yaml_node_t *n, ck_tier *out) {
     static const char *const tiers[] = {"auto", "keep", "offload", "recompute", NULL};
     char t[16];
-    ck_status st = one_of(c, n, "tier", tiers, t, sizeof t);
+    ck_status st = one_of(c, n, "tier", tiers, "one of", t, sizeof t);
     if (st != CK_OK) return st;
     for (int i = 0; tiers[i]; i++)
         if (strcmp(t, tiers[i]) == 0) *out = (ck_tier)i; /* the enum's order */
@@ -197,24 +211,6 @@ static ck_status each_pair(const pctx *c, const yaml_node_t *n, const char *what
     return CK_OK;
 }
 
-static ck_status name_in(const pctx *c, const yaml_node_t *n, const char *key,
-                         const char *const *names, char *out, size_t outn) {
-    const char *v = "";
-    ck_status st = scalar(c, n, key, &v);
-    if (st != CK_OK) return st;
-    for (size_t i = 0; names[i]; i++)
-        if (strcmp(v, names[i]) == 0) {
-            snprintf(out, outn, "%s", v);
-            return CK_OK;
-        }
-    char list[512] = "";
-    for (size_t i = 0; names[i]; i++) {
-        size_t l = strlen(list);
-        snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", names[i]);
-    }
-    return perr(c, n, "unknown %s '%.60s' (known: %s)", key, v, list);
-}
-
 static ck_status training_pair(const pctx *c, const char *key, const yaml_node_t *k,
                                const yaml_node_t *v, void *arg) {
     ck_policy *pol = arg;
@@ -225,12 +221,12 @@ static ck_status training_pair(const pctx *c, const char *key, const yaml_node_t
     static const char *const projs[] = {"q", "k", "v", "o", "gate", "up", "down", NULL};
     uint64_t x;
     ck_status st;
-    if (strcmp(key, "method") == 0) return one_of(c, v, key, methods, pol->method, sizeof pol->method);
-    if (strcmp(key, "dtype") == 0) return one_of(c, v, key, dtypes, pol->dtype, sizeof pol->dtype);
+    if (strcmp(key, "method") == 0) return one_of(c, v, key, methods, "one of", pol->method, sizeof pol->method);
+    if (strcmp(key, "dtype") == 0) return one_of(c, v, key, dtypes, "one of", pol->dtype, sizeof pol->dtype);
     if (strcmp(key, "attention") == 0)
-        return one_of(c, v, key, attns, pol->attention, sizeof pol->attention);
+        return one_of(c, v, key, attns, "one of", pol->attention, sizeof pol->attention);
     if (strcmp(key, "checkpointing") == 0)
-        return one_of(c, v, key, ckpts, pol->checkpointing, sizeof pol->checkpointing);
+        return one_of(c, v, key, ckpts, "one of", pol->checkpointing, sizeof pol->checkpointing);
     if (strcmp(key, "rank") == 0) {
         st = int_val(c, v, key, 1, 65536, &x);
         if (st == CK_OK) pol->rank = (uint32_t)x;
@@ -245,7 +241,7 @@ static ck_status training_pair(const pctx *c, const char *key, const yaml_node_t
             const yaml_node_t *e = Y.document_get_node(c->doc, *it);
             char tmp[8];
             if (!e) return perr(c, v, "'targets': a broken item");
-            st = one_of(c, e, "target", projs, tmp, sizeof tmp);
+            st = one_of(c, e, "target", projs, "one of", tmp, sizeof tmp);
             if (st != CK_OK) return st;
         }
         return CK_OK;
@@ -301,9 +297,9 @@ static ck_status top_pair(const pctx *c, const char *key, const yaml_node_t *k,
     ck_policy *pol = ts->pol;
     if (strcmp(key, "version") == 0) return version_val(c, v, &ts->version);
     if (strcmp(key, "hardware") == 0)
-        return name_in(c, v, "GPU", ck__hardware_names, pol->hardware, sizeof pol->hardware);
+        return one_of(c, v, "GPU", ck__hardware_names, "known", pol->hardware, sizeof pol->hardware);
     if (strcmp(key, "model") == 0)
-        return name_in(c, v, "model", ck__model_names, pol->model, sizeof pol->model);
+        return one_of(c, v, "model", ck__model_names, "known", pol->model, sizeof pol->model);
     if (strcmp(key, "budget") == 0) return size_val(c, v, key, 0, &pol->budget);
     if (strcmp(key, "prefetch") == 0) {
         pol->has_prefetch = 1;
@@ -312,7 +308,7 @@ static ck_status top_pair(const pctx *c, const char *key, const yaml_node_t *k,
     if (strcmp(key, "eviction") == 0) {
         static const char *const orders[] = {"deepest", "largest", NULL};
         char o[16];
-        ck_status st = one_of(c, v, key, orders, o, sizeof o);
+        ck_status st = one_of(c, v, key, orders, "one of", o, sizeof o);
         if (st == CK_OK) pol->eviction = strcmp(o, "largest") == 0 ? CK_EVICT_LARGEST : CK_EVICT_DEEPEST;
         return st;
     }
@@ -580,23 +576,14 @@ CK_API ck_status ck_policy_check(const char *path) {
     return st;
 }
 
-static int builtin_index(const char *const *names, const char *name) {
-    for (int i = 0; name && names[i]; i++)
-        if (strcmp(names[i], name) == 0) return i;
-    return -1;
-}
-
 static ck_status unknown_name(const char *what, const char *name, const char *const *names) {
-    char list[512] = "";
-    for (size_t i = 0; names[i]; i++) {
-        size_t l = strlen(list);
-        snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", names[i]);
-    }
+    char list[512];
+    join(names, list, sizeof list);
     return ck__err(CK_ERR_INVALID, "unknown %s '%.60s' (known: %s)", what, name ? name : "", list);
 }
 
 ck_status ck__hw_builtin(const char *name, ck_hw_profile *out) {
-    int i = builtin_index(ck__hardware_names, name);
+    int i = index_of(ck__hardware_names, name);
     if (i < 0) return unknown_name("GPU", name, ck__hardware_names);
     const char *t = (const char *)ck__hardware_texts[i];
     char label[96];
@@ -605,7 +592,7 @@ ck_status ck__hw_builtin(const char *name, ck_hw_profile *out) {
 }
 
 ck_status ck__model_builtin(const char *name, ck_model_profile *out) {
-    int i = builtin_index(ck__model_names, name);
+    int i = index_of(ck__model_names, name);
     if (i < 0) return unknown_name("model", name, ck__model_names);
     const char *t = (const char *)ck__model_texts[i];
     char label[96];

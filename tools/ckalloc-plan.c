@@ -184,7 +184,7 @@ static void sim_recipe(const ck_act_class *c, void *const *in, uint32_t e, ck_re
  * second timed. keep_all: every class kept, no budget (the baseline). */
 static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const ck_plan_opts *o,
                          const ck_plan *p, int keep_all, double *step, double *peak, sim_result *r) {
-    double rate = (am->dtype_bytes == 4 ? hw->flops_fp32 : hw->flops_bf16) * (o->mfu > 0 ? o->mfu : 0.5);
+    double rate = ck__plan_rate(am, hw, o);
     double Ff = am->layer_fwd_flops / rate, Fb = am->layer_bwd_flops / rate;
     uint64_t O = 0;
     for (int k = 0; k < am->n; k++)
@@ -210,8 +210,7 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
     SIM_CHECK(ck_event_create(pool, &e0));
     SIM_CHECK(ck_event_create(pool, &e1));
     SIM_CHECK(ck_malloc(pool, &persist, (size_t)am->persistent, NULL));
-    double loss = (double)(am->loss_forward > am->loss_backward ? am->loss_forward : am->loss_backward);
-    if (o->loss_chunk && o->loss_chunk < am->tokens) loss *= (double)o->loss_chunk / (double)am->tokens;
+    double loss = ck__plan_loss(am, o);
     for (int stepno = 0; stepno < 2; stepno++) {
         SIM_CHECK(ck_step_begin(pool));
         SIM_CHECK(ck_event_record(pool, e0, NULL));
