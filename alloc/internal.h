@@ -38,4 +38,9 @@ static inline uint64_t ck__align_up(uint64_t v, uint64_t a) { return (v + a - 1)
  * gaps as compute). CK_ERR_INVALID on any other pool. */
 ck_status ck__sim_busy(ck_pool *p, ck_stream s, double ns);
 
+/* Tier engine (tier.c): poll until ptr's stash has released its memory (at
+ * most max_s seconds of wall time), without moving the simulated host's
+ * clock; for tools that replay training without its compute. */
+void ck__tier_settle(ck_pool *p, void *ptr, double max_s);
+
 #endif

@@ -15,6 +15,9 @@
  * lock. */
 #include "ckalloc/tier.h"
 
+#include <sched.h>
+#include <time.h>
+
 #include "hostmem.h"
 #include "policy.h"
 #include "internal.h"
@@ -1366,6 +1369,27 @@ void ck__tier_destroy(ck_pool *p) {
     free(T->ptier);
     free(T);
     p->tier = NULL;
+}
+
+/* For the tools that replay or simulate training without its compute: poll
+ * (not wait: a wait would move the simulated host's clock) until ptr's
+ * stash has released its memory, yielding then sleeping, for at most
+ * max_s seconds of wall time. */
+void ck__tier_settle(ck_pool *p, void *ptr, double max_s) {
+    ck_tensor_status ts;
+    ts.struct_size = sizeof ts;
+    uint64_t until = ck__now_ns() + (uint64_t)(max_s * 1e9);
+    for (int spin = 0;; spin++) {
+        if (ck_tensor_info(p, ptr, &ts) != CK_OK || ts.state != CK_TENSOR_MOVING_OUT) break;
+        if (spin < 1000) {
+            sched_yield();
+            continue;
+        }
+        if (ck__now_ns() > until) break;
+        struct timespec nap = {0, 100000};
+        nanosleep(&nap, NULL);
+    }
+    ck__clear_error();
 }
 
 /* ---- policy files (include/ckalloc/policy.h) ------------------------------ */

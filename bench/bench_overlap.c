@@ -26,6 +26,7 @@
  * buffer included). Exit 0, 1 when a call fails, 2 bad usage. */
 #include "ckalloc/tier.h"
 #include "bench_util.h"
+#include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,10 +86,7 @@ static double step_ms(int mode, int L, size_t act, double compute_ms, double pci
         /* Host time is compressed here (no data moves): let the release
          * happen before the next layer, as it does when the transfer is
          * shorter than a layer's compute. */
-        ck_tensor_status ts;
-        ts.struct_size = sizeof ts;
-        do check(ck_tensor_info(p, a[l], &ts), "info");
-        while (ts.state == CK_TENSOR_MOVING_OUT);
+        ck__tier_settle(p, a[l], 10);
         double r = resident_gib(p);
         if (stepno == 1 && r > *peak_gib) *peak_gib = r;
     }

@@ -239,6 +239,10 @@ static void simulate_one(const ck_act_model *am, const ck_hw_profile *hw, const 
                 ck_tier t = keep_all ? CK_TIER_KEEP : p->tier[k];
                 if (am->c[k].bytes > CK_PLAN_MIN_TAG && t != CK_TIER_KEEP) SIM_CHECK(ck_stash(pool, lp[k], NULL));
             }
+            /* The layer's releases happen before the next layer, as they
+             * would behind its compute (the copy worker's wall time must
+             * not show as memory held). */
+            for (size_t k = 0; k < n; k++) ck__tier_settle(pool, lp[k], 10);
         }
         void *lb;
         SIM_CHECK(ck_malloc(pool, &lb, (size_t)(loss + (double)am->final_norm), NULL));

@@ -536,22 +536,7 @@ static int ck_tier_cb(void *ctx, const op *o, const char *name, void *p, char *e
         /* The trace's compute is gone: let the release happen before the
          * next row, as it would behind a real forward pass. */
         st = ck_stash(c->pool, p, s);
-        ck_tensor_status ts;
-        ts.struct_size = sizeof ts;
-        /* Poll (yielding, then sleeping) for at most 10 s of wall time: a
-         * slow machine (a sanitizer build, a loaded VM) must not see the
-         * release happen late. */
-        double until = now_s() + 10;
-        for (int spin = 0; st == CK_OK; spin++) {
-            if (ck_tensor_info(c->pool, p, &ts) != CK_OK || ts.state != CK_TENSOR_MOVING_OUT) break;
-            if (spin < 1000) {
-                sched_yield();
-                continue;
-            }
-            if (now_s() > until) break;
-            struct timespec nap = {0, 100000};
-            nanosleep(&nap, NULL);
-        }
+        if (st == CK_OK) ck__tier_settle(c->pool, p, 10);
         break;
     }
     case CK_TRACE_FETCH: st = ck_fetch(c->pool, p, s); break;
